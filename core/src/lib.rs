@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! dmrs core: the kernel's dm-snapshot (and later dm-clone) structures in
+//! `no_std` Rust, shared by the Rust-for-Linux module and the hosted shim.
+//!
+//! Reading guide (C file → Rust module):
+//! - `dm-exception-store.{c,h}` → [`exception_store`], [`exception`]
+//! - `dm-snap-persistent.c` → [`exception_store::persistent`] (`pstore`),
+//!   its on-disk structures in [`exception_store::disk`]
+//! - `dm-snap-transient.c` → [`exception_store::transient`]
+//! - `dm_exception_table` in `dm-snap.c` → [`exception_table`]
+//!
+//! The platform seam — the only thing a platform implements — is
+//! [`platform`] (block I/O, chunk copy), [`sync`] (spinlock, rwsem,
+//! atomics), [`mem`] (fallible allocation) and [`log`] (DMERR/DMWARN).
+//! Kernel rules hold everywhere: no `std`, fallible allocation only, no
+//! panic reachable from disk contents or table arguments.
+
+#![no_std]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod args;
+pub mod emit;
+pub mod endian;
+pub mod errno;
+pub mod exception;
+pub mod exception_store;
+pub mod exception_table;
+pub mod log;
+pub mod mem;
+pub mod platform;
+pub mod sync;
+
+pub use errno::{Errno, Result, TargetError};

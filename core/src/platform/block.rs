@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Block device I/O in sectors, with the request flags the stores use.
+
+use crate::errno::Result;
+
+/// `SECTOR_SHIFT`.
+pub const SECTOR_SHIFT: u32 = 9;
+/// Bytes in a sector.
+pub const SECTOR_SIZE: usize = 1 << SECTOR_SHIFT;
+
+bitflags::bitflags! {
+    /// Write request flags (`blk_opf_t` bits the core uses).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct ReqFlags: u32 {
+        /// `REQ_PREFLUSH`: flush the device cache before this write.
+        const PREFLUSH = 1 << 0;
+        /// `REQ_FUA`: this write is durable when it completes.
+        const FUA = 1 << 1;
+        /// `REQ_SYNC`: a synchronous write (a hint).
+        const SYNC = 1 << 2;
+    }
+}
+
+/// A block device. Buffers are whole sectors; offsets are sectors.
+///
+/// Implementations must be safe to call from several threads at once, as
+/// the kernel's `map` runs on many CPUs.
+pub trait BlockDevice: Send + Sync {
+    /// Reads `buf.len()` bytes (a multiple of [`SECTOR_SIZE`]) at `sector`.
+    fn read(&self, sector: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// Writes `buf` at `sector`. With `PREFLUSH` everything written before
+    /// is made durable first; with `FUA` this write is durable on return.
+    fn write(&self, sector: u64, buf: &[u8], flags: ReqFlags) -> Result<()>;
+
+    /// Makes every completed write durable (an empty `REQ_PREFLUSH` bio).
+    fn flush(&self) -> Result<()>;
+
+    /// Device size in sectors (`bdev_nr_sectors`).
+    fn size_sectors(&self) -> u64;
+
+    /// Logical block size in bytes (`bdev_logical_block_size`).
+    fn logical_block_size(&self) -> u32;
+
+    /// A read-ahead hint (`dm_bufio_prefetch`); ignoring it is correct.
+    fn prefetch(&self, _sector: u64, _nr_sectors: u64) {}
+}
+
+impl<T: BlockDevice + ?Sized> BlockDevice for &T {
+    fn read(&self, sector: u64, buf: &mut [u8]) -> Result<()> {
+        (**self).read(sector, buf)
+    }
+    fn write(&self, sector: u64, buf: &[u8], flags: ReqFlags) -> Result<()> {
+        (**self).write(sector, buf, flags)
+    }
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+    fn size_sectors(&self) -> u64 {
+        (**self).size_sectors()
+    }
+    fn logical_block_size(&self) -> u32 {
+        (**self).logical_block_size()
+    }
+    fn prefetch(&self, sector: u64, nr_sectors: u64) {
+        (**self).prefetch(sector, nr_sectors)
+    }
+}

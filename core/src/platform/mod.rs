@@ -1,0 +1,13 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The platform seam: what a platform provides to the core besides locks
+//! ([`crate::sync`]), allocation ([`crate::mem`]) and the log
+//! ([`crate::log`]). The kernel module implements it with bios/dm-io and
+//! dm-kcopyd; the hosted shim with `pread`/`pwrite` on files.
+
+pub mod block;
+pub mod copy;
+pub mod ramdev;
+
+pub use block::{BlockDevice, ReqFlags, SECTOR_SHIFT, SECTOR_SIZE};
+pub use copy::{ChunkCopier, SyncCopier};
+pub use ramdev::RamDev;
