@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Offline reading of a persistent COW device: `dmrs cow dump` and
+//! `dmrs cow check`. The walk reads the header and the metadata areas the
+//! way `read_exceptions` does, but keeps going past problems so `check` can
+//! list them all, and lists exceptions of invalidated snapshots too.
+
+use dmrs_core::endian::OnDisk;
+use dmrs_core::exception_store::disk::{
+    self, DiskHeader, NUM_SNAPSHOT_HDR_CHUNKS, SNAPSHOT_DISK_VERSION, SNAP_MAGIC,
+};
+use dmrs_core::exception_store::dm_exception_store_set_chunk_size;
+use dmrs_core::platform::{BlockDevice, SECTOR_SIZE};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+/// What chunk 0 says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Header {
+    /// Magic 0: the kernel would initialise a new snapshot.
+    New,
+    /// A header with the snapshot magic (fields not yet validated).
+    Snap {
+        /// `valid`.
+        valid: u32,
+        /// `version`.
+        version: u32,
+        /// `chunk_size` in sectors.
+        chunk_size: u32,
+    },
+    /// Some other magic.
+    BadMagic(u32),
+}
+
+/// One exception as found on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    /// Metadata area index.
+    pub area: u64,
+    /// Slot in the area.
+    pub slot: u32,
+    /// Origin chunk.
+    pub old_chunk: u64,
+    /// COW chunk.
+    pub new_chunk: u64,
+}
+
+/// The result of walking a COW device.
+#[derive(Debug)]
+pub struct CowImage {
+    /// The header.
+    pub header: Header,
+    /// Device size in sectors.
+    pub dev_sectors: u64,
+    /// Exceptions in on-disk order, up to the terminator.
+    pub exceptions: Vec<Slot>,
+    /// Metadata areas read (the last one holds the terminator).
+    pub areas: u64,
+    /// Problems that stop the walk (unreadable, truncated, bad header).
+    pub fatal: Vec<String>,
+}
+
+impl CowImage {
+    /// Chunk size of a valid header, if it has one.
+    pub fn chunk_size(&self) -> Option<u32> {
+        match self.header {
+            Header::Snap { chunk_size, .. } => Some(chunk_size),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the header and walks the areas of `dev`.
+pub fn scan(dev: &dyn BlockDevice) -> CowImage {
+    let mut img = CowImage {
+        header: Header::New,
+        dev_sectors: dev.size_sectors(),
+        exceptions: Vec::new(),
+        areas: 0,
+        fatal: Vec::new(),
+    };
+    let mut first = [0u8; SECTOR_SIZE];
+    if let Err(e) = dev.read(0, &mut first) {
+        img.fatal.push(format!("truncated: cannot read the header sector ({e}); device has {} sectors", img.dev_sectors));
+        return img;
+    }
+    let Some(dh) = DiskHeader::unpack(&first) else {
+        img.fatal.push("header unreadable".into());
+        return img;
+    };
+    img.header = match dh.magic.get() {
+        0 => Header::New,
+        SNAP_MAGIC => Header::Snap { valid: dh.valid.get(), version: dh.version.get(), chunk_size: dh.chunk_size.get() },
+        m => Header::BadMagic(m),
+    };
+    let chunk_size = match img.header {
+        Header::New => return img,
+        Header::BadMagic(m) => {
+            img.fatal.push(format!("bad magic 0x{m:08x} (expected 0x{SNAP_MAGIC:08x}): Invalid or corrupt snapshot"));
+            return img;
+        }
+        Header::Snap { version, chunk_size, .. } => {
+            if version != SNAPSHOT_DISK_VERSION {
+                img.fatal.push(format!("unable to handle snapshot disk version {version}"));
+            }
+            if let Err(msg) = dm_exception_store_set_chunk_size(chunk_size, dev.logical_block_size(), 512) {
+                img.fatal.push(format!("invalid on-disk chunk size {chunk_size}: {msg}"));
+                return img;
+            }
+            chunk_size
+        }
+    };
+    let epa = disk::exceptions_per_area(chunk_size);
+    let dev_chunks = img.dev_sectors / chunk_size as u64;
+    let mut area = vec![0u8; chunk_size as usize * SECTOR_SIZE];
+    let mut a = 0u64;
+    let mut prefetched = 0u64;
+    loop {
+        let Some(loc) = disk::area_location(epa, a) else { break };
+        if loc >= dev_chunks {
+            img.fatal.push(format!(
+                "truncated: metadata area {a} at chunk {loc} is beyond the end of the device ({dev_chunks} chunks)"
+            ));
+            break;
+        }
+        // Read ahead as read_exceptions does (each area hinted once).
+        while prefetched <= a + disk::DM_PREFETCH_CHUNKS {
+            match disk::area_location(epa, prefetched) {
+                Some(pf) if pf < dev_chunks => dev.prefetch(pf * chunk_size as u64, chunk_size as u64),
+                _ => break,
+            }
+            prefetched += 1;
+        }
+        if let Err(e) = dev.read(loc * chunk_size as u64, &mut area) {
+            img.fatal.push(format!("cannot read metadata area {a} at chunk {loc}: {e}"));
+            break;
+        }
+        img.areas = a + 1;
+        let mut full = true;
+        for slot in 0..epa {
+            let Some((old, new)) = disk::read_exception(&area, slot) else { break };
+            if new == 0 {
+                full = false;
+                break;
+            }
+            img.exceptions.push(Slot { area: a, slot, old_chunk: old, new_chunk: new });
+        }
+        if !full {
+            break;
+        }
+        a += 1;
+    }
+    img
+}
+
+/// `dmrs cow dump` text.
+pub fn dump_text(img: &CowImage) -> String {
+    let mut s = String::new();
+    match img.header {
+        Header::New => s.push_str("header new\n"),
+        Header::Snap { valid, version, chunk_size } => {
+            let _ = writeln!(s, "header magic=0x{SNAP_MAGIC:08x} valid={valid} version={version} chunk_size={chunk_size}");
+        }
+        Header::BadMagic(m) => {
+            let _ = writeln!(s, "header magic=0x{m:08x}");
+        }
+    }
+    for e in &img.exceptions {
+        let _ = writeln!(s, "{} {}", e.old_chunk, e.new_chunk);
+    }
+    s
+}
+
+/// `dmrs cow dump --json`: one object.
+pub fn dump_json(img: &CowImage) -> serde_json::Value {
+    let header = match img.header {
+        Header::New => serde_json::json!("new"),
+        Header::Snap { valid, version, chunk_size } => serde_json::json!({
+            "magic": SNAP_MAGIC, "valid": valid, "version": version, "chunk_size": chunk_size
+        }),
+        Header::BadMagic(m) => serde_json::json!({ "magic": m }),
+    };
+    let exceptions: Vec<_> = img
+        .exceptions
+        .iter()
+        .map(|e| serde_json::json!({ "old_chunk": e.old_chunk, "new_chunk": e.new_chunk }))
+        .collect();
+    serde_json::json!({ "header": header, "exceptions": exceptions, "errors": img.fatal })
+}
+
+/// The outcome of `dmrs cow check`.
+#[derive(Debug)]
+pub struct CheckReport {
+    /// One line per problem; empty when consistent.
+    pub problems: Vec<String>,
+    /// The one-line summary.
+    pub summary: String,
+}
+
+/// Checks a scanned image; `origin_sectors` enables the origin bound check.
+pub fn check(img: &CowImage, origin_sectors: Option<u64>) -> CheckReport {
+    let mut problems = img.fatal.clone();
+    let Header::Snap { valid, chunk_size, .. } = img.header else {
+        let summary = match img.header {
+            Header::New => "new COW (all-zero header): no exceptions".to_string(),
+            _ => "not a persistent snapshot".to_string(),
+        };
+        return CheckReport { problems, summary };
+    };
+    let cs = chunk_size.max(1) as u64;
+    let epa = disk::exceptions_per_area(chunk_size).max(1);
+    let dev_chunks = img.dev_sectors / cs;
+    let origin_chunks = origin_sectors.map(|s| s.div_ceil(cs));
+    let mut by_new: HashMap<u64, Slot> = HashMap::new();
+    let mut by_old: HashMap<u64, Slot> = HashMap::new();
+    let mut next_free = NUM_SNAPSHOT_HDR_CHUNKS + 1;
+    for e in &img.exceptions {
+        let at = format!("area {} slot {}", e.area, e.slot);
+        if e.new_chunk >= dev_chunks {
+            problems.push(format!(
+                "{at}: new_chunk {} is beyond the end of the device ({dev_chunks} chunks)",
+                e.new_chunk
+            ));
+        } else if disk::is_metadata_chunk(epa, e.new_chunk) {
+            let what = if e.new_chunk < NUM_SNAPSHOT_HDR_CHUNKS { "the header" } else { "a metadata area" };
+            problems.push(format!("{at}: new_chunk {} is on {what}", e.new_chunk));
+        }
+        if let Some(o) = origin_chunks {
+            if e.old_chunk >= o {
+                problems.push(format!("{at}: old_chunk {} is beyond the origin ({o} chunks)", e.old_chunk));
+            }
+        }
+        if let Some(p) = by_new.insert(e.new_chunk, *e) {
+            problems.push(format!(
+                "{at}: new_chunk {} is used twice (also area {} slot {})",
+                e.new_chunk, p.area, p.slot
+            ));
+        }
+        if let Some(p) = by_old.insert(e.old_chunk, *e) {
+            problems.push(format!(
+                "{at}: old_chunk {} is remapped twice (also area {} slot {})",
+                e.old_chunk, p.area, p.slot
+            ));
+        }
+        next_free = next_free.max(e.new_chunk.saturating_add(1));
+    }
+    // skip_metadata, as the kernel does after loading.
+    if next_free % (epa as u64 + 1) == NUM_SNAPSHOT_HDR_CHUNKS {
+        next_free += 1;
+    }
+    let current_area = img.areas.saturating_sub(1);
+    let summary = format!(
+        "{}: chunk_size={} valid={} exceptions={} areas={} usage={}/{} {}",
+        if problems.is_empty() { "consistent" } else { "inconsistent" },
+        chunk_size,
+        valid,
+        img.exceptions.len(),
+        img.areas,
+        next_free * cs,
+        img.dev_sectors,
+        (current_area + 1 + NUM_SNAPSHOT_HDR_CHUNKS) * cs,
+    );
+    CheckReport { problems, summary }
+}
