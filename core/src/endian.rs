@@ -68,15 +68,13 @@ pub fn read_le64(b: &[u8], off: usize) -> Option<u64> {
 
 /// Writes a little-endian u32 at `off`, `None` past the end.
 pub fn write_le32(b: &mut [u8], off: usize, v: u32) -> Option<()> {
-    b.get_mut(off..off.checked_add(4)?)?
-        .copy_from_slice(&v.to_le_bytes());
+    b.get_mut(off..off.checked_add(4)?)?.copy_from_slice(&v.to_le_bytes());
     Some(())
 }
 
 /// Writes a little-endian u64 at `off`, `None` past the end.
 pub fn write_le64(b: &mut [u8], off: usize, v: u64) -> Option<()> {
-    b.get_mut(off..off.checked_add(8)?)?
-        .copy_from_slice(&v.to_le_bytes());
+    b.get_mut(off..off.checked_add(8)?)?.copy_from_slice(&v.to_le_bytes());
     Some(())
 }
 

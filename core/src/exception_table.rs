@@ -22,7 +22,7 @@ pub const MAX_BUCKETS: u64 = 2 * 1024 * 1024 / 16;
 /// Bucket counts `init_hash_tables` picks for the `complete` and `pending`
 /// tables of a snapshot whose COW has `cow_sectors` sectors.
 pub fn table_sizes(cow_sectors: u64, chunk_shift: u32) -> (u32, u32) {
-    let mut hash_size = (cow_sectors >> chunk_shift).min(MAX_BUCKETS).max(64);
+    let mut hash_size = (cow_sectors >> chunk_shift).clamp(64, MAX_BUCKETS);
     // rounddown_pow_of_two
     hash_size = 1u64 << (63 - hash_size.leading_zeros());
     let pending = (hash_size >> 3).max(64);

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-only
+#![allow(clippy::disallowed_types, clippy::disallowed_methods, clippy::disallowed_macros)] // a std test, not core code
 //! Property test of the persistent store against a simple model: random
 //! prepare / commit (any order) / merge / crash (drop everything not yet
 //! durable) / reload. Every exception whose commit callback reported

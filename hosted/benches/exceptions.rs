@@ -104,7 +104,11 @@ fn bench(c: &mut Criterion) {
                         .map(|k| {
                             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                             let i = (x >> 33) % N;
-                            if k % 2 == 0 { old_chunk(i, scattered) } else { (1 << 22) + i }
+                            if k % 2 == 0 {
+                                old_chunk(i, scattered)
+                            } else {
+                                (1 << 22) + i
+                            }
                         })
                         .collect::<Vec<_>>()
                 },

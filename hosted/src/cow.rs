@@ -5,9 +5,7 @@
 //! list them all, and lists exceptions of invalidated snapshots too.
 
 use dmrs_core::endian::OnDisk;
-use dmrs_core::exception_store::disk::{
-    self, DiskHeader, NUM_SNAPSHOT_HDR_CHUNKS, SNAPSHOT_DISK_VERSION, SNAP_MAGIC,
-};
+use dmrs_core::exception_store::disk::{self, DiskHeader, NUM_SNAPSHOT_HDR_CHUNKS, SNAPSHOT_DISK_VERSION, SNAP_MAGIC};
 use dmrs_core::exception_store::dm_exception_store_set_chunk_size;
 use dmrs_core::platform::{BlockDevice, SECTOR_SIZE};
 use std::collections::HashMap;
@@ -80,7 +78,8 @@ pub fn scan(dev: &dyn BlockDevice) -> CowImage {
     };
     let mut first = [0u8; SECTOR_SIZE];
     if let Err(e) = dev.read(0, &mut first) {
-        img.fatal.push(format!("truncated: cannot read the header sector ({e}); device has {} sectors", img.dev_sectors));
+        img.fatal
+            .push(format!("truncated: cannot read the header sector ({e}); device has {} sectors", img.dev_sectors));
         return img;
     }
     let Some(dh) = DiskHeader::unpack(&first) else {
@@ -89,7 +88,9 @@ pub fn scan(dev: &dyn BlockDevice) -> CowImage {
     };
     img.header = match dh.magic.get() {
         0 => Header::New,
-        SNAP_MAGIC => Header::Snap { valid: dh.valid.get(), version: dh.version.get(), chunk_size: dh.chunk_size.get() },
+        SNAP_MAGIC => {
+            Header::Snap { valid: dh.valid.get(), version: dh.version.get(), chunk_size: dh.chunk_size.get() }
+        }
         m => Header::BadMagic(m),
     };
     let chunk_size = match img.header {
@@ -114,8 +115,7 @@ pub fn scan(dev: &dyn BlockDevice) -> CowImage {
     let mut area = vec![0u8; chunk_size as usize * SECTOR_SIZE];
     let mut a = 0u64;
     let mut prefetched = 0u64;
-    loop {
-        let Some(loc) = disk::area_location(epa, a) else { break };
+    while let Some(loc) = disk::area_location(epa, a) {
         if loc >= dev_chunks {
             img.fatal.push(format!(
                 "truncated: metadata area {a} at chunk {loc} is beyond the end of the device ({dev_chunks} chunks)"
@@ -158,7 +158,8 @@ pub fn dump_text(img: &CowImage) -> String {
     match img.header {
         Header::New => s.push_str("header new\n"),
         Header::Snap { valid, version, chunk_size } => {
-            let _ = writeln!(s, "header magic=0x{SNAP_MAGIC:08x} valid={valid} version={version} chunk_size={chunk_size}");
+            let _ =
+                writeln!(s, "header magic=0x{SNAP_MAGIC:08x} valid={valid} version={version} chunk_size={chunk_size}");
         }
         Header::BadMagic(m) => {
             let _ = writeln!(s, "header magic=0x{m:08x}");
@@ -216,10 +217,8 @@ pub fn check(img: &CowImage, origin_sectors: Option<u64>) -> CheckReport {
     for e in &img.exceptions {
         let at = format!("area {} slot {}", e.area, e.slot);
         if e.new_chunk >= dev_chunks {
-            problems.push(format!(
-                "{at}: new_chunk {} is beyond the end of the device ({dev_chunks} chunks)",
-                e.new_chunk
-            ));
+            problems
+                .push(format!("{at}: new_chunk {} is beyond the end of the device ({dev_chunks} chunks)", e.new_chunk));
         } else if disk::is_metadata_chunk(epa, e.new_chunk) {
             let what = if e.new_chunk < NUM_SNAPSHOT_HDR_CHUNKS { "the header" } else { "a metadata area" };
             problems.push(format!("{at}: new_chunk {} is on {what}", e.new_chunk));
@@ -230,10 +229,8 @@ pub fn check(img: &CowImage, origin_sectors: Option<u64>) -> CheckReport {
             }
         }
         if let Some(p) = by_new.insert(e.new_chunk, *e) {
-            problems.push(format!(
-                "{at}: new_chunk {} is used twice (also area {} slot {})",
-                e.new_chunk, p.area, p.slot
-            ));
+            problems
+                .push(format!("{at}: new_chunk {} is used twice (also area {} slot {})", e.new_chunk, p.area, p.slot));
         }
         if let Some(p) = by_old.insert(e.old_chunk, *e) {
             problems.push(format!(

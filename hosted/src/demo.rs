@@ -12,9 +12,9 @@ use crate::cow;
 use crate::filedev::{FileDev, OpenMode};
 use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::exception::DmException;
+use dmrs_core::exception::DM_CHUNK_CONSECUTIVE_BITS;
 use dmrs_core::exception_store::{ExceptionStore, Metadata};
 use dmrs_core::exception_table::{table_sizes, ExceptionTable};
-use dmrs_core::exception::DM_CHUNK_CONSECUTIVE_BITS;
 use dmrs_core::platform::{BlockDevice, ChunkCopier, ReqFlags, SyncCopier, SECTOR_SIZE};
 use std::io::{self, Write};
 use std::path::Path;
@@ -64,7 +64,8 @@ impl<'a> DemoSnapshot<'a> {
         self.store.prepare_exception(&mut e).map_err(err)?;
         let cs = self.chunk_sectors();
         let cow = self.store.store().cow;
-        let copied = if copy { SyncCopier::default().copy(self.origin, chunk * cs, cow, e.new_chunk * cs, cs) } else { Ok(()) };
+        let copied =
+            if copy { SyncCopier::default().copy(self.origin, chunk * cs, cow, e.new_chunk * cs, cs) } else { Ok(()) };
         let mut ok = false;
         self.store.commit_exception(&e, copied.is_ok(), (), &mut |(), v| ok = v);
         if !ok {
@@ -150,11 +151,22 @@ pub fn run(base: &Path, out: &mut dyn Write) -> io::Result<()> {
     let cowdev = FileDev::open(&cp, rw)?;
     let len = origin.size_sectors();
     let mut snap = DemoSnapshot::new(&origin, &cowdev, &["P", "16"])?;
-    let line = |s: &DemoSnapshot<'_>, ty| format!("0 {len} snapshot{}{}", if ty == StatusType::Info { " " } else { "" }, s.status(ty));
-    writeln!(out, "$ dmrs table snap\n0 {len} snapshot {} {}{}", op.display(), cp.display(), snap.status(StatusType::Table))?;
+    let line = |s: &DemoSnapshot<'_>, ty| {
+        format!("0 {len} snapshot{}{}", if ty == StatusType::Info { " " } else { "" }, s.status(ty))
+    };
+    writeln!(
+        out,
+        "$ dmrs table snap\n0 {len} snapshot {} {}{}",
+        op.display(),
+        cp.display(),
+        snap.status(StatusType::Table)
+    )?;
     writeln!(out, "$ dmrs status snap\n{}", line(&snap, StatusType::Info))?;
 
-    writeln!(out, "# write \"origin v2\" to origin chunks 3-5 (24 KiB at offset 24 KiB): each chunk is copied to the COW first")?;
+    writeln!(
+        out,
+        "# write \"origin v2\" to origin chunks 3-5 (24 KiB at offset 24 KiB): each chunk is copied to the COW first"
+    )?;
     snap.origin_write(3 * 16, &pattern("origin v2", 3 * 8192))?;
     writeln!(out, "# write \"snapshot\" to a whole snapshot chunk 100 (no copy) and to half of chunk 200")?;
     snap.snapshot_write(100 * 16, &pattern("snapshot", 8192))?;

@@ -61,7 +61,7 @@ enum CowCmd {
     },
 }
 
-fn open_ro(p: &PathBuf) -> Result<FileDev, ExitCode> {
+fn open_ro(p: &std::path::Path) -> Result<FileDev, ExitCode> {
     FileDev::open(p, OpenMode { read_only: true, direct: false }).map_err(|e| {
         eprintln!("dmrs: {}: {e}", p.display());
         ExitCode::from(2)

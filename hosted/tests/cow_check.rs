@@ -37,14 +37,40 @@ fn each_problem_is_reported_on_its_own_line() {
     let p = image(d.path(), "a", &ok, &[(5, 2), (6, 3)], 64);
     assert_eq!(check(&p, &["--origin-sectors", "1024"]).0, 0);
 
-    let cases: &[(&str, Vec<u8>, Vec<(u64, u64)>, &str)] = &[
-        ("magic", header(0x12345678, 1, 1, 16), vec![], "bad magic 0x12345678 (expected 0x70416e53): Invalid or corrupt snapshot"),
+    type Case = (&'static str, Vec<u8>, Vec<(u64, u64)>, &'static str);
+    let cases: &[Case] = &[
+        (
+            "magic",
+            header(0x12345678, 1, 1, 16),
+            vec![],
+            "bad magic 0x12345678 (expected 0x70416e53): Invalid or corrupt snapshot",
+        ),
         ("version", header(SNAP_MAGIC, 1, 2, 16), vec![], "unable to handle snapshot disk version 2"),
-        ("chunk", header(SNAP_MAGIC, 1, 1, 24), vec![], "invalid on-disk chunk size 24: Chunk size is not a power of 2"),
-        ("beyond", ok.clone(), vec![(5, 64)], "area 0 slot 0: new_chunk 64 is beyond the end of the device (64 chunks)"),
+        (
+            "chunk",
+            header(SNAP_MAGIC, 1, 1, 24),
+            vec![],
+            "invalid on-disk chunk size 24: Chunk size is not a power of 2",
+        ),
+        (
+            "beyond",
+            ok.clone(),
+            vec![(5, 64)],
+            "area 0 slot 0: new_chunk 64 is beyond the end of the device (64 chunks)",
+        ),
         ("meta", ok.clone(), vec![(5, 1)], "area 0 slot 0: new_chunk 1 is on a metadata area"),
-        ("twice-new", ok.clone(), vec![(5, 2), (6, 2)], "area 0 slot 1: new_chunk 2 is used twice (also area 0 slot 0)"),
-        ("twice-old", ok.clone(), vec![(5, 2), (5, 3)], "area 0 slot 1: old_chunk 5 is remapped twice (also area 0 slot 0)"),
+        (
+            "twice-new",
+            ok.clone(),
+            vec![(5, 2), (6, 2)],
+            "area 0 slot 1: new_chunk 2 is used twice (also area 0 slot 0)",
+        ),
+        (
+            "twice-old",
+            ok.clone(),
+            vec![(5, 2), (5, 3)],
+            "area 0 slot 1: old_chunk 5 is remapped twice (also area 0 slot 0)",
+        ),
         ("origin", ok.clone(), vec![(64, 2)], "area 0 slot 0: old_chunk 64 is beyond the origin (64 chunks)"),
     ];
     for (name, hdr, slots, want) in cases {
@@ -59,7 +85,10 @@ fn each_problem_is_reported_on_its_own_line() {
     let p = image(d.path(), "trunc", &ok, &full, 514);
     let (code, out) = check(&p, &[]);
     assert_eq!(code, 1);
-    assert!(out.starts_with("truncated: metadata area 1 at chunk 514 is beyond the end of the device (514 chunks)"), "{out}");
+    assert!(
+        out.starts_with("truncated: metadata area 1 at chunk 514 is beyond the end of the device (514 chunks)"),
+        "{out}"
+    );
     // A file smaller than a sector.
     let tiny = d.path().join("tiny");
     std::fs::write(&tiny, b"SnAp").unwrap();

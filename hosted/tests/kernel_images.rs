@@ -32,7 +32,8 @@ fn dump_lists_exactly_what_the_kernel_wrote() {
         assert_eq!(*line, format!("{} {}", olds[i], news[i]), "exception {i}");
     }
     // JSON: the same, as one object.
-    let j: serde_json::Value = serde_json::from_slice(&dmrs(&["cow", "dump", "--json", p.to_str().unwrap()]).stdout).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_slice(&dmrs(&["cow", "dump", "--json", p.to_str().unwrap()]).stdout).unwrap();
     assert_eq!(j["header"]["chunk_size"], 16);
     assert_eq!(j["header"]["magic"], 0x70416e53u32);
     assert_eq!(j["exceptions"].as_array().unwrap().len(), 1034);
@@ -78,7 +79,13 @@ fn the_core_store_loads_kernel_images() {
     let dev = open(&kernel_image(dir.path(), "cow-P16.img"));
     let (mut s, _) = ExceptionStore::<&FileDev, ()>::create(&["P", "16"], &dev, 512).unwrap();
     let mut n = 0;
-    assert_eq!(s.read_metadata(&mut |_, _| { n += 1; Ok(()) }), Ok(Metadata::Loaded));
+    assert_eq!(
+        s.read_metadata(&mut |_, _| {
+            n += 1;
+            Ok(())
+        }),
+        Ok(Metadata::Loaded)
+    );
     assert_eq!(n, 1034);
     assert_eq!(s.usage(), Usage { total_sectors: 65536, sectors_allocated: 16608, metadata_sectors: 64 });
 

@@ -91,15 +91,12 @@ pub const fn exceptions_per_area(chunk_size: u32) -> u32 {
 
 /// `area_location`: the chunk holding metadata area `area`.
 pub fn area_location(exceptions_per_area: u32, area: u64) -> Option<Chunk> {
-    (exceptions_per_area as u64 + 1)
-        .checked_mul(area)?
-        .checked_add(NUM_SNAPSHOT_HDR_CHUNKS)
+    (exceptions_per_area as u64 + 1).checked_mul(area)?.checked_add(NUM_SNAPSHOT_HDR_CHUNKS)
 }
 
 /// True when `chunk` holds the header or a metadata area.
 pub fn is_metadata_chunk(exceptions_per_area: u32, chunk: Chunk) -> bool {
-    chunk < NUM_SNAPSHOT_HDR_CHUNKS
-        || (chunk - NUM_SNAPSHOT_HDR_CHUNKS) % (exceptions_per_area as u64 + 1) == 0
+    chunk < NUM_SNAPSHOT_HDR_CHUNKS || (chunk - NUM_SNAPSHOT_HDR_CHUNKS) % (exceptions_per_area as u64 + 1) == 0
 }
 
 /// Reads slot `index` of an area buffer.

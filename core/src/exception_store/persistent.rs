@@ -14,7 +14,7 @@ use super::disk::{
     self, DiskHeader, DM_CHUNK_SIZE_DEFAULT_SECTORS, DM_PREFETCH_CHUNKS, NUM_SNAPSHOT_HDR_CHUNKS,
     SNAPSHOT_DISK_VERSION, SNAP_MAGIC,
 };
-use super::{dm_exception_store_set_chunk_size, ChunkSize, Metadata, MergeRun, Store, Usage};
+use super::{dm_exception_store_set_chunk_size, ChunkSize, MergeRun, Metadata, Store, Usage};
 use crate::endian::{Le32, OnDisk};
 use crate::errno::{Errno, Result};
 use crate::exception::{Chunk, DmException};
@@ -381,9 +381,7 @@ impl<C> PStore<C> {
         }
         // Commit exceptions to disk, after the data they point at.
         if self.valid != 0
-            && self
-                .area_io(store, Op::Write(ReqFlags::PREFLUSH | ReqFlags::FUA | ReqFlags::SYNC))
-                .is_err()
+            && self.area_io(store, Op::Write(ReqFlags::PREFLUSH | ReqFlags::FUA | ReqFlags::SYNC)).is_err()
         {
             self.valid = 0;
         }

@@ -86,14 +86,19 @@ fn store_type_and_chunk_size_errors_are_the_kernels() {
     assert_eq!(err(&["PX", "16"], 512), Some("Exception store type constructor failed"));
     assert!(logged("persistent snapshot: Unsupported persistent store option: X"));
     // Accepted forms: case-insensitive, options, 0 = on-disk/default.
-    for (ty, chunk, shown) in [("p", "16", " P 16"), ("Po", "16", " PO 16"), ("n", "8", " N 8"), ("P", "2097152", " P 2097152")] {
+    for (ty, chunk, shown) in
+        [("p", "16", " P 16"), ("Po", "16", " PO 16"), ("n", "8", " N 8"), ("P", "2097152", " P 2097152")]
+    {
         let (s, used) = ExceptionStore::<&RamDev, u32>::create(&[ty, chunk, "extra"], &d, 512).unwrap();
         assert_eq!((used, status(&s).as_str()), (2, shown));
     }
     let (s, _) = ExceptionStore::<&RamDev, u32>::create(&["P", "0"], &d, 512).unwrap();
     assert_eq!(s.chunk_size(), 0);
     assert!(err(&["P", "8"], 8192).is_some());
-    assert_eq!(dm_exception_store_set_chunk_size(4, 512, 4096), Err("Chunk size is not a multiple of device blocksize"));
+    assert_eq!(
+        dm_exception_store_set_chunk_size(4, 512, 4096),
+        Err("Chunk size is not a multiple of device blocksize")
+    );
     assert_eq!(dm_exception_store_set_chunk_size(0, 512, 512), Err("Chunk size is not a power of 2"));
 }
 
@@ -235,12 +240,12 @@ fn io_error_during_commit_invalidates_and_reports() {
     let mut s = create(&d, "P", "16");
     load(&mut s);
     d.fail_writes_after(Some(0));
-    assert_eq!(add(&mut s, 1).1, false);
+    assert!(!add(&mut s, 1).1);
     d.fail_writes_after(None);
     assert!(!s.pstore().unwrap().valid());
     // Later commits report invalid too, and write nothing.
     d.record_writes(true);
-    assert_eq!(add(&mut s, 2).1, false);
+    assert!(!add(&mut s, 2).1);
     let mut n = 0;
     d.for_each_write(|_| n += 1);
     assert_eq!(n, 0);
