@@ -10,6 +10,8 @@
 //! allocation that may sleep). [`RwSem`] may be held across I/O, like the
 //! kernel's `down_read`/`down_write`.
 
+use crate::errno::Result;
+
 #[cfg(not(loom))]
 pub use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
@@ -63,9 +65,10 @@ pub struct SpinLock<T>(imp::SpinInner<T>);
 pub type SpinLockGuard<'a, T> = imp::SpinGuard<'a, T>;
 
 impl<T> SpinLock<T> {
-    /// `spin_lock_init`.
-    pub fn new(v: T) -> Self {
-        SpinLock(imp::SpinInner::new(v))
+    /// `spin_lock_init`. Fallible because the kernel backend must give the
+    /// C lock a stable (allocated) address.
+    pub fn new(v: T) -> Result<Self> {
+        Ok(SpinLock(imp::SpinInner::new(v)))
     }
     /// `spin_lock`.
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
@@ -94,9 +97,9 @@ pub type RwSemReadGuard<'a, T> = imp::ReadGuard<'a, T>;
 pub type RwSemWriteGuard<'a, T> = imp::WriteGuard<'a, T>;
 
 impl<T> RwSem<T> {
-    /// `init_rwsem`.
-    pub fn new(v: T) -> Self {
-        RwSem(imp::RwInner::new(v))
+    /// `init_rwsem`. Fallible for the same reason as [`SpinLock::new`].
+    pub fn new(v: T) -> Result<Self> {
+        Ok(RwSem(imp::RwInner::new(v)))
     }
     /// `down_read`.
     pub fn down_read(&self) -> RwSemReadGuard<'_, T> {
@@ -114,10 +117,10 @@ mod tests {
 
     #[test]
     fn locks_guard_their_data() {
-        let s = SpinLock::new(1u32);
+        let s = SpinLock::new(1u32).unwrap();
         *s.lock() += 1;
         assert_eq!(*s.lock(), 2);
-        let r = RwSem::new(5u32);
+        let r = RwSem::new(5u32).unwrap();
         {
             let a = r.down_read();
             let b = r.down_read();

@@ -77,7 +77,7 @@ impl RamDev {
                 stats: Stats::default(),
                 fail_writes_after: None,
                 fail_reads: false,
-            }),
+            })?,
             sectors,
             lbs: logical_block_size,
         })
