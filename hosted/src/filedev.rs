@@ -90,11 +90,12 @@ impl FileDev {
         i64::try_from(sector * SECTOR_SIZE as u64).map_err(|_| Errno::EIO)
     }
 
-    fn pread_all(&self, mut off: i64, mut buf: &mut [u8]) -> Result<()> {
-        while !buf.is_empty() {
-            // SAFETY: buf is a valid writable region of buf.len() bytes and
-            // the fd stays open while self lives.
-            let n = unsafe { libc::pread(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), off) };
+    /// Runs `op(done, offset)` (a `pread` or `pwrite` of the rest) until
+    /// `len` bytes moved, retrying on EINTR; a zero-byte transfer is EIO.
+    fn transfer(mut off: i64, len: usize, mut op: impl FnMut(usize, i64) -> isize) -> Result<()> {
+        let mut done = 0;
+        while done < len {
+            let n = op(done, off);
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -105,32 +106,29 @@ impl FileDev {
             if n == 0 {
                 return Err(Errno::EIO);
             }
-            let n = n as usize;
-            buf = &mut buf[n..];
+            done += n as usize;
             off += n as i64;
         }
         Ok(())
     }
 
-    fn pwrite_all(&self, mut off: i64, mut buf: &[u8]) -> Result<()> {
-        while !buf.is_empty() {
-            // SAFETY: buf is a valid readable region of buf.len() bytes.
-            let n = unsafe { libc::pwrite(self.file.as_raw_fd(), buf.as_ptr().cast(), buf.len(), off) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(errno_of(&e));
-            }
-            if n == 0 {
-                return Err(Errno::EIO);
-            }
-            let n = n as usize;
-            buf = &buf[n..];
-            off += n as i64;
-        }
-        Ok(())
+    fn pread_all(&self, off: i64, buf: &mut [u8]) -> Result<()> {
+        let (fd, len) = (self.file.as_raw_fd(), buf.len());
+        Self::transfer(off, len, |done, off| {
+            let rest = &mut buf[done..];
+            // SAFETY: `rest` is a valid writable region of rest.len() bytes
+            // and the fd stays open while self lives.
+            unsafe { libc::pread(fd, rest.as_mut_ptr().cast(), rest.len(), off) }
+        })
+    }
+
+    fn pwrite_all(&self, off: i64, buf: &[u8]) -> Result<()> {
+        let fd = self.file.as_raw_fd();
+        Self::transfer(off, buf.len(), |done, off| {
+            let rest = &buf[done..];
+            // SAFETY: `rest` is a valid readable region of rest.len() bytes.
+            unsafe { libc::pwrite(fd, rest.as_ptr().cast(), rest.len(), off) }
+        })
     }
 
     fn sync(&self) -> Result<()> {
