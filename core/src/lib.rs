@@ -19,7 +19,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 // Tests may allocate freely; the kernel rules bind the library code.
-#![cfg_attr(test, allow(clippy::disallowed_methods, clippy::disallowed_macros))]
+#![cfg_attr(test, allow(clippy::disallowed_methods, clippy::disallowed_macros, clippy::disallowed_types))]
 
 extern crate alloc;
 
@@ -33,6 +33,7 @@ pub mod exception_table;
 pub mod log;
 pub mod mem;
 pub mod platform;
+pub mod snapshot;
 pub mod sync;
 
 pub use errno::{Errno, Result, TargetError};

@@ -176,6 +176,27 @@ impl<D: BlockDevice, C> ExceptionStore<D, C> {
         self.store.chunk.size
     }
 
+    /// `log2(chunk_size)`.
+    pub fn chunk_shift(&self) -> u32 {
+        self.store.chunk.shift
+    }
+
+    /// A handover destination does not read metadata: its chunk size is
+    /// set to zero "to ensure it's ignored" until the handover.
+    pub fn clear_chunk_size(&mut self) {
+        self.store.chunk = ChunkSize::default();
+    }
+
+    /// `PO`: userspace understands `Overflow`.
+    pub fn userspace_supports_overflow(&self) -> bool {
+        self.store.userspace_supports_overflow
+    }
+
+    /// Handover keeps the destination table's `P`/`PO` choice.
+    pub fn set_userspace_supports_overflow(&mut self, v: bool) {
+        self.store.userspace_supports_overflow = v;
+    }
+
     /// The persistent context, for inspection.
     pub fn pstore(&self) -> Option<&PStore<C>> {
         match &self.ctx {

@@ -44,6 +44,23 @@ pub trait BlockDevice: Send + Sync {
 
     /// A read-ahead hint (`dm_bufio_prefetch`); ignoring it is correct.
     fn prefetch(&self, _sector: u64, _nr_sectors: u64) {}
+
+    /// Discards `nr_sectors` at `sector` (`REQ_OP_DISCARD`); reads of a
+    /// discarded range may return anything. Default: not supported.
+    fn discard(&self, _sector: u64, _nr_sectors: u64) -> Result<()> {
+        Err(crate::errno::Errno::EOPNOTSUPP)
+    }
+}
+
+/// A device a target holds (`struct dm_dev`): a cheap handle to a block
+/// device with an identity and the name the table shows.
+pub trait DmDevice: BlockDevice + Clone {
+    /// Identity of the underlying device: two handles on the same device
+    /// (`bdev_equal`) return the same value.
+    fn bdev_id(&self) -> u64;
+    /// The name `STATUSTYPE_TABLE` prints (`dm_dev->name`: major:minor in
+    /// the kernel, the path as given in the hosted shim).
+    fn name(&self) -> &str;
 }
 
 impl<T: BlockDevice + ?Sized> BlockDevice for &T {
@@ -64,5 +81,8 @@ impl<T: BlockDevice + ?Sized> BlockDevice for &T {
     }
     fn prefetch(&self, sector: u64, nr_sectors: u64) {
         (**self).prefetch(sector, nr_sectors)
+    }
+    fn discard(&self, sector: u64, nr_sectors: u64) -> Result<()> {
+        (**self).discard(sector, nr_sectors)
     }
 }

@@ -214,6 +214,15 @@ impl BlockDevice for RamDev {
     fn logical_block_size(&self) -> u32 {
         self.lbs
     }
+
+    fn discard(&self, sector: u64, nr_sectors: u64) -> Result<()> {
+        let len = usize::try_from(nr_sectors << SECTOR_SHIFT).map_err(|_| Errno::EIO)?;
+        let mut g = self.inner.lock();
+        let r = range(sector, len, self.sectors)?;
+        g.cache.get_mut(r.clone()).ok_or(Errno::EIO)?.fill(0);
+        g.unflushed.try_push((r.start as u64, len as u64))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,658 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The snapshot driver: every snapshot and merge target, the origin
+//! registry that links them to their origin (`_origins` under
+//! `_origins_lock`), and the entry points a platform calls: ctr/dtr,
+//! preresume/resume, map (read, write, flush, discard), status, merge.
+//!
+//! Lock order: `_origins_lock` (the registry `RwSem`) → a snapshot's lock.
+//! Two snapshot locks are only held together by handover (source, then
+//! destination, under the registry write lock) and by a merge step
+//! (merging snapshot, then the others', one at a time).
+
+use super::ctr::parse_snapshot_args;
+use super::dm_snapshot::DmSnapshot;
+use super::DM_MSG_PREFIX;
+use crate::emit::{Emitter, StatusType};
+use crate::errno::{Errno, Result, TargetError};
+use crate::exception::DM_CHUNK_CONSECUTIVE_BITS;
+use crate::exception_store::{ExceptionStore, Metadata};
+use crate::exception_table::{table_sizes, ExceptionTable};
+use crate::mem::{self, TryVec};
+use crate::platform::{ChunkCopier, DmDevice, ReqFlags, SECTOR_SHIFT};
+use crate::sync::{RwSem, RwSemReadGuard};
+
+/// A registered snapshot or merge target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapId {
+    index: u32,
+    gen: u32,
+}
+
+struct Slot<D: DmDevice> {
+    gen: u32,
+    origin_id: u64,
+    cow_id: u64,
+    /// Copy of the store's chunk size, for the registry's ordering.
+    chunk_size: u32,
+    is_merge: bool,
+    snap: RwSem<DmSnapshot<D>>,
+}
+
+struct Registry<D: DmDevice> {
+    slots: TryVec<Option<Slot<D>>>,
+    /// Registered slots, largest chunk size first (`__insert_snapshot`).
+    order: TryVec<u32>,
+    next_gen: u32,
+}
+
+/// What `__find_snapshots_sharing_cow` found.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sharing {
+    count: u32,
+    src: Option<u32>,
+    dest: Option<u32>,
+    merge: Option<u32>,
+}
+
+impl<D: DmDevice> Registry<D> {
+    fn slot(&self, id: SnapId) -> Result<&Slot<D>> {
+        match self.slots.get(id.index as usize) {
+            Some(Some(s)) if s.gen == id.gen => Ok(s),
+            _ => Err(Errno::ENODEV),
+        }
+    }
+
+    fn at(&self, index: u32) -> Option<&Slot<D>> {
+        self.slots.get(index as usize).and_then(|s| s.as_ref())
+    }
+
+    /// Snapshots of `origin_id` in registry order.
+    fn of_origin(&self, origin_id: u64) -> impl Iterator<Item = (u32, &Slot<D>)> {
+        self.order.iter().filter_map(move |&i| self.at(i).filter(|s| s.origin_id == origin_id).map(|s| (i, s)))
+    }
+
+    /// `__find_snapshots_sharing_cow` for the snapshot in slot `me`.
+    /// Takes each sharing snapshot's lock shortly: the caller must not hold any.
+    fn find_sharing_cow(&self, origin_id: u64, cow_id: u64) -> Sharing {
+        let mut r = Sharing::default();
+        for (i, s) in self.of_origin(origin_id) {
+            if s.is_merge {
+                r.merge = Some(i);
+            }
+            if s.cow_id != cow_id {
+                continue;
+            }
+            if s.snap.down_read().active {
+                r.src = Some(i);
+            } else {
+                r.dest = Some(i);
+            }
+            r.count += 1;
+        }
+        r
+    }
+
+    /// `__insert_snapshot`: before the first with a smaller chunk size.
+    fn insert_ordered(&mut self, index: u32) -> Result<()> {
+        let cs = self.at(index).map(|s| s.chunk_size).unwrap_or(0);
+        let pos = self.order.iter().position(|&i| self.at(i).map(|s| s.chunk_size < cs).unwrap_or(false));
+        self.order.try_insert(pos.unwrap_or(self.order.len()), index)
+    }
+
+    fn remove_ordered(&mut self, index: u32) {
+        if let Some(p) = self.order.iter().position(|&i| i == index) {
+            self.order.remove(p);
+        }
+    }
+
+    /// `__minimum_chunk_size`: smallest chunk size among the origin's
+    /// snapshots, or `rounddown_pow_of_two(UINT_MAX)` when none.
+    fn minimum_chunk_size(&self, origin_id: u64) -> u32 {
+        self.of_origin(origin_id).map(|(_, s)| s.chunk_size).filter(|&c| c != 0).min().unwrap_or(1 << 31)
+    }
+}
+
+/// Progress of one merge step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergeProgress {
+    /// Chunks were merged; call again.
+    Merged(u32),
+    /// Nothing left: the merge finished (or was never running).
+    Done,
+    /// The merge stopped on an error (`Merge failed` in the status).
+    Failed,
+}
+
+/// All snapshot targets of one platform instance (the kernel module's
+/// globals, or one hosted process).
+pub struct SnapshotDriver<D: DmDevice, K: ChunkCopier> {
+    reg: RwSem<Registry<D>>,
+    copier: K,
+}
+
+fn split<'b>(sector: u64, len: usize, boundary: u64) -> impl Iterator<Item = (u64, core::ops::Range<usize>)> + 'b {
+    let mut off = 0usize;
+    core::iter::from_fn(move || {
+        if off >= len {
+            return None;
+        }
+        let s = sector + (off >> SECTOR_SHIFT) as u64;
+        let room = ((boundary - (s & (boundary - 1))) << SECTOR_SHIFT) as usize;
+        let n = room.min(len - off);
+        let r = off..off + n;
+        off += n;
+        Some((s, r))
+    })
+}
+
+impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
+    /// An empty registry using `copier` for chunk copies.
+    pub fn new(copier: K) -> Result<Self> {
+        Ok(SnapshotDriver {
+            reg: RwSem::new(Registry { slots: TryVec::new(), order: TryVec::new(), next_gen: 1 })?,
+            copier,
+        })
+    }
+
+    /// `snapshot_ctr` (or the `snapshot-merge` constructor when `merge`):
+    /// `get_device` opens a path (`dm_get_device`).
+    pub fn snapshot_ctr(
+        &self,
+        merge: bool,
+        ti_len: u64,
+        argv: &[&str],
+        get_device: &mut dyn FnMut(&str) -> Result<D>,
+    ) -> core::result::Result<SnapId, TargetError> {
+        let a = parse_snapshot_args(argv)?;
+        let origin = get_device(a.origin_path).map_err(|e| TargetError::new(e, "Cannot get origin device"))?;
+        let cow = get_device(a.cow_path).map_err(|e| TargetError::new(e, "Cannot get COW device"))?;
+        if cow.bdev_id() == origin.bdev_id() {
+            return Err(TargetError::inval("COW device cannot be the same as origin device"));
+        }
+        let (store, _) =
+            ExceptionStore::create(&a.store_args, cow.clone(), origin.logical_block_size()).map_err(|e| {
+                // The kernel overwrites this reason with the generic text below;
+                // keep it in the log so the user can see what was wrong.
+                crate::dm_err!(DM_MSG_PREFIX, "{}", e.msg);
+                TargetError::inval("Couldn't create exception store")
+            })?;
+        if merge && !store.supports_merge() {
+            return Err(TargetError::inval("Snapshot exception store does not support snapshot-merge."));
+        }
+        let (size, _) = table_sizes(cow.size_sectors(), store.chunk_shift());
+        let complete = ExceptionTable::new(size, DM_CHUNK_CONSECUTIVE_BITS)
+            .map_err(|_| TargetError::new(Errno::ENOMEM, "Unable to allocate hash table space"))?;
+        let (origin_id, cow_id, chunk_size) = (origin.bdev_id(), cow.bdev_id(), store.chunk_size());
+        let snap = DmSnapshot {
+            origin,
+            cow,
+            is_merge: merge,
+            ti_len,
+            valid: true,
+            snapshot_overflowed: false,
+            active: false,
+            merge_failed: false,
+            suspended: false,
+            discard_zeroes_cow: a.discard_zeroes_cow,
+            discard_passdown_origin: a.discard_passdown_origin,
+            store,
+            complete,
+            running_merge: false,
+        };
+        let nomem = TargetError::new(Errno::ENOMEM, "Snapshot origin struct allocation failed");
+        let slot_lock = RwSem::new(snap).map_err(|_| nomem)?;
+
+        // register_snapshot: validate the handover, then insert.
+        let (id, handover_dest) = {
+            let mut reg = self.reg.down_write();
+            let sh = reg.find_sharing_cow(origin_id, cow_id);
+            if sh.count == 2 || sh.dest.is_some() {
+                return Err(TargetError::inval("Snapshot cow pairing for exception table handover failed"));
+            }
+            if let (Some(src), true) = (sh.src, merge) {
+                if sh.merge.is_some() {
+                    return Err(TargetError::inval("A snapshot is already merging."));
+                }
+                let supports = reg.at(src).map(|s| s.snap.down_read().store.supports_merge()).unwrap_or(false);
+                if !supports {
+                    return Err(TargetError::inval("Snapshot exception store does not support snapshot-merge."));
+                }
+            }
+            let index = match reg.slots.iter().position(|s| s.is_none()) {
+                Some(i) => i,
+                None => {
+                    reg.slots.try_push(None).map_err(|_| nomem)?;
+                    reg.slots.len() - 1
+                }
+            };
+            let index = u32::try_from(index).map_err(|_| nomem)?;
+            reg.order.try_reserve(1).map_err(|_| nomem)?;
+            let gen = reg.next_gen;
+            reg.next_gen = reg.next_gen.wrapping_add(1).max(1);
+            let slot = Slot { gen, origin_id, cow_id, chunk_size, is_merge: merge, snap: slot_lock };
+            if let Some(s) = reg.slots.get_mut(index as usize) {
+                *s = Some(slot);
+            }
+            reg.insert_ordered(index).map_err(|_| nomem)?;
+            (SnapId { index, gen }, sh.src.is_some())
+        };
+
+        if handover_dest {
+            // Metadata must only be loaded into one table at once: the
+            // destination gets it at resume; its chunk size is ignored until then.
+            let reg = self.reg.down_read();
+            if let Ok(slot) = reg.slot(id) {
+                slot.snap.down_write().store.clear_chunk_size();
+            }
+            return Ok(id);
+        }
+
+        let loaded = {
+            let reg = self.reg.down_read();
+            let slot = reg.slot(id).map_err(|e| TargetError::new(e, "Failed to read snapshot metadata"))?;
+            let mut s = slot.snap.down_write();
+            let s = &mut *s;
+            let table = &mut s.complete;
+            let r = s.store.read_metadata(&mut |old, new| table.insert(old, new));
+            match r {
+                Ok(Metadata::Invalidated) => {
+                    s.valid = false;
+                    crate::dm_warn!(DM_MSG_PREFIX, "Snapshot is marked invalid.");
+                    Ok(s.store.chunk_size())
+                }
+                Ok(Metadata::Loaded) => Ok(s.store.chunk_size()),
+                Err(e) => Err(TargetError::new(e, "Failed to read snapshot metadata")),
+            }
+        };
+        match loaded {
+            Ok(0) => {
+                self.unregister(id);
+                Err(TargetError::inval("Chunk size not set"))
+            }
+            Ok(cs) => {
+                let mut reg = self.reg.down_write();
+                reg.remove_ordered(id.index);
+                if let Some(Some(s)) = reg.slots.get_mut(id.index as usize) {
+                    s.chunk_size = cs;
+                }
+                reg.insert_ordered(id.index).map_err(|_| nomem)?;
+                Ok(id)
+            }
+            Err(e) => {
+                self.unregister(id);
+                Err(e)
+            }
+        }
+    }
+
+    fn unregister(&self, id: SnapId) {
+        let mut reg = self.reg.down_write();
+        if reg.slot(id).is_ok() {
+            reg.remove_ordered(id.index);
+            if let Some(s) = reg.slots.get_mut(id.index as usize) {
+                *s = None;
+            }
+        }
+    }
+
+    /// `snapshot_dtr`: cancels a pending handover from this source, stops a
+    /// merge, unregisters and frees.
+    pub fn snapshot_dtr(&self, id: SnapId) {
+        {
+            let reg = self.reg.down_read();
+            let Ok(slot) = reg.slot(id) else { return };
+            let sh = reg.find_sharing_cow(slot.origin_id, slot.cow_id);
+            if let (Some(src), Some(dest)) = (sh.src, sh.dest) {
+                if src == id.index {
+                    if let Some(d) = reg.at(dest) {
+                        d.snap.down_write().valid = false;
+                    }
+                    crate::dm_err!(DM_MSG_PREFIX, "Cancelling snapshot handover.");
+                }
+            }
+            slot.snap.down_write().running_merge = false;
+        }
+        self.unregister(id);
+    }
+
+    /// Tells the driver whether the target's table is suspended.
+    pub fn set_suspended(&self, id: SnapId, suspended: bool) -> Result<()> {
+        let reg = self.reg.down_read();
+        reg.slot(id)?.snap.down_write().suspended = suspended;
+        Ok(())
+    }
+
+    /// `snapshot_preresume`: a handover needs the source suspended and the
+    /// destination resumed first.
+    pub fn snapshot_preresume(&self, id: SnapId) -> Result<()> {
+        let reg = self.reg.down_read();
+        let slot = reg.slot(id)?;
+        let sh = reg.find_sharing_cow(slot.origin_id, slot.cow_id);
+        if let (Some(src), Some(_)) = (sh.src, sh.dest) {
+            if src == id.index {
+                crate::dm_err!(DM_MSG_PREFIX, "Unable to resume snapshot source until handover completes.");
+                return Err(Errno::EINVAL);
+            }
+            let suspended = reg.at(src).map(|s| s.snap.down_read().suspended).unwrap_or(true);
+            if !suspended {
+                crate::dm_err!(DM_MSG_PREFIX, "Unable to perform snapshot handover until source is suspended.");
+                return Err(Errno::EINVAL);
+            }
+        }
+        Ok(())
+    }
+
+    /// `snapshot_resume` (and `snapshot_merge_resume` for a merge target):
+    /// performs a pending handover with origin I/O excluded, reregisters
+    /// with the now known chunk size and activates; a merge target starts
+    /// merging.
+    pub fn snapshot_resume(&self, id: SnapId) -> Result<()> {
+        let mut reg = self.reg.down_write();
+        let (origin_id, cow_id) = {
+            let s = reg.slot(id)?;
+            (s.origin_id, s.cow_id)
+        };
+        let sh = reg.find_sharing_cow(origin_id, cow_id);
+        if let (Some(src), Some(dest)) = (sh.src, sh.dest) {
+            if let (Some(a), Some(b)) = (reg.at(src), reg.at(dest)) {
+                let mut s = a.snap.down_write();
+                let mut d = b.snap.down_write();
+                handover_exceptions(&mut s, &mut d);
+            }
+        }
+        // reregister_snapshot
+        let cs = reg.slot(id)?.snap.down_read().store.chunk_size();
+        reg.remove_ordered(id.index);
+        if let Some(Some(s)) = reg.slots.get_mut(id.index as usize) {
+            s.chunk_size = cs;
+        }
+        reg.insert_ordered(id.index)?;
+        let slot = reg.slot(id)?;
+        let mut s = slot.snap.down_write();
+        s.active = true;
+        s.suspended = false;
+        if s.is_merge {
+            s.running_merge = true;
+        }
+        Ok(())
+    }
+
+    fn with_snapshot<T>(
+        &self,
+        id: SnapId,
+        f: impl FnOnce(&RwSemReadGuard<'_, Registry<D>>, &Slot<D>) -> T,
+    ) -> Result<T> {
+        let reg = self.reg.down_read();
+        let slot = reg.slot(id)?;
+        Ok(f(&reg, slot))
+    }
+
+    /// `snapshot_status` into `out`.
+    pub fn snapshot_status(&self, id: SnapId, ty: StatusType, out: &mut Emitter<'_>) -> Result<()> {
+        self.with_snapshot(id, |_, slot| slot.snap.down_read().status(ty, out))
+    }
+
+    /// Reads from a snapshot or merge target (`snapshot_map`,
+    /// `snapshot_merge_map` for reads), chunk by chunk.
+    pub fn snapshot_read(&self, id: SnapId, sector: u64, buf: &mut [u8]) -> Result<()> {
+        let reg = self.reg.down_read();
+        let slot = reg.slot(id)?;
+        let cs = slot.snap.down_read().chunk_size().max(1);
+        for (s, r) in split(sector, buf.len(), cs) {
+            let piece = buf.get_mut(r).ok_or(Errno::EINVAL)?;
+            let snap = slot.snap.down_read();
+            if !snap.valid && !snap.is_merge {
+                return Err(Errno::EIO);
+            }
+            match snap.remap(s).filter(|_| snap.valid) {
+                Some(cow_sector) => snap.cow.read(cow_sector, piece)?,
+                None => snap.origin.read(s, piece)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes to a snapshot or merge target, chunk by chunk.
+    pub fn snapshot_write(&self, id: SnapId, sector: u64, buf: &[u8], flags: ReqFlags) -> Result<()> {
+        let reg = self.reg.down_read();
+        let slot = reg.slot(id)?;
+        let cs = slot.snap.down_read().chunk_size().max(1);
+        for (s, r) in split(sector, buf.len(), cs) {
+            let piece = buf.get(r).ok_or(Errno::EINVAL)?;
+            if slot.is_merge {
+                self.merge_write(&reg, slot, s, piece, flags)?;
+            } else {
+                self.snap_write(slot, s, piece, flags)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `snapshot_map` for one write within a chunk.
+    fn snap_write(&self, slot: &Slot<D>, sector: u64, piece: &[u8], flags: ReqFlags) -> Result<()> {
+        let mut snap = slot.snap.down_write();
+        if !snap.valid || snap.snapshot_overflowed {
+            return Err(Errno::EIO);
+        }
+        if let Some(cow_sector) = snap.remap(sector) {
+            return snap.cow.write(cow_sector, piece, flags);
+        }
+        let chunk = sector >> snap.chunk_shift();
+        let full = piece.len() == snap.chunk_bytes();
+        match snap.make_exception(&self.copier, chunk, full.then_some(piece)) {
+            Ok(new_chunk) => {
+                if full {
+                    // start_full_bio: the data went out as the copy; honour
+                    // the bio's flush semantics on the COW.
+                    if flags.contains(ReqFlags::FUA) {
+                        snap.cow.flush()?;
+                    }
+                    Ok(())
+                } else {
+                    let off = sector & (snap.chunk_size() - 1);
+                    snap.cow.write((new_chunk << snap.chunk_shift()) + off, piece, flags)
+                }
+            }
+            Err(Errno::ENOSPC) => {
+                if snap.store.userspace_supports_overflow() {
+                    if snap.valid && !snap.snapshot_overflowed {
+                        snap.snapshot_overflowed = true;
+                        crate::dm_err!(DM_MSG_PREFIX, "Snapshot overflowed: Unable to allocate exception.");
+                    }
+                } else {
+                    snap.invalidate(Errno::ENOMEM);
+                }
+                Err(Errno::EIO)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `snapshot_merge_map` for one write within a chunk.
+    fn merge_write(&self, reg: &Registry<D>, slot: &Slot<D>, sector: u64, piece: &[u8], flags: ReqFlags) -> Result<()> {
+        {
+            let snap = slot.snap.down_write();
+            if snap.valid {
+                if let Some(cow_sector) = snap.remap(sector) {
+                    return snap.cow.write(cow_sector, piece, flags);
+                }
+            }
+        }
+        // Not remapped (or invalid): an origin write, which may trigger
+        // exceptions in the other snapshots.
+        let origin = slot.snap.down_read().origin.clone();
+        self.origin_write_locked(reg, origin.bdev_id(), sector);
+        origin.write(sector, piece, flags)
+    }
+
+    /// `__origin_write` for one sector: makes sure every valid, active,
+    /// non-merging snapshot of the origin has the chunk before it changes.
+    /// Never fails: a snapshot that cannot copy is invalidated instead.
+    fn origin_write_locked(&self, reg: &Registry<D>, origin_id: u64, sector: u64) -> bool {
+        let mut made = false;
+        for (_, slot) in reg.of_origin(origin_id) {
+            // Don't make new exceptions in a merging snapshot: it has
+            // effectively been deleted.
+            if slot.is_merge {
+                continue;
+            }
+            let mut snap = slot.snap.down_write();
+            if sector >= snap.ti_len || !snap.valid || !snap.active {
+                continue;
+            }
+            let chunk = sector >> snap.chunk_shift();
+            if snap.complete.lookup(chunk).is_some() {
+                continue;
+            }
+            match snap.make_exception(&self.copier, chunk, None) {
+                Ok(_) => made = true,
+                Err(Errno::ENOSPC) => snap.invalidate(Errno::ENOMEM),
+                Err(_) => {}
+            }
+        }
+        made
+    }
+
+    /// `origin_map` for writes: split at the smallest chunk size of the
+    /// origin's snapshots, copy to every snapshot, then write the origin.
+    pub fn origin_write(&self, origin: &D, sector: u64, buf: &[u8], flags: ReqFlags) -> Result<()> {
+        let reg = self.reg.down_read();
+        let boundary = reg.minimum_chunk_size(origin.bdev_id()) as u64;
+        for (s, r) in split(sector, buf.len(), boundary) {
+            self.origin_write_locked(&reg, origin.bdev_id(), s);
+            origin.write(s, buf.get(r).ok_or(Errno::EINVAL)?, flags)?;
+        }
+        Ok(())
+    }
+
+    /// A flush through a snapshot (the COW), or a merge target (both devices).
+    pub fn snapshot_flush(&self, id: SnapId) -> Result<()> {
+        self.with_snapshot(id, |_, slot| {
+            let snap = slot.snap.down_read();
+            if snap.is_merge {
+                snap.origin.flush()?;
+            }
+            snap.cow.flush()
+        })?
+    }
+
+    /// `REQ_OP_DISCARD` on a snapshot: only with `discard_zeroes_cow`. A
+    /// whole remapped chunk is zeroed in the COW, a partial one discarded
+    /// there; unmapped chunks complete at once; `discard_passdown_origin`
+    /// also discards the origin. On a merge target discards do nothing.
+    pub fn snapshot_discard(&self, id: SnapId, sector: u64, nr_sectors: u64) -> Result<()> {
+        let reg = self.reg.down_read();
+        let slot = reg.slot(id)?;
+        let snap = slot.snap.down_read();
+        if snap.is_merge {
+            return Ok(());
+        }
+        if !snap.discard_zeroes_cow {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        if !snap.valid {
+            return Err(Errno::EIO);
+        }
+        let len = usize::try_from(nr_sectors << SECTOR_SHIFT).map_err(|_| Errno::EINVAL)?;
+        for (s, r) in split(sector, len, snap.chunk_size().max(1)) {
+            let n = (r.len() >> SECTOR_SHIFT) as u64;
+            if let Some(cow_sector) = snap.remap(s) {
+                if r.len() == snap.chunk_bytes() {
+                    let zeros = mem::try_zeroed(r.len())?;
+                    snap.cow.write(cow_sector, &zeros, ReqFlags::empty())?;
+                } else {
+                    snap.cow.discard(cow_sector, n)?;
+                }
+            }
+            if snap.discard_passdown_origin {
+                snap.origin.discard(s, n)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// True while a merge target is merging.
+    pub fn merge_running(&self, id: SnapId) -> Result<bool> {
+        self.with_snapshot(id, |_, slot| slot.snap.down_read().running_merge)
+    }
+
+    /// One round of `snapshot_merge_next_chunks` + `merge_callback`: the
+    /// newest run of consecutive exceptions is copied back to the origin
+    /// (after other snapshots got their copies), the origin is flushed, and
+    /// only then the store forgets them on disk and in memory.
+    pub fn merge_step(&self, id: SnapId) -> Result<MergeProgress> {
+        let reg = self.reg.down_read();
+        let slot = reg.slot(id)?;
+        let mut snap = slot.snap.down_write();
+        if !snap.running_merge {
+            return Ok(MergeProgress::Done);
+        }
+        let shut = |snap: &mut DmSnapshot<D>, failed: bool, msg: &str| {
+            if !msg.is_empty() {
+                crate::dm_err!(DM_MSG_PREFIX, "{}", msg);
+            }
+            if failed {
+                snap.merge_failed = true;
+            }
+            snap.running_merge = false;
+            if failed {
+                MergeProgress::Failed
+            } else {
+                MergeProgress::Done
+            }
+        };
+        if !snap.valid {
+            return Ok(shut(&mut snap, false, "Snapshot is invalid: can't merge"));
+        }
+        let run = match snap.store.prepare_merge() {
+            Ok(Some(run)) => run,
+            Ok(None) => return Ok(shut(&mut snap, false, "")),
+            Err(_) => return Ok(shut(&mut snap, true, "Read error in exception store: shutting down merge")),
+        };
+        let n = run.nr_consecutive as u64;
+        let old_chunk = run.last_old_chunk + 1 - n;
+        let new_chunk = run.last_new_chunk + 1 - n;
+        let shift = snap.chunk_shift();
+        let io_size = n << shift;
+        let dest = old_chunk << shift;
+        let count = io_size.min(snap.origin.size_sectors().saturating_sub(dest));
+        // Reallocate exceptions needed in other snapshots first
+        // (origin_write_extent), one minimum chunk at a time.
+        let step = reg.minimum_chunk_size(slot.origin_id).max(1) as u64;
+        let mut off = 0;
+        while off < io_size {
+            self.origin_write_locked(&reg, slot.origin_id, dest + off);
+            off += step;
+        }
+        let copied = self.copier.copy(&snap.cow, new_chunk << shift, &snap.origin, dest, count);
+        if copied.is_err() {
+            return Ok(shut(&mut snap, true, "Read error: shutting down merge."));
+        }
+        if snap.origin.flush().is_err() {
+            return Ok(shut(&mut snap, true, "Flush after merge failed: shutting down merge"));
+        }
+        if snap.store.commit_merge(run.nr_consecutive).is_err() {
+            return Ok(shut(&mut snap, true, "Write error in exception store: shutting down merge"));
+        }
+        // remove_single_exception_chunk, last chunk first.
+        for c in (old_chunk..old_chunk + n).rev() {
+            if snap.complete.remove_chunk(c).is_err() {
+                return Ok(shut(&mut snap, true, ""));
+            }
+        }
+        Ok(MergeProgress::Merged(run.nr_consecutive))
+    }
+}
+
+/// `__handover_exceptions`: the destination takes the source's exception
+/// table and store (keeping its own table's `PO` choice) and its state; the
+/// source becomes invalid in memory only.
+fn handover_exceptions<D: DmDevice>(src: &mut DmSnapshot<D>, dest: &mut DmSnapshot<D>) {
+    core::mem::swap(&mut src.complete, &mut dest.complete);
+    core::mem::swap(&mut src.store, &mut dest.store);
+    let po = src.store.userspace_supports_overflow();
+    dest.store.set_userspace_supports_overflow(po);
+    dest.valid = src.valid;
+    dest.snapshot_overflowed = src.snapshot_overflowed;
+    src.valid = false;
+}

@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The snapshot targets on RAM devices: table errors, copy-on-write to
+//! several snapshots, snapshot writes, overflow and invalidation, handover
+//! and its cancellation, merging.
+
+use super::*;
+use crate::emit::{Emitter, StatusType};
+use crate::errno::{Errno, Result};
+use crate::platform::{BlockDevice, DmDevice, RamDev, ReqFlags, SyncCopier};
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+
+#[derive(Clone)]
+struct Dev {
+    d: Arc<RamDev>,
+    id: u64,
+    name: &'static str,
+}
+
+impl BlockDevice for Dev {
+    fn read(&self, s: u64, b: &mut [u8]) -> Result<()> {
+        self.d.read(s, b)
+    }
+    fn write(&self, s: u64, b: &[u8], f: ReqFlags) -> Result<()> {
+        self.d.write(s, b, f)
+    }
+    fn flush(&self) -> Result<()> {
+        self.d.flush()
+    }
+    fn size_sectors(&self) -> u64 {
+        self.d.size_sectors()
+    }
+    fn logical_block_size(&self) -> u32 {
+        self.d.logical_block_size()
+    }
+    fn discard(&self, s: u64, n: u64) -> Result<()> {
+        self.d.discard(s, n)
+    }
+}
+
+impl DmDevice for Dev {
+    fn bdev_id(&self) -> u64 {
+        self.id
+    }
+    fn name(&self) -> &str {
+        self.name
+    }
+}
+
+const NAMES: [&str; 5] = ["origin", "cow1", "cow2", "cow3", "cow4"];
+
+/// An origin of 8 MiB filled with byte 0x11 and four COWs of `cow_sectors`.
+struct Lab {
+    devs: Vec<Dev>,
+    drv: SnapshotDriver<Dev, SyncCopier>,
+}
+
+impl Lab {
+    fn new(cow_sectors: u64) -> Lab {
+        let mut devs = Vec::new();
+        for (i, name) in NAMES.iter().enumerate() {
+            let d = if i == 0 {
+                RamDev::from_bytes(&vec![0x11u8; 8 << 20], 512).unwrap()
+            } else {
+                RamDev::new(cow_sectors, 512).unwrap()
+            };
+            devs.push(Dev { d: Arc::new(d), id: i as u64 + 1, name });
+        }
+        Lab { devs, drv: SnapshotDriver::new(SyncCopier::default()).unwrap() }
+    }
+
+    fn ctr(&self, merge: bool, table: &str) -> core::result::Result<SnapId, &'static str> {
+        let argv: Vec<&str> = table.split_whitespace().collect();
+        let devs = self.devs.clone();
+        self.drv
+            .snapshot_ctr(merge, 16384, &argv, &mut |p| devs.iter().find(|d| d.name == p).cloned().ok_or(Errno::ENOENT))
+            .map_err(|e| e.msg)
+    }
+
+    fn snap(&self, table: &str) -> SnapId {
+        let id = self.ctr(false, table).unwrap();
+        self.drv.snapshot_resume(id).unwrap();
+        id
+    }
+
+    fn status(&self, id: SnapId, ty: StatusType) -> String {
+        let mut b = [0u8; 256];
+        let mut e = Emitter::new(&mut b);
+        self.drv.snapshot_status(id, ty, &mut e).unwrap();
+        e.as_str().to_string()
+    }
+
+    fn origin_write(&self, sector: u64, len: usize, byte: u8) {
+        self.drv.origin_write(&self.devs[0], sector, &vec![byte; len], ReqFlags::empty()).unwrap();
+    }
+
+    fn read(&self, id: SnapId, sector: u64, len: usize) -> Result<Vec<u8>> {
+        let mut b = vec![0u8; len];
+        self.drv.snapshot_read(id, sector, &mut b)?;
+        Ok(b)
+    }
+
+    fn origin(&self, sector: u64, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        self.devs[0].read(sector, &mut b).unwrap();
+        b
+    }
+}
+
+fn all(b: &[u8], v: u8) -> bool {
+    b.iter().all(|&x| x == v)
+}
+
+#[test]
+fn table_errors_are_the_kernels() {
+    let lab = Lab::new(2048);
+    assert_eq!(lab.ctr(false, "origin cow1 P"), Err("requires 4 or more arguments"));
+    assert_eq!(lab.ctr(false, "nosuch cow1 P 16"), Err("Cannot get origin device"));
+    assert_eq!(lab.ctr(false, "origin nosuch P 16"), Err("Cannot get COW device"));
+    assert_eq!(lab.ctr(false, "origin origin P 16"), Err("COW device cannot be the same as origin device"));
+    assert_eq!(lab.ctr(false, "origin cow1 X 16"), Err("Couldn't create exception store"));
+    assert_eq!(lab.ctr(false, "origin cow1 P 12"), Err("Couldn't create exception store"));
+    assert_eq!(lab.ctr(true, "origin cow1 N 16"), Err("Snapshot exception store does not support snapshot-merge."));
+    assert_eq!(lab.ctr(false, "origin cow1 N 0"), Err("Chunk size not set"));
+    lab.devs[1].write(0, &[0xEEu8; 512], ReqFlags::empty()).unwrap();
+    assert_eq!(lab.ctr(false, "origin cow1 P 16"), Err("Failed to read snapshot metadata"));
+    assert_eq!(
+        lab.ctr(false, "origin cow2 P 16 1 discard_passdown_origin"),
+        Err("discard_passdown_origin feature depends on discard_zeroes_cow")
+    );
+    // Nothing was left registered by the failures.
+    let id = lab.snap("origin cow2 P 16");
+    assert_eq!(lab.status(id, StatusType::Info), "32/2048 32");
+}
+
+#[test]
+fn origin_writes_copy_to_every_snapshot_with_its_own_chunk_size() {
+    let lab = Lab::new(8192);
+    let s8 = lab.snap("origin cow1 P 8");
+    let s16 = lab.snap("origin cow2 P 16");
+    let s32 = lab.snap("origin cow3 P 32 2 discard_zeroes_cow discard_passdown_origin");
+    assert_eq!(lab.status(s32, StatusType::Table), "origin cow3 P 32 2 discard_zeroes_cow discard_passdown_origin");
+    assert_eq!(lab.status(s8, StatusType::Table), "origin cow1 P 8");
+    // 4 KiB at sector 40: chunk 5 of s8, chunk 2 of s16, chunk 1 of s32.
+    lab.origin_write(40, 4096, 0x22);
+    assert!(all(&lab.origin(40, 4096), 0x22));
+    for id in [s8, s16, s32] {
+        assert!(all(&lab.read(id, 0, 64 * 512).unwrap(), 0x11), "snapshot keeps the old data");
+    }
+    assert_eq!(lab.status(s8, StatusType::Info), "24/8192 16"); // header, area, 1 data chunk of 8
+    assert_eq!(lab.status(s16, StatusType::Info), "48/8192 32");
+    assert_eq!(lab.status(s32, StatusType::Info), "96/8192 64");
+    // A second write to the same chunks copies nothing more.
+    lab.origin_write(40, 4096, 0x33);
+    assert_eq!(lab.status(s16, StatusType::Info), "48/8192 32");
+    assert!(all(&lab.read(s16, 40, 4096).unwrap(), 0x11));
+}
+
+#[test]
+fn snapshot_writes_partial_and_whole_chunk() {
+    let lab = Lab::new(8192);
+    let s = lab.snap("origin cow1 P 16");
+    let reads = lab.devs[0].d.stats().reads;
+    // Whole chunk: no read of the origin.
+    lab.drv.snapshot_write(s, 160, &[0x44u8; 8192], ReqFlags::empty()).unwrap();
+    assert_eq!(lab.devs[0].d.stats().reads, reads);
+    // Half a chunk: the rest comes from the origin.
+    lab.drv.snapshot_write(s, 320, &[0x55u8; 4096], ReqFlags::empty()).unwrap();
+    assert!(lab.devs[0].d.stats().reads > reads);
+    let b = lab.read(s, 320, 8192).unwrap();
+    assert!(all(&b[..4096], 0x55) && all(&b[4096..], 0x11));
+    assert!(all(&lab.read(s, 160, 8192).unwrap(), 0x44));
+    assert!(all(&lab.origin(160, 8192), 0x11));
+    assert_eq!(lab.status(s, StatusType::Info), "64/8192 32");
+    // A write spanning two chunks is split.
+    lab.drv.snapshot_write(s, 8, &[0x66u8; 8192], ReqFlags::empty()).unwrap();
+    assert_eq!(lab.status(s, StatusType::Info), "96/8192 32");
+}
+
+#[test]
+fn po_overflow_then_invalidation_like_the_kernel() {
+    // 1 MiB PO COW: header + area + 126 data chunks of 16 sectors.
+    let lab = Lab::new(2048);
+    let s = lab.snap("origin cow1 PO 16");
+    for c in 0..126u64 {
+        lab.drv.snapshot_write(s, c * 16, &[0x77u8; 8192], ReqFlags::empty()).unwrap();
+    }
+    assert_eq!(lab.status(s, StatusType::Info), "2048/2048 32");
+    assert_eq!(lab.drv.snapshot_write(s, 126 * 16, &[0x77u8; 8192], ReqFlags::empty()), Err(Errno::EIO));
+    assert_eq!(lab.status(s, StatusType::Info), "Overflow");
+    assert_eq!(lab.status(s, StatusType::Table), "origin cow1 PO 16");
+    // Further writes fail; reads still work.
+    assert_eq!(lab.drv.snapshot_write(s, 0, &[1u8; 512], ReqFlags::empty()), Err(Errno::EIO));
+    assert!(all(&lab.read(s, 0, 512).unwrap(), 0x77));
+    // An origin write needing an exception invalidates; the origin write succeeds.
+    lab.origin_write(200 * 16, 512, 0x99);
+    assert_eq!(lab.status(s, StatusType::Info), "Invalid");
+    assert!(all(&lab.origin(200 * 16, 512), 0x99));
+    assert_eq!(lab.read(s, 0, 512), Err(Errno::EIO));
+    let mut h = [0u8; 512];
+    lab.devs[1].read(0, &mut h).unwrap();
+    assert_eq!(&h[4..8], &[0, 0, 0, 0], "header valid=0 on disk");
+}
+
+#[test]
+fn p_filled_until_invalid() {
+    let lab = Lab::new(2048);
+    let s = lab.snap("origin cow1 P 16");
+    for c in 0..127u64 {
+        lab.origin_write(c * 16, 512, 0x21);
+    }
+    assert_eq!(lab.status(s, StatusType::Info), "Invalid");
+    // A snapshot write on a full P store invalidates too.
+    let lab = Lab::new(2048);
+    let s = lab.snap("origin cow1 P 16");
+    for c in 0..126u64 {
+        lab.drv.snapshot_write(s, c * 16, &[1u8; 8192], ReqFlags::empty()).unwrap();
+    }
+    assert_eq!(lab.drv.snapshot_write(s, 126 * 16, &[1u8; 8192], ReqFlags::empty()), Err(Errno::EIO));
+    assert_eq!(lab.status(s, StatusType::Info), "Invalid");
+}
+
+#[test]
+fn transient_store_status() {
+    let lab = Lab::new(65536);
+    let s = lab.snap("origin cow1 N 16");
+    assert_eq!(lab.status(s, StatusType::Info), "0/65536 0");
+    for c in 0..10u64 {
+        lab.origin_write(c * 16, 512, 2);
+    }
+    assert_eq!(lab.status(s, StatusType::Info), "160/65536 0");
+    assert_eq!(lab.status(s, StatusType::Table), "origin cow1 N 16");
+    // N data starts at chunk 0.
+    let mut b = [0u8; 512];
+    lab.devs[1].read(0, &mut b).unwrap();
+    assert!(all(&b, 0x11));
+}
+
+#[test]
+fn origin_writes_before_resume_make_no_exceptions() {
+    let lab = Lab::new(8192);
+    let s = lab.ctr(false, "origin cow1 P 16").unwrap();
+    lab.origin_write(0, 512, 0x42);
+    lab.drv.snapshot_resume(s).unwrap();
+    assert_eq!(lab.status(s, StatusType::Info), "32/8192 32");
+}
+
+#[test]
+fn handover_sequence_of_seed_001() {
+    let lab = Lab::new(8192);
+    let old = lab.snap("origin cow1 P 16");
+    lab.origin_write(0, 512, 0x31); // chunk 0 copied
+                                    // load new: second table on the same COW, no metadata read.
+    let new = lab.ctr(false, "origin cow1 PO 16").unwrap();
+    // A third one cannot pair.
+    assert_eq!(lab.ctr(false, "origin cow1 P 16"), Err("Snapshot cow pairing for exception table handover failed"));
+    assert_eq!(lab.drv.snapshot_preresume(new), Err(Errno::EINVAL), "source not suspended");
+    lab.drv.set_suspended(old, true).unwrap();
+    assert_eq!(lab.drv.snapshot_preresume(old), Err(Errno::EINVAL), "source cannot resume first");
+    lab.drv.snapshot_preresume(new).unwrap();
+    lab.drv.snapshot_resume(new).unwrap();
+    // The new table owns the exceptions, keeps its own PO.
+    assert_eq!(lab.status(new, StatusType::Info), "48/8192 32");
+    assert_eq!(lab.status(new, StatusType::Table), "origin cow1 PO 16");
+    assert!(all(&lab.read(new, 0, 512).unwrap(), 0x11));
+    assert_eq!(lab.read(old, 0, 512), Err(Errno::EIO));
+    assert_eq!(lab.status(old, StatusType::Info), "Invalid");
+    // Origin writes after the handover go to the new table.
+    lab.origin_write(16, 512, 0x32);
+    assert_eq!(lab.status(new, StatusType::Info), "64/8192 32");
+    assert!(all(&lab.read(new, 16, 512).unwrap(), 0x11));
+    lab.drv.snapshot_dtr(old);
+    // Only in memory: the COW header is still valid.
+    let mut h = [0u8; 512];
+    lab.devs[1].read(0, &mut h).unwrap();
+    assert_eq!(&h[4..8], &[1, 0, 0, 0]);
+    assert!(all(&lab.read(new, 0, 1024).unwrap(), 0x11));
+}
+
+#[test]
+fn removing_the_source_cancels_the_handover() {
+    let lab = Lab::new(8192);
+    let old = lab.snap("origin cow1 P 16");
+    let new = lab.ctr(false, "origin cow1 P 16").unwrap();
+    lab.drv.snapshot_dtr(old);
+    assert_eq!(lab.status(new, StatusType::Info), "Invalid");
+    // With the source gone the destination is alone; resume proceeds, invalid.
+    lab.drv.snapshot_preresume(new).unwrap();
+    lab.drv.snapshot_resume(new).unwrap();
+    assert_eq!(lab.read(new, 0, 512), Err(Errno::EIO));
+}
+
+#[test]
+fn merge_to_completion_with_origin_io() {
+    let lab = Lab::new(8192);
+    let s = lab.snap("origin cow1 P 16");
+    let other = lab.snap("origin cow2 P 8");
+    // Snapshot writes become the origin's data after the merge.
+    for c in [3u64, 4, 5, 9] {
+        lab.drv.snapshot_write(s, c * 16, &[0xA0 + c as u8; 8192], ReqFlags::empty()).unwrap();
+    }
+    lab.origin_write(20 * 16, 512, 0x5A); // chunk 20: origin data changes, snapshot keeps 0x11
+    assert_eq!(lab.ctr(true, "origin cow1 N 16"), Err("Snapshot exception store does not support snapshot-merge."));
+    let m = lab.ctr(true, "origin cow1 P 16").unwrap();
+    assert_eq!(lab.ctr(true, "origin cow2 P 8"), Err("A snapshot is already merging."));
+    lab.drv.set_suspended(s, true).unwrap();
+    lab.drv.snapshot_resume(m).unwrap();
+    assert!(lab.drv.merge_running(m).unwrap());
+    assert_eq!(lab.read(s, 0, 512), Err(Errno::EIO), "old snapshot returns EIO once merging");
+    // I/O through the merge target during the merge.
+    let mut steps = 0;
+    loop {
+        match lab.drv.merge_step(m).unwrap() {
+            MergeProgress::Merged(_) => steps += 1,
+            MergeProgress::Done => break,
+            MergeProgress::Failed => panic!("merge failed"),
+        }
+        // Reads through the merge target always show the snapshot's view.
+        assert!(all(&lab.read(m, 3 * 16, 512).unwrap(), 0xA3));
+    }
+    assert!(steps >= 2, "runs: 3-5 and 9 and 20");
+    assert!(!lab.drv.merge_running(m).unwrap());
+    assert_eq!(lab.status(m, StatusType::Info), "32/8192 32");
+    for c in [3u64, 4, 5, 9] {
+        assert!(all(&lab.origin(c * 16, 8192), 0xA0 + c as u8));
+    }
+    assert!(all(&lab.origin(20 * 16, 512), 0x11), "origin chunk 20 back to the snapshot's data");
+    // The other snapshot got copies before the origin changed under it.
+    assert!(all(&lab.read(other, 3 * 16, 8192).unwrap(), 0x11));
+    assert!(all(&lab.read(other, 20 * 16, 512).unwrap(), 0x11), "other was taken before the 0x5A write");
+    // After the merge, writes through the merge target reach the origin and
+    // trigger the other snapshot.
+    lab.drv.snapshot_write(m, 40 * 16, &[0x77u8; 512], ReqFlags::empty()).unwrap();
+    assert!(all(&lab.origin(40 * 16, 512), 0x77));
+    assert!(all(&lab.read(other, 40 * 16, 512).unwrap(), 0x11));
+}
