@@ -28,6 +28,8 @@ pub struct FileDev {
     sectors: u64,
     lbs: u32,
     direct: bool,
+    is_blockdev: bool,
+    id: u64,
 }
 
 fn errno_of(e: &io::Error) -> Errno {
@@ -53,7 +55,16 @@ impl FileDev {
         let file = o.open(path)?;
         let meta = file.metadata()?;
         let fd = file.as_raw_fd();
-        let (bytes, lbs) = if meta.file_type().is_block_device() {
+        let is_blockdev = meta.file_type().is_block_device();
+        let id = {
+            use std::os::unix::fs::MetadataExt;
+            if is_blockdev {
+                meta.rdev()
+            } else {
+                meta.dev().rotate_left(32) ^ meta.ino()
+            }
+        };
+        let (bytes, lbs) = if is_blockdev {
             let mut size: u64 = 0;
             let mut ssz: libc::c_int = 0;
             // SAFETY: fd is open for the life of `file`; BLKGETSIZE64 writes
@@ -71,12 +82,19 @@ impl FileDev {
         } else {
             (meta.len(), 512)
         };
-        Ok(FileDev { file, path: path.to_path_buf(), sectors: bytes / SECTOR_SIZE as u64, lbs, direct: mode.direct })
+        let sectors = bytes / SECTOR_SIZE as u64;
+        Ok(FileDev { file, path: path.to_path_buf(), sectors, lbs, direct: mode.direct, is_blockdev, id })
     }
 
     /// The path it was opened with.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Identity of the file or device (`st_rdev`, or `st_dev`/`st_ino`):
+    /// the same for every open of it.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     fn check(&self, sector: u64, len: usize) -> Result<i64> {
@@ -210,6 +228,22 @@ impl BlockDevice for FileDev {
 
     fn logical_block_size(&self) -> u32 {
         self.lbs
+    }
+
+    fn discard(&self, sector: u64, nr_sectors: u64) -> Result<()> {
+        let off = self.check(sector, (nr_sectors as usize) * SECTOR_SIZE)?;
+        if self.is_blockdev {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let len = (nr_sectors * SECTOR_SIZE as u64) as i64;
+        // SAFETY: plain syscall on an open fd; punching a hole keeps the size.
+        let r = unsafe {
+            libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len)
+        };
+        if r != 0 {
+            return Err(errno_of(&io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
     fn prefetch(&self, sector: u64, nr_sectors: u64) {

@@ -1,0 +1,585 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `dmrs`'s command line: dmsetup's verbs over files, I/O verbs, scripts
+//! (`dmrs run`), and the offline tools. Each verb is one [`Verb`]; the
+//! same parser reads script lines, so a script line is exactly a command
+//! line without the leading `dmrs`.
+
+use crate::dm::{DeviceMapper, TARGETS};
+use crate::filedev::{FileDev, OpenMode};
+use crate::state::{quote, split_words, State};
+use crate::{cow, demo};
+use clap::{Args, Parser, Subcommand};
+use dmrs_core::emit::StatusType;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// dmrs: Linux device-mapper snapshots in Rust, byte-compatible with the
+/// kernel, over plain files or block devices.
+///
+/// The device-mapper verbs work like dmsetup's. Devices and their tables
+/// live in a state directory (--state, $DMRS_STATE, else ./.dmrs), so each
+/// invocation sees what earlier ones made. Tables name files (or block
+/// devices) where the kernel would name block devices:
+///
+///   dmrs create base --table "0 131072 snapshot-origin origin.img"
+///   dmrs create snap --table "0 131072 snapshot origin.img cow.img P 16"
+///   dmrs write base --offset 1048576 --pattern NEWDATA --length 65536
+///   dmrs status snap            # 0 131072 snapshot 48/65536 32
+#[derive(Parser, Debug)]
+#[command(name = "dmrs", version, verbatim_doc_comment)]
+pub struct Cli {
+    /// State directory (default: $DMRS_STATE, else ./.dmrs).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// The verb.
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+/// Where a table comes from.
+#[derive(Args, Debug, Clone)]
+pub struct TableArg {
+    /// The table: `<start> <length> <target> <args...>` (one line). Read
+    /// from standard input when omitted.
+    #[arg(long)]
+    pub table: Option<String>,
+}
+
+/// One verb.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Verb {
+    /// Create a device and activate its table (create = load + resume).
+    Create {
+        /// Device name.
+        name: String,
+        #[command(flatten)]
+        table: TableArg,
+        /// Create the device without a table (load one later).
+        #[arg(long, conflicts_with = "table")]
+        notable: bool,
+    },
+    /// Load a table into the device's inactive slot (it goes live on resume).
+    Load {
+        /// Device name.
+        name: String,
+        #[command(flatten)]
+        table: TableArg,
+    },
+    /// Suspend a device.
+    Suspend {
+        /// Device name.
+        name: String,
+    },
+    /// Resume a device, swapping in its inactive table if it has one.
+    Resume {
+        /// Device name.
+        name: String,
+    },
+    /// Remove a device and destroy its tables.
+    Remove {
+        /// Device name.
+        name: String,
+    },
+    /// Print status lines as `dmsetup status` does (`0 131072 snapshot 32/65536 32`).
+    Status {
+        /// Device name; all devices (prefixed `NAME: `) when omitted.
+        name: Option<String>,
+    },
+    /// Print table lines as `dmsetup table` does.
+    Table {
+        /// Device name; all devices when omitted.
+        name: Option<String>,
+    },
+    /// Print device state as `dmsetup info` does.
+    Info {
+        /// Device name; all devices when omitted.
+        name: Option<String>,
+    },
+    /// List devices.
+    Ls,
+    /// List targets with their versions.
+    Targets,
+    /// Send a message to a target: `message NAME SECTOR MESSAGE...`.
+    Message {
+        /// Device name.
+        name: String,
+        /// Sector (0).
+        sector: u64,
+        /// The message words.
+        #[arg(required = true, num_args = 1..)]
+        msg: Vec<String>,
+    },
+    /// Write to a device at a byte offset (multiples of 512): stdin, a
+    /// file, or a lab pattern (16-byte records: TEXT padded to 15, newline).
+    Write {
+        /// Device name.
+        name: String,
+        /// Byte offset.
+        #[arg(long)]
+        offset: u64,
+        /// Read the data from this file instead of stdin.
+        #[arg(long, conflicts_with = "pattern")]
+        input: Option<PathBuf>,
+        /// Write this pattern (needs --length).
+        #[arg(long, requires = "length")]
+        pattern: Option<String>,
+        /// Bytes of pattern.
+        #[arg(long)]
+        length: Option<u64>,
+    },
+    /// Read from a device at a byte offset (multiples of 512).
+    Read {
+        /// Device name.
+        name: String,
+        /// Byte offset.
+        #[arg(long)]
+        offset: u64,
+        /// Bytes to read.
+        #[arg(long)]
+        length: u64,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Instead of printing, check that the data is this lab pattern.
+        #[arg(long, conflicts_with = "output")]
+        expect_pattern: Option<String>,
+    },
+    /// Flush a device (an empty PREFLUSH bio, like fsync).
+    Flush {
+        /// Device name.
+        name: String,
+    },
+    /// Discard a byte range of a device.
+    Discard {
+        /// Device name.
+        name: String,
+        /// Byte offset.
+        #[arg(long)]
+        offset: u64,
+        /// Bytes.
+        #[arg(long)]
+        length: u64,
+    },
+    /// Run a device's background work (a merge) to completion.
+    Wait {
+        /// Device name.
+        name: String,
+    },
+    /// Change directory (scripts; relative paths in tables resolve here).
+    Cd {
+        /// Directory.
+        dir: PathBuf,
+    },
+    /// Print a line (scripts).
+    Echo {
+        /// Words.
+        words: Vec<String>,
+    },
+    /// Run a script of verbs, one per line (`#` comments), in one process,
+    /// so in-memory protocols such as handover run as in the kernel. It
+    /// starts from the state directory's devices and records its changes
+    /// there, like the same verbs run one by one.
+    Run {
+        /// Script file (`-` for stdin).
+        script: PathBuf,
+    },
+    /// Offline tools for a persistent snapshot's COW device (P/PO).
+    #[command(subcommand)]
+    Cow(CowCmd),
+    /// Make an origin and a COW in a fresh temporary directory, take a
+    /// snapshot, write to both sides and print status lines and the dump.
+    Demo {
+        /// Directory to create the demo's work directory in.
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+    },
+}
+
+/// `dmrs cow ...`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum CowCmd {
+    /// Print the header and every exception in on-disk order.
+    ///
+    /// First line: `header magic=0x70416e53 valid=<0|1> version=<n>
+    /// chunk_size=<sectors>` (or `header new` for an all-zero header), then
+    /// one `<old_chunk> <new_chunk>` line per exception, area by area, slot
+    /// by slot, up to the terminator. Exceptions of an invalidated snapshot
+    /// are listed too.
+    Dump {
+        /// COW file or block device.
+        file: PathBuf,
+        /// Print one JSON object instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a COW device's metadata. Exit 0 with a one-line summary when
+    /// consistent; exit 1 with one line per problem otherwise.
+    ///
+    /// Problems: bad magic, version or chunk size; a new_chunk beyond the
+    /// device, on the header or a metadata area, or used twice; an old_chunk
+    /// remapped twice or beyond the origin; a truncated device.
+    Check {
+        /// COW file or block device.
+        file: PathBuf,
+        /// Origin size in sectors, to check old chunks against.
+        #[arg(long)]
+        origin_sectors: Option<u64>,
+    },
+}
+
+/// A verb's failure: text for stderr and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// What to print (may be several lines).
+    pub msg: String,
+    /// Exit code.
+    pub code: u8,
+}
+
+fn fail(msg: impl Into<String>) -> Failure {
+    Failure { msg: msg.into(), code: 1 }
+}
+
+impl From<crate::dm::DmError> for Failure {
+    fn from(e: crate::dm::DmError) -> Self {
+        fail(e.msg)
+    }
+}
+
+/// The 16-byte-record pattern of the kernel lab.
+pub fn pattern(text: &str, len: usize) -> Vec<u8> {
+    let mut rec = format!("{text:<15.15}").into_bytes();
+    rec.push(b'\n');
+    rec.iter().copied().cycle().take(len).collect()
+}
+
+fn table_text(t: &TableArg) -> Result<String, Failure> {
+    match &t.table {
+        Some(s) => Ok(s.clone()),
+        None => {
+            if std::io::stdin().is_terminal() {
+                return Err(fail("dmrs: no --table given: type the table, then Ctrl-D"));
+            }
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).map_err(|e| fail(format!("dmrs: stdin: {e}")))?;
+            Ok(s)
+        }
+    }
+}
+
+/// Executes verbs against one device mapper.
+pub struct Session {
+    /// The device mapper.
+    pub dm: DeviceMapper,
+    /// Journal lines the executed verbs produced (state changes).
+    pub journal: Vec<String>,
+}
+
+impl Session {
+    /// A session over an empty device mapper.
+    pub fn new() -> Result<Session, Failure> {
+        Ok(Session { dm: DeviceMapper::new()?, journal: Vec::new() })
+    }
+
+    fn record(&mut self, words: &[&str]) {
+        self.journal.push(words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" "));
+    }
+
+    fn lines(&self, name: &Option<String>, ty: StatusType, out: &mut dyn Write) -> Result<(), Failure> {
+        let names = match name {
+            Some(n) => vec![n.clone()],
+            None => self.dm.names(),
+        };
+        if name.is_none() && names.is_empty() {
+            let _ = writeln!(out, "No devices found");
+        }
+        for n in &names {
+            let line = self.dm.status(n, ty)?;
+            let prefix = if name.is_some() { String::new() } else { format!("{n}: ") };
+            if let Some(l) = line {
+                let _ = writeln!(out, "{prefix}{l}");
+            } else if name.is_none() {
+                let _ = writeln!(out, "{prefix}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one verb, writing its output to `out`.
+    pub fn exec(&mut self, verb: &Verb, out: &mut dyn Write) -> Result<(), Failure> {
+        match verb {
+            Verb::Create { name, table, notable } => {
+                let t = if *notable { None } else { Some(table_text(table)?) };
+                self.dm.create(name, t.as_deref())?;
+                match &t {
+                    Some(t) => self.record(&["create", name, "--table", t.trim()]),
+                    None => self.record(&["create", name, "--notable"]),
+                }
+            }
+            Verb::Load { name, table } => {
+                let t = table_text(table)?;
+                self.dm.load(name, &t)?;
+                self.record(&["load", name, "--table", t.trim()]);
+            }
+            Verb::Suspend { name } => {
+                self.dm.suspend(name)?;
+                self.record(&["suspend", name]);
+            }
+            Verb::Resume { name } => {
+                // A failed resume still swapped the tables: record it either way.
+                let r = self.dm.resume(name);
+                self.record(&["resume", name]);
+                r?;
+            }
+            Verb::Remove { name } => {
+                self.dm.remove(name)?;
+                self.record(&["remove", name]);
+            }
+            Verb::Status { name } => self.lines(name, StatusType::Info, out)?,
+            Verb::Table { name } => self.lines(name, StatusType::Table, out)?,
+            Verb::Info { name } => {
+                let names = match name {
+                    Some(n) => vec![n.clone()],
+                    None => self.dm.names(),
+                };
+                for (i, n) in names.iter().enumerate() {
+                    if i > 0 {
+                        let _ = writeln!(out);
+                    }
+                    let _ = write!(out, "{}", self.dm.info(n)?);
+                }
+            }
+            Verb::Ls => {
+                let names = self.dm.names();
+                if names.is_empty() {
+                    let _ = writeln!(out, "No devices found");
+                }
+                for n in names {
+                    let _ = writeln!(out, "{n}");
+                }
+            }
+            Verb::Targets => {
+                for (n, v) in TARGETS {
+                    let _ = writeln!(out, "{:<16} v{}.{}.{}", n, v[0], v[1], v[2]);
+                }
+            }
+            Verb::Message { name, sector, msg } => self.dm.message(name, *sector, msg)?,
+            Verb::Write { name, offset, input, pattern: pat, length } => {
+                let data = match (pat, input) {
+                    (Some(p), _) => pattern(p, length.unwrap_or(0) as usize),
+                    (None, Some(f)) => std::fs::read(f).map_err(|e| fail(format!("dmrs: {}: {e}", f.display())))?,
+                    (None, None) => {
+                        let mut v = Vec::new();
+                        std::io::stdin().read_to_end(&mut v).map_err(|e| fail(format!("dmrs: stdin: {e}")))?;
+                        v
+                    }
+                };
+                self.dm.write(name, *offset, &data)?;
+            }
+            Verb::Read { name, offset, length, output, expect_pattern } => {
+                let data = self.dm.read(name, *offset, *length as usize)?;
+                match (output, expect_pattern) {
+                    (_, Some(p)) => {
+                        let want = pattern(p, data.len());
+                        if let Some(i) = data.iter().zip(want.iter()).position(|(a, b)| a != b) {
+                            let rec = &data[i - i % 16..(i - i % 16 + 16).min(data.len())];
+                            return Err(fail(format!(
+                                "dmrs: {name}: byte {} is not pattern {p:?}: found {:?}",
+                                offset + i as u64,
+                                String::from_utf8_lossy(rec)
+                            )));
+                        }
+                    }
+                    (Some(f), None) => {
+                        std::fs::write(f, &data).map_err(|e| fail(format!("dmrs: {}: {e}", f.display())))?
+                    }
+                    (None, None) => out.write_all(&data).map_err(|e| fail(format!("dmrs: stdout: {e}")))?,
+                }
+            }
+            Verb::Flush { name } => self.dm.flush(name)?,
+            Verb::Discard { name, offset, length } => self.dm.discard(name, *offset, *length)?,
+            Verb::Wait { name } => {
+                let tty = std::io::stderr().is_terminal();
+                let mut last = u64::MAX;
+                self.dm.wait(name, &mut |done, total| {
+                    let pct = if total == 0 { 100 } else { done * 100 / total };
+                    if tty && pct != last {
+                        eprint!("\r{name}: merging {pct:>3}% ({done}/{total} sectors)");
+                        last = pct;
+                    }
+                })?;
+                if tty && last != u64::MAX {
+                    eprintln!();
+                }
+            }
+            Verb::Cd { dir } => {
+                let abs = std::fs::canonicalize(dir).map_err(|e| fail(format!("dmrs: cd {}: {e}", dir.display())))?;
+                std::env::set_current_dir(&abs).map_err(|e| fail(format!("dmrs: cd {}: {e}", abs.display())))?;
+                self.record(&["cd", &abs.to_string_lossy()]);
+            }
+            Verb::Echo { words } => {
+                let _ = writeln!(out, "{}", words.join(" "));
+            }
+            Verb::Run { script } => self.run_script(script, out)?,
+            Verb::Cow(c) => cow_cmd(c, out)?,
+            Verb::Demo { dir } => {
+                demo::run(dir, out).map_err(|e| fail(format!("dmrs demo: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Executes a script's lines in this session; stops at the first failure.
+    pub fn run_script(&mut self, script: &Path, out: &mut dyn Write) -> Result<(), Failure> {
+        let text = if script == Path::new("-") {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).map_err(|e| fail(format!("dmrs: stdin: {e}")))?;
+            s
+        } else {
+            std::fs::read_to_string(script).map_err(|e| fail(format!("dmrs: {}: {e}", script.display())))?
+        };
+        for (n, line) in text.lines().enumerate() {
+            let words = split_words(line).map_err(|e| fail(format!("{}:{}: {e}", script.display(), n + 1)))?;
+            if words.is_empty() {
+                continue;
+            }
+            let verb = parse_line(&words).map_err(|e| fail(format!("{}:{}: {e}", script.display(), n + 1)))?;
+            if matches!(verb, Verb::Run { .. } | Verb::Demo { .. }) {
+                return Err(fail(format!("{}:{}: `{}` is not allowed in a script", script.display(), n + 1, words[0])));
+            }
+            self.exec(&verb, out).map_err(|f| Failure {
+                msg: format!("{}\n{}:{}: `{}` failed", f.msg, script.display(), n + 1, line.trim()),
+                code: f.code,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a script line's words as a verb.
+pub fn parse_line(words: &[String]) -> Result<Verb, String> {
+    let argv = std::iter::once("dmrs".to_string()).chain(words.iter().cloned());
+    Cli::try_parse_from(argv).map(|c| c.verb).map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())
+}
+
+fn open_ro(p: &Path) -> Result<FileDev, Failure> {
+    FileDev::open(p, OpenMode { read_only: true, direct: false })
+        .map_err(|e| Failure { msg: format!("dmrs: {}: {e}", p.display()), code: 2 })
+}
+
+fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
+    match c {
+        CowCmd::Dump { file, json } => {
+            let dev = open_ro(file)?;
+            let img = cow::scan(&dev);
+            if *json {
+                let _ = writeln!(out, "{}", cow::dump_json(&img));
+            } else {
+                let _ = write!(out, "{}", cow::dump_text(&img));
+            }
+            if !img.fatal.is_empty() {
+                let msg: Vec<String> = img.fatal.iter().map(|f| format!("dmrs: {}: {f}", file.display())).collect();
+                return Err(fail(msg.join("\n")));
+            }
+        }
+        CowCmd::Check { file, origin_sectors } => {
+            let dev = open_ro(file)?;
+            let r = cow::check(&cow::scan(&dev), *origin_sectors);
+            for p in &r.problems {
+                let _ = writeln!(out, "{p}");
+            }
+            let _ = writeln!(out, "{}", r.summary);
+            if !r.problems.is_empty() {
+                return Err(fail(""));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// True for verbs that act on the state directory's devices.
+fn uses_state(v: &Verb) -> bool {
+    !matches!(v, Verb::Cow(_) | Verb::Demo { .. } | Verb::Targets | Verb::Echo { .. })
+}
+
+/// The whole of `dmrs`: returns the exit code.
+pub fn main_with(cli: Cli, out: &mut dyn Write) -> u8 {
+    let mut session = match Session::new() {
+        Ok(s) => s,
+        Err(f) => {
+            eprintln!("{}", f.msg);
+            return f.code;
+        }
+    };
+    if !uses_state(&cli.verb) {
+        return match session.exec(&cli.verb, out) {
+            Ok(()) => 0,
+            Err(f) => {
+                if !f.msg.is_empty() {
+                    eprintln!("{}", f.msg);
+                }
+                f.code
+            }
+        };
+    }
+    let dir = cli
+        .state
+        .clone()
+        .or_else(|| std::env::var_os("DMRS_STATE").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".dmrs"));
+    let state = match State::open(&dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("dmrs: state directory {}: {e}", dir.display());
+            return 2;
+        }
+    };
+    // Rebuild the devices earlier invocations made, quietly.
+    let cwd = std::env::current_dir().ok();
+    let lines = match state.lines() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("dmrs: {}: {e}", dir.join("journal").display());
+            return 2;
+        }
+    };
+    let mut sink = std::io::sink();
+    for (n, line) in lines.iter().enumerate() {
+        let r = split_words(line).and_then(|w| parse_line(&w));
+        let r = r.map_err(|e| fail(e)).and_then(|v| session.exec(&v, &mut sink));
+        if let Err(f) = r {
+            eprintln!("{}\ndmrs: replaying {} line {}: `{line}` failed", f.msg, dir.join("journal").display(), n + 1);
+            return 2;
+        }
+    }
+    if let Some(c) = &cwd {
+        let _ = std::env::set_current_dir(c);
+    }
+    session.journal.clear();
+    // Relative paths in this verb resolve in the caller's directory.
+    if let Some(c) = &cwd {
+        session.journal.push(format!("cd {}", quote(&c.to_string_lossy())));
+    }
+    let before = session.journal.len();
+    let r = session.exec(&cli.verb, out);
+    if session.journal.len() > before {
+        let lines = if session.dm.names().is_empty() { None } else { Some(&session.journal) };
+        let w = match lines {
+            Some(l) => state.append(l),
+            None => state.clear(),
+        };
+        if let Err(e) = w {
+            eprintln!("dmrs: cannot record the change in {}: {e}", dir.display());
+            return 2;
+        }
+    }
+    match r {
+        Ok(()) => 0,
+        Err(f) => {
+            if !f.msg.is_empty() {
+                eprintln!("{}", f.msg);
+            }
+            f.code
+        }
+    }
+}
