@@ -326,9 +326,10 @@ impl Session {
                 self.record(&["suspend", name]);
             }
             Verb::Resume { name } => {
-                // A failed resume still swapped the tables: record it either way.
+                // A failed resume still swapped the tables: record it either
+                // way, marked so that replaying it ignores the failure.
                 let r = self.dm.resume(name);
-                self.record(&["resume", name]);
+                self.record(&[if r.is_ok() { "resume" } else { "-resume" }, name]);
                 r?;
             }
             Verb::Remove { name } => {
@@ -439,20 +440,48 @@ impl Session {
             std::fs::read_to_string(script).map_err(|e| fail(format!("dmrs: {}: {e}", script.display())))?
         };
         for (n, line) in text.lines().enumerate() {
-            let words = split_words(line).map_err(|e| fail(format!("{}:{}: {e}", script.display(), n + 1)))?;
+            let at = |e: String| fail(format!("{}:{}: {e}", script.display(), n + 1));
+            let (mode, rest) = line_mode(line);
+            let words = split_words(rest).map_err(at)?;
             if words.is_empty() {
                 continue;
             }
-            let verb = parse_line(&words).map_err(|e| fail(format!("{}:{}: {e}", script.display(), n + 1)))?;
+            let verb = parse_line(&words).map_err(at)?;
             if matches!(verb, Verb::Run { .. } | Verb::Demo { .. }) {
-                return Err(fail(format!("{}:{}: `{}` is not allowed in a script", script.display(), n + 1, words[0])));
+                return Err(at(format!("`{}` is not allowed in a script", words[0])));
             }
-            self.exec(&verb, out).map_err(|f| Failure {
-                msg: format!("{}\n{}:{}: `{}` failed", f.msg, script.display(), n + 1, line.trim()),
-                code: f.code,
-            })?;
+            match (mode, self.exec(&verb, out)) {
+                (LineMode::MustSucceed, Err(f)) => {
+                    return Err(Failure {
+                        msg: format!("{}\n{}:{}: `{}` failed", f.msg, script.display(), n + 1, line.trim()),
+                        code: f.code,
+                    })
+                }
+                (LineMode::MustFail, Ok(())) => return Err(at(format!("`{}` succeeded but must fail", rest.trim()))),
+                _ => {}
+            }
         }
         Ok(())
+    }
+}
+
+/// How a script line's outcome is judged: plain lines must succeed,
+/// `-` lines may fail (the journal marks failed resumes so), `!` lines must fail.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LineMode {
+    MustSucceed,
+    MayFail,
+    MustFail,
+}
+
+fn line_mode(line: &str) -> (LineMode, &str) {
+    let t = line.trim_start();
+    if let Some(r) = t.strip_prefix('-') {
+        (LineMode::MayFail, r)
+    } else if let Some(r) = t.strip_prefix('!') {
+        (LineMode::MustFail, r)
+    } else {
+        (LineMode::MustSucceed, t)
     }
 }
 
@@ -545,10 +574,18 @@ pub fn main_with(cli: Cli, out: &mut dyn Write) -> u8 {
     };
     let mut sink = std::io::sink();
     for (n, line) in lines.iter().enumerate() {
-        let r = split_words(line).and_then(|w| parse_line(&w));
-        let r = r.map_err(|e| fail(e)).and_then(|v| session.exec(&v, &mut sink));
-        if let Err(f) = r {
+        let (mode, rest) = line_mode(line);
+        let r = split_words(rest).and_then(|w| parse_line(&w));
+        let r = r.map_err(fail).and_then(|v| session.exec(&v, &mut sink));
+        if let (Err(f), LineMode::MustSucceed) = (r, mode) {
             eprintln!("{}\ndmrs: replaying {} line {}: `{line}` failed", f.msg, dir.join("journal").display(), n + 1);
+            return 2;
+        }
+    }
+    match state.volatile().map_err(|e| e.to_string()).and_then(|v| session.dm.restore_volatile(&v)) {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("dmrs: {}: {e}", dir.join("volatile").display());
             return 2;
         }
     }
@@ -572,6 +609,10 @@ pub fn main_with(cli: Cli, out: &mut dyn Write) -> u8 {
             eprintln!("dmrs: cannot record the change in {}: {e}", dir.display());
             return 2;
         }
+    }
+    if let Err(e) = state.save_volatile(&session.dm.save_volatile()) {
+        eprintln!("dmrs: cannot save in-memory state in {}: {e}", dir.display());
+        return 2;
     }
     match r {
         Ok(()) => 0,

@@ -6,8 +6,9 @@
 //! state journal first (see `state.rs`).
 
 use dmrs_core::emit::{Emitter, StatusType};
+use dmrs_core::mem::TryVec;
 use dmrs_core::platform::{BlockDevice, DmDevice, ReqFlags, SyncCopier, SECTOR_SIZE};
-use dmrs_core::snapshot::{self, ctr::parse_origin_args, MergeProgress, SnapId, SnapshotDriver};
+use dmrs_core::snapshot::{self, ctr::parse_origin_args, MergeProgress, SnapId, SnapshotDriver, Volatile};
 use dmrs_core::{Errno, Result as KResult, TargetError};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -431,6 +432,71 @@ impl DeviceMapper {
                 "device-mapper: target message: {name}: Target type does not support messages\ndevice-mapper: message ioctl on {name} failed: Invalid argument"
             ),
         ))
+    }
+
+    fn snapshot_tables(&self) -> impl Iterator<Item = (&str, &'static str, SnapId)> {
+        self.devices.iter().flat_map(|(n, d)| {
+            [("live", &d.live), ("inactive", &d.inactive)].into_iter().filter_map(move |(slot, t)| match t {
+                Some(Table { target: Target::Snapshot(id), .. }) => Some((n.as_str(), slot, *id)),
+                _ => None,
+            })
+        })
+    }
+
+    /// What the snapshots keep only in memory, one line per table:
+    /// `NAME live|inactive valid=1 overflowed=0 merge_failed=0
+    /// [transient=NEXT_FREE ranges=OLD:NEW:COUNT,...]`.
+    pub fn save_volatile(&self) -> String {
+        let mut out = String::new();
+        for (name, slot, id) in self.snapshot_tables() {
+            let Ok(v) = self.snap.volatile(id) else { continue };
+            out += &format!(
+                "{name} {slot} valid={} overflowed={} merge_failed={}",
+                v.valid as u8, v.overflowed as u8, v.merge_failed as u8
+            );
+            if let Some((nf, ranges)) = &v.transient {
+                let r: Vec<String> = ranges.iter().map(|(o, n, c)| format!("{o}:{n}:{c}")).collect();
+                out += &format!(" transient={nf} ranges={}", r.join(","));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Puts back what [`Self::save_volatile`] saved.
+    pub fn restore_volatile(&mut self, text: &str) -> std::result::Result<(), String> {
+        let tables: Vec<(String, &'static str, SnapId)> =
+            self.snapshot_tables().map(|(n, s, id)| (n.to_string(), s, id)).collect();
+        for line in text.lines() {
+            let mut w = line.split_whitespace();
+            let (Some(name), Some(slot)) = (w.next(), w.next()) else { continue };
+            let Some((_, _, id)) = tables.iter().find(|(n, s, _)| n == name && *s == slot) else { continue };
+            let mut v = Volatile { valid: true, ..Volatile::default() };
+            let mut nf = None;
+            let mut ranges = TryVec::new();
+            for kv in w {
+                let (k, val) = kv.split_once('=').ok_or_else(|| format!("bad field {kv:?}"))?;
+                let num = |x: &str| x.parse::<u64>().map_err(|_| format!("bad number in {kv:?}"));
+                match k {
+                    "valid" => v.valid = num(val)? != 0,
+                    "overflowed" => v.overflowed = num(val)? != 0,
+                    "merge_failed" => v.merge_failed = num(val)? != 0,
+                    "transient" => nf = Some(num(val)?),
+                    "ranges" => {
+                        for r in val.split(',').filter(|r| !r.is_empty()) {
+                            let p: Vec<&str> = r.split(':').collect();
+                            let [o, n, c] = p[..] else { return Err(format!("bad range {r:?}")) };
+                            let c = u32::try_from(num(c)?).map_err(|_| format!("bad range {r:?}"))?;
+                            ranges.try_push((num(o)?, num(n)?, c)).map_err(|e| e.to_string())?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            v.transient = nf.map(|nf| (nf, ranges));
+            self.snap.restore_volatile(*id, &v).map_err(|e| format!("{name}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Runs background work of `name` (a merge) to completion, reporting

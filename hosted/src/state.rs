@@ -55,6 +55,23 @@ impl State {
         f.sync_data()
     }
 
+    /// The in-memory-only state saved by the last invocation.
+    pub fn volatile(&self) -> io::Result<String> {
+        match std::fs::read_to_string(self.dir.join("volatile")) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+            r => r,
+        }
+    }
+
+    /// Replaces the saved in-memory-only state (write, sync, rename).
+    pub fn save_volatile(&self, text: &str) -> io::Result<()> {
+        let tmp = self.dir.join("volatile.new");
+        let mut f = File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_data()?;
+        std::fs::rename(tmp, self.dir.join("volatile"))
+    }
+
     /// Starts a new, empty journal (when no device is left).
     pub fn clear(&self) -> io::Result<()> {
         let f = File::create(self.journal())?;

@@ -187,6 +187,22 @@ impl<D: BlockDevice, C> ExceptionStore<D, C> {
         self.store.chunk = ChunkSize::default();
     }
 
+    /// The transient store's next free sector (`None` for persistent).
+    pub fn transient_next_free(&self) -> Option<u64> {
+        match &self.ctx {
+            Context::Transient(tc) => Some(tc.next_free),
+            Context::Persistent(_) => None,
+        }
+    }
+
+    /// Restores a transient store's allocation point (a hosted process
+    /// restarting with the in-memory state the kernel would still have).
+    pub fn set_transient_next_free(&mut self, next_free: u64) {
+        if let Context::Transient(tc) = &mut self.ctx {
+            tc.next_free = next_free;
+        }
+    }
+
     /// `PO`: userspace understands `Overflow`.
     pub fn userspace_supports_overflow(&self) -> bool {
         self.store.userspace_supports_overflow

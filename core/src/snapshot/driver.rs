@@ -112,6 +112,21 @@ impl<D: DmDevice> Registry<D> {
     }
 }
 
+/// What a snapshot keeps only in memory (the kernel loses it on reboot,
+/// a hosted process on exit): flags, and a transient store's exceptions.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Volatile {
+    /// `valid`.
+    pub valid: bool,
+    /// `snapshot_overflowed`.
+    pub overflowed: bool,
+    /// `merge_failed`.
+    pub merge_failed: bool,
+    /// Transient store: next free sector and exception ranges
+    /// `(old_chunk, new_chunk, consecutive_count)`.
+    pub transient: Option<(u64, TryVec<(u64, u64, u32)>)>,
+}
+
 /// Progress of one merge step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MergeProgress {
@@ -569,6 +584,49 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
             }
         }
         Ok(())
+    }
+
+    /// The snapshot's in-memory-only state.
+    pub fn volatile(&self, id: SnapId) -> Result<Volatile> {
+        self.with_snapshot(id, |_, slot| {
+            let s = slot.snap.down_read();
+            let transient = match s.store.transient_next_free() {
+                Some(nf) => {
+                    let mut v = TryVec::try_with_capacity(s.complete.ranges())?;
+                    let mut r = Ok(());
+                    s.complete.for_each(|e| {
+                        if r.is_ok() {
+                            r = v.try_push((e.old_chunk, e.first_new_chunk(), e.consecutive_count()));
+                        }
+                    });
+                    r?;
+                    Some((nf, v))
+                }
+                None => None,
+            };
+            Ok(Volatile { valid: s.valid, overflowed: s.snapshot_overflowed, merge_failed: s.merge_failed, transient })
+        })?
+    }
+
+    /// Puts back what [`Self::volatile`] saved: a snapshot is invalid,
+    /// overflowed or merge-failed if it was or is; a transient store gets
+    /// its exceptions back.
+    pub fn restore_volatile(&self, id: SnapId, v: &Volatile) -> Result<()> {
+        self.with_snapshot(id, |_, slot| {
+            let mut s = slot.snap.down_write();
+            s.valid &= v.valid;
+            s.snapshot_overflowed |= v.overflowed;
+            s.merge_failed |= v.merge_failed;
+            if let (Some((nf, ranges)), Some(_)) = (&v.transient, s.store.transient_next_free()) {
+                s.store.set_transient_next_free(*nf);
+                for &(old, new, count) in ranges.iter() {
+                    for k in 0..=count as u64 {
+                        s.complete.insert(old + k, new + k)?;
+                    }
+                }
+            }
+            Ok(())
+        })?
     }
 
     /// True while a merge target is merging.

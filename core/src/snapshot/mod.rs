@@ -21,7 +21,7 @@ pub mod ctr;
 pub mod dm_snapshot;
 pub mod driver;
 
-pub use driver::{MergeProgress, SnapId, SnapshotDriver};
+pub use driver::{MergeProgress, SnapId, SnapshotDriver, Volatile};
 
 /// `DM_MSG_PREFIX` of dm-snap.c.
 pub const DM_MSG_PREFIX: &str = "snapshots";
