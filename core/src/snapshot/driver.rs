@@ -122,10 +122,12 @@ pub struct Volatile {
     pub overflowed: bool,
     /// `merge_failed`.
     pub merge_failed: bool,
-    /// Transient store: next free sector and exception ranges
-    /// `(old_chunk, new_chunk, consecutive_count)`.
-    pub transient: Option<(u64, TryVec<(u64, u64, u32)>)>,
+    /// Transient store: next free sector and exception ranges.
+    pub transient: Option<(u64, TryVec<Range>)>,
 }
+
+/// An exception range `(old_chunk, new_chunk, consecutive_count)`.
+pub type Range = (u64, u64, u32);
 
 /// Progress of one merge step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
