@@ -403,7 +403,7 @@ impl Session {
                 let tty = std::io::stderr().is_terminal();
                 let mut last = u64::MAX;
                 self.dm.wait(name, &mut |done, total| {
-                    let pct = if total == 0 { 100 } else { done * 100 / total };
+                    let pct = (done * 100).checked_div(total).unwrap_or(100);
                     if tty && pct != last {
                         eprint!("\r{name}: merging {pct:>3}% ({done}/{total} sectors)");
                         last = pct;

@@ -511,7 +511,7 @@ impl DeviceMapper {
             let line = status_text(|e| {
                 let _ = s.snap.snapshot_status(*id, StatusType::Info, e);
             });
-            let mut it = line.split(|c| c == '/' || c == ' ');
+            let mut it = line.split(['/', ' ']);
             let a = it.next().and_then(|v| v.parse::<u64>().ok());
             let _ = it.next();
             let m = it.next().and_then(|v| v.parse::<u64>().ok());
