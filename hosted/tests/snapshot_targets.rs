@@ -304,6 +304,7 @@ fn table_errors_are_reported_as_dmsetup_and_the_kernel_do() {
             "snapshot-merge: Snapshot exception store does not support snapshot-merge. (-EINVAL)",
         ),
         ("snapshot-origin origin.img cow.img", "snapshot-origin: origin: incorrect number of arguments (-EINVAL)"),
+        ("snapshot-origin nosuch.img", "snapshot-origin: Cannot get target device (-ENOENT)"),
         ("striped 1 2", "striped: unknown target type"),
     ];
     for (t, want) in cases {

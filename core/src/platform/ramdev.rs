@@ -5,7 +5,7 @@
 //! a `FUA` write makes them durable; [`RamDev::crash`] throws away what is
 //! not durable, as a power cut would.
 
-use super::block::{BlockDevice, ReqFlags, SECTOR_SHIFT, SECTOR_SIZE};
+use super::block::{BlockDevice, DmDevice, ReqFlags, SECTOR_SHIFT, SECTOR_SIZE};
 use crate::errno::{Errno, Result};
 use crate::mem::{self, TryVec};
 use crate::sync::SpinLock;
@@ -48,6 +48,7 @@ pub struct RamDev {
     inner: SpinLock<Inner>,
     sectors: u64,
     lbs: u32,
+    name: &'static str,
 }
 
 fn range(sector: u64, len: usize, sectors: u64) -> Result<core::ops::Range<usize>> {
@@ -80,7 +81,14 @@ impl RamDev {
             })?,
             sectors,
             lbs: logical_block_size,
+            name: "ram",
         })
+    }
+
+    /// Sets the name a table shows for it.
+    pub fn named(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
     }
 
     /// A device whose cache and durable contents are `bytes` (padded to a sector).
@@ -222,6 +230,16 @@ impl BlockDevice for RamDev {
         g.cache.get_mut(r.clone()).ok_or(Errno::EIO)?.fill(0);
         g.unflushed.try_push((r.start as u64, len as u64))?;
         Ok(())
+    }
+}
+
+/// A shared reference is a `dm_dev` handle: identity is the address.
+impl DmDevice for &RamDev {
+    fn bdev_id(&self) -> u64 {
+        *self as *const RamDev as usize as u64
+    }
+    fn name(&self) -> &str {
+        self.name
     }
 }
 

@@ -336,3 +336,34 @@ fn merge_to_completion_with_origin_io() {
     assert!(all(&lab.origin(40 * 16, 512), 0x77));
     assert!(all(&lab.read(other, 40 * 16, 512).unwrap(), 0x11));
 }
+
+#[test]
+fn copy_errors_invalidate_and_the_origin_keeps_working() {
+    let lab = Lab::new(8192);
+    let s = lab.snap("origin cow1 P 16");
+    lab.devs[1].d.fail_writes_after(Some(0));
+    lab.origin_write(0, 512, 0x61);
+    lab.devs[1].d.fail_writes_after(None);
+    assert_eq!(lab.status(s, StatusType::Info), "Invalid");
+    assert!(all(&lab.origin(0, 512), 0x61), "origin write went through");
+    assert_eq!(lab.read(s, 0, 512), Err(Errno::EIO));
+}
+
+#[test]
+fn discard_features() {
+    let lab = Lab::new(8192);
+    let plain = lab.snap("origin cow1 P 16");
+    assert_eq!(lab.drv.snapshot_discard(plain, 0, 16), Err(Errno::EOPNOTSUPP));
+    let z = lab.snap("origin cow2 P 16 1 discard_zeroes_cow");
+    lab.drv.snapshot_write(z, 0, &[0x71u8; 8192], ReqFlags::empty()).unwrap();
+    // Unmapped chunk: completes, nothing changes.
+    lab.drv.snapshot_discard(z, 32, 16).unwrap();
+    assert!(all(&lab.read(z, 32, 8192).unwrap(), 0x11));
+    // Whole remapped chunk: zeroed in the COW; the origin is untouched.
+    lab.drv.snapshot_discard(z, 0, 16).unwrap();
+    assert!(all(&lab.read(z, 0, 8192).unwrap(), 0));
+    assert!(all(&lab.origin(0, 8192), 0x11));
+    let p = lab.snap("origin cow3 P 16 2 discard_zeroes_cow discard_passdown_origin");
+    lab.drv.snapshot_discard(p, 64, 16).unwrap();
+    assert!(all(&lab.origin(64, 8192), 0), "passed down to the origin");
+}
