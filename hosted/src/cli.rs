@@ -186,12 +186,56 @@ pub enum Verb {
     /// Offline tools for a persistent snapshot's COW device (P/PO).
     #[command(subcommand)]
     Cow(CowCmd),
+    /// The kernel lab's scenarios (see lab/README.md).
+    #[command(subcommand)]
+    Lab(LabCmd),
     /// Make an origin and a COW in a fresh temporary directory, take a
     /// snapshot, write to both sides and print status lines and the dump.
     Demo {
         /// Directory to create the demo's work directory in.
         #[arg(long, default_value_os_t = std::env::temp_dir())]
         dir: PathBuf,
+    },
+}
+
+/// `dmrs lab ...`: glue for lab/run.sh.
+#[derive(Subcommand, Debug, Clone)]
+pub enum LabCmd {
+    /// Print the scenario's disk names, in attach order.
+    Disks {
+        /// Scenario file.
+        scenario: PathBuf,
+    },
+    /// Create the scenario's disks in DIR.
+    Prepare {
+        /// Scenario file.
+        scenario: PathBuf,
+        /// Directory.
+        dir: PathBuf,
+    },
+    /// Print the guest shell script (dmsetup + dd) for part 1 or 2.
+    Guest {
+        /// Scenario file.
+        scenario: PathBuf,
+        /// Part (2 = after `#! handoff`).
+        #[arg(long, default_value_t = 1)]
+        part: u8,
+    },
+    /// Run part 1 or 2 with dmrs over the disks in DIR (a fresh process, as
+    /// after a reboot), printing what the guest would print.
+    Host {
+        /// Scenario file.
+        scenario: PathBuf,
+        /// Directory holding the disks.
+        dir: PathBuf,
+        /// Part (2 = after `#! handoff`).
+        #[arg(long, default_value_t = 1)]
+        part: u8,
+    },
+    /// Print the scenario's properties: `deterministic=0|1 handoff=0|1`.
+    Info {
+        /// Scenario file.
+        scenario: PathBuf,
     },
 }
 
@@ -423,6 +467,7 @@ impl Session {
             }
             Verb::Run { script } => self.run_script(script, out)?,
             Verb::Cow(c) => cow_cmd(c, out)?,
+            Verb::Lab(c) => lab_cmd(c, out)?,
             Verb::Demo { dir } => {
                 demo::run(dir, out).map_err(|e| fail(format!("dmrs demo: {e}")))?;
             }
@@ -447,7 +492,7 @@ impl Session {
                 continue;
             }
             let verb = parse_line(&words).map_err(at)?;
-            if matches!(verb, Verb::Run { .. } | Verb::Demo { .. }) {
+            if matches!(verb, Verb::Run { .. } | Verb::Demo { .. } | Verb::Lab(_)) {
                 return Err(at(format!("`{}` is not allowed in a script", words[0])));
             }
             match (mode, self.exec(&verb, out)) {
@@ -526,9 +571,60 @@ fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
     Ok(())
 }
 
+fn lab_cmd(c: &LabCmd, out: &mut dyn Write) -> Result<(), Failure> {
+    let load = |p: &Path| -> Result<crate::lab::Scenario, Failure> {
+        let text = std::fs::read_to_string(p).map_err(|e| fail(format!("dmrs: {}: {e}", p.display())))?;
+        crate::lab::parse(&text).map_err(|e| fail(format!("dmrs: {}: {e}", p.display())))
+    };
+    let part = |sc: &crate::lab::Scenario, n: u8| -> Result<Vec<String>, Failure> {
+        match (n, &sc.part2) {
+            (1, _) => Ok(sc.part1.clone()),
+            (2, Some(p)) => Ok(p.clone()),
+            _ => Err(fail("dmrs lab: no such part")),
+        }
+    };
+    match c {
+        LabCmd::Disks { scenario } => {
+            for d in load(scenario)?.disks {
+                let _ = writeln!(out, "{}", d.name);
+            }
+        }
+        LabCmd::Prepare { scenario, dir } => {
+            crate::lab::prepare(&load(scenario)?, dir).map_err(|e| fail(format!("dmrs: {}: {e}", dir.display())))?
+        }
+        LabCmd::Guest { scenario, part: n } => {
+            let sc = load(scenario)?;
+            let s = crate::lab::guest_script(&sc, &part(&sc, *n)?)
+                .map_err(|e| fail(format!("dmrs: {}: {e}", scenario.display())))?;
+            let _ = write!(out, "{s}");
+        }
+        LabCmd::Host { scenario, dir, part: n } => {
+            let sc = load(scenario)?;
+            let script = dir.join(format!(".part{n}.dmrs"));
+            std::fs::write(&script, part(&sc, *n)?.join("\n") + "\n")
+                .map_err(|e| fail(format!("dmrs: {}: {e}", script.display())))?;
+            let cwd = std::env::current_dir().map_err(|e| fail(e.to_string()))?;
+            std::env::set_current_dir(dir).map_err(|e| fail(format!("dmrs: {}: {e}", dir.display())))?;
+            let mut s = Session::new()?;
+            let r = s.run_script(Path::new(&format!(".part{n}.dmrs")), out);
+            // Tear down as a guest poweroff would: destroy every table.
+            for name in s.dm.names() {
+                let _ = s.dm.remove(&name);
+            }
+            let _ = std::env::set_current_dir(cwd);
+            r?;
+        }
+        LabCmd::Info { scenario } => {
+            let sc = load(scenario)?;
+            let _ = writeln!(out, "deterministic={} handoff={}", sc.deterministic as u8, sc.part2.is_some() as u8);
+        }
+    }
+    Ok(())
+}
+
 /// True for verbs that act on the state directory's devices.
 fn uses_state(v: &Verb) -> bool {
-    !matches!(v, Verb::Cow(_) | Verb::Demo { .. } | Verb::Targets | Verb::Echo { .. })
+    !matches!(v, Verb::Cow(_) | Verb::Lab(_) | Verb::Demo { .. } | Verb::Targets | Verb::Echo { .. })
 }
 
 /// The whole of `dmrs`: returns the exit code.

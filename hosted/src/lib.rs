@@ -10,5 +10,6 @@ pub mod cow;
 pub mod demo;
 pub mod dm;
 pub mod filedev;
+pub mod lab;
 pub mod log;
 pub mod state;

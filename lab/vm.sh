@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# vm.sh SCRIPT DISK...: boots the stock kernel under qemu (TCG; KVM does not
+# work on these machines) with SCRIPT as /test.sh and the disks as
+# virtio-blk vda, vdb, ... (raw, writeback: the files hold what the kernel
+# wrote once it powers off). Prints the console; exits with the script's
+# status, or 200 when the guest never reported one (crash, timeout).
+set -euo pipefail
+LAB=$(cd "$(dirname "$0")" && pwd)
+. "$LAB/env.sh"
+script=$1; shift
+w=$(mktemp -d)
+trap 'rm -rf "$w"' EXIT
+mkdir "$w/r"
+cp "$script" "$w/r/test.sh"
+(cd "$w/r" && echo test.sh | cpio -o -H newc --quiet -R 0:0) > "$w/test.cpio"
+cat "$CACHE/base.cpio.gz" "$w/test.cpio" > "$w/initrd"
+args=()
+for d in "$@"; do args+=(-drive "file=$d,format=raw,if=virtio,cache=writeback"); done
+set +e
+timeout "${LAB_TIMEOUT:-300}" qemu-system-x86_64 -accel tcg -m 512 -smp 1 -cpu max \
+    -nographic -no-reboot -nodefaults -serial stdio -monitor none \
+    -kernel "$KERNEL" -initrd "$w/initrd" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=1 mitigations=off lab.ndisks=$#" \
+    "${args[@]}" </dev/null | tr -d '\r' | tee "$w/console.log"
+set -e
+rc=$(sed -n 's/^=== LAB TEST EXIT rc=\([0-9]*\).*/\1/p' "$w/console.log" | tail -1)
+exit "${rc:-200}"
