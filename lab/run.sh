@@ -28,6 +28,12 @@ guest() {
         echo "  kernel run failed (rc=$rc); console tail:"; tail -15 "$dir/.console$part.log" | sed 's/^/    /'
         return 1
     fi
+    # Every persistent COW the kernel left must pass dmrs cow check.
+    for d in "${disks[@]}"; do
+        if [ "$(head -c 4 "$d")" = SnAp ] && ! "$DMRS" cow check "$d" > "$d.check" 2>&1; then
+            echo "  dmrs cow check fails on the kernel's $(basename "$d"):"; sed 's/^/    /' "$d.check"; return 1
+        fi
+    done
 }
 
 # host SCENARIO PART DIR OUTFILE: run a part with dmrs on DIR's disks.
@@ -84,10 +90,15 @@ for sc in "$@"; do
     if [ $ok = 0 ]; then
         pass=$((pass+1)); echo "PASS $name ($(( $(date +%s) - t0 ))s) equal"
     else
-        failed=$((failed+1)); failures+=("$name"); echo "FAIL $name ($(( $(date +%s) - t0 ))s) differs; results in $OUT"
+        failed=$((failed+1)); failures+=("$name"); echo "FAIL $name ($(( $(date +%s) - t0 ))s) differs"
     fi
 done
-echo "lab: results in $OUT"
-((failed)) && echo "lab: failed: ${failures[*]}"
+if ((failed)); then
+    echo "lab: failed: ${failures[*]}; results in $OUT"
+elif [ -z "${LAB_OUT:-}" ]; then
+    rm -rf "$OUT"
+else
+    echo "lab: results in $OUT"
+fi
 echo "$pass passed, $failed failed"
 [ $failed = 0 ]

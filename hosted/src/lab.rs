@@ -189,6 +189,16 @@ fn guest_cmd(sc: &Scenario, v: &Verb) -> Result<String, String> {
             check_4k(*length, "length")?;
             format!("[ \"$(sum {} {offset} {length})\" = \"$(exp {} {length})\" ]", dm(name), q(p))
         }
+        Verb::Read { name, offset, length, expect_pattern: None, output: None } => {
+            check_4k(*offset, "offset")?;
+            check_4k(*length, "length")?;
+            format!(
+                "dd if={} bs=4096 skip={} count={} iflag=direct of=/dev/null 2>/dev/null",
+                dm(name),
+                offset / 4096,
+                length / 4096
+            )
+        }
         Verb::Flush { name } => format!("blockdev --flushbufs {}", dm(name)),
         Verb::Discard { name, offset, length } => format!("blkdiscard -o {offset} -l {length} {}", dm(name)),
         Verb::Wait { name } => format!(
@@ -237,4 +247,42 @@ pub fn guest_script(sc: &Scenario, lines: &[String]) -> Result<String, String> {
         };
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SC: &str = "# test\n#! disk origin.img 1M pattern=ORIG\n#! disk cow.img 512K\n#! deterministic\n\
+create o --table '0 2048 snapshot-origin origin.img'\n!read o --offset 0 --length 4096\n#! handoff\n\
+write o --offset 4096 --pattern X --length 8192\n-remove o\n";
+
+    #[test]
+    fn directives_and_parts() {
+        let sc = parse(SC).unwrap();
+        assert_eq!(sc.disks.len(), 2);
+        assert_eq!(sc.disks[0], Disk { name: "origin.img".into(), size: 1 << 20, pattern: Some("ORIG".into()) });
+        assert_eq!(sc.disks[1].size, 512 << 10);
+        assert!(sc.deterministic);
+        assert_eq!(sc.part1.len(), 2);
+        assert_eq!(sc.part2.as_ref().map(|p| p.len()), Some(2));
+        assert!(parse("#! bogus\n").is_err());
+        assert!(parse("#! disk a 1Q\n").is_err());
+    }
+
+    #[test]
+    fn guest_translation() {
+        let sc = parse(SC).unwrap();
+        let g = guest_script(&sc, &sc.part1).unwrap();
+        assert!(g.contains("dmsetup create o --table '0 2048 snapshot-origin /dev/vda' || stop"), "{g}");
+        assert!(g.contains("if dd if=/dev/mapper/o bs=4096 skip=0 count=1 iflag=direct"), "{g}");
+        assert!(g.contains("$(cat /sys/block/vdb/dev)\\b#cow.img#g"), "{g}");
+        let g = guest_script(&sc, sc.part2.as_ref().unwrap()).unwrap();
+        assert!(g.contains("wr /dev/mapper/o X 4096 8192 || stop"), "{g}");
+        assert!(g.contains("dmsetup remove o >/dev/null 2>&1 || true"), "{g}");
+        let bad = |l: &str| guest_script(&sc, &[l.to_string()]).is_err();
+        assert!(bad("status"), "status without a name lists in kernel order");
+        assert!(bad("write o --offset 512 --pattern X --length 4096"));
+        assert!(bad("cow dump x"));
+    }
 }
