@@ -24,6 +24,7 @@
 extern crate alloc;
 
 pub mod args;
+pub mod clone;
 pub mod emit;
 pub mod endian;
 pub mod errno;
@@ -32,6 +33,7 @@ pub mod exception_store;
 pub mod exception_table;
 pub mod log;
 pub mod mem;
+pub mod pdata;
 pub mod platform;
 pub mod snapshot;
 pub mod sync;

@@ -186,6 +186,9 @@ pub enum Verb {
     /// Offline tools for a persistent snapshot's COW device (P/PO).
     #[command(subcommand)]
     Cow(CowCmd),
+    /// Offline tools for dm-clone metadata.
+    #[command(subcommand)]
+    Clone(CloneCmd),
     /// The kernel lab's scenarios (see lab/README.md).
     #[command(subcommand)]
     Lab(LabCmd),
@@ -195,6 +198,33 @@ pub enum Verb {
         /// Directory to create the demo's work directory in.
         #[arg(long, default_value_os_t = std::env::temp_dir())]
         dir: PathBuf,
+    },
+}
+
+/// `dmrs clone ...`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum CloneCmd {
+    /// Print the superblock summary and the hydrated regions.
+    ///
+    /// First line: `superblock version=<n> region_size=<sectors>
+    /// target_size=<sectors> regions=<n> hydrated=<n>
+    /// metadata_blocks=<used>/<total>` (`superblock new` when block 0 is all
+    /// zeros), then hydrated regions as `<first region> <count>` runs.
+    Dump {
+        /// Metadata file or block device.
+        file: PathBuf,
+        /// Print one JSON object instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check dm-clone metadata: superblock (location, magic, checksum,
+    /// version), every btree node, array block and space-map block
+    /// (location, checksum, shape), the bitset's length, and every block's
+    /// reference count against what the structures use. Exit 0 with a
+    /// summary when consistent; exit 1 with one line per problem.
+    Check {
+        /// Metadata file or block device.
+        file: PathBuf,
     },
 }
 
@@ -468,6 +498,7 @@ impl Session {
             Verb::Run { script } => self.run_script(script, out)?,
             Verb::Cow(c) => cow_cmd(c, out)?,
             Verb::Lab(c) => lab_cmd(c, out)?,
+            Verb::Clone(c) => clone_cmd(c, out)?,
             Verb::Demo { dir } => {
                 demo::run(dir, out).map_err(|e| fail(format!("dmrs demo: {e}")))?;
             }
@@ -571,6 +602,35 @@ fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
     Ok(())
 }
 
+fn clone_cmd(c: &CloneCmd, out: &mut dyn Write) -> Result<(), Failure> {
+    match c {
+        CloneCmd::Dump { file, json } => {
+            let img = crate::clone::inspect(&open_ro(file)?);
+            if *json {
+                let _ = writeln!(out, "{}", crate::clone::dump_json(&img));
+            } else {
+                let _ = write!(out, "{}", crate::clone::dump_text(&img));
+            }
+            if img.sb.is_none() && !img.all_zero {
+                let msg: Vec<String> = img.problems.iter().map(|p| format!("dmrs: {}: {p}", file.display())).collect();
+                return Err(fail(msg.join("\n")));
+            }
+        }
+        CloneCmd::Check { file } => {
+            let img = crate::clone::inspect(&open_ro(file)?);
+            for p in &img.problems {
+                let _ = writeln!(out, "{p}");
+            }
+            let state = if img.problems.is_empty() { "consistent" } else { "inconsistent" };
+            let _ = writeln!(out, "{state}: {}", crate::clone::summary(&img));
+            if !img.problems.is_empty() {
+                return Err(fail(""));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn lab_cmd(c: &LabCmd, out: &mut dyn Write) -> Result<(), Failure> {
     let load = |p: &Path| -> Result<crate::lab::Scenario, Failure> {
         let text = std::fs::read_to_string(p).map_err(|e| fail(format!("dmrs: {}: {e}", p.display())))?;
@@ -624,7 +684,7 @@ fn lab_cmd(c: &LabCmd, out: &mut dyn Write) -> Result<(), Failure> {
 
 /// True for verbs that act on the state directory's devices.
 fn uses_state(v: &Verb) -> bool {
-    !matches!(v, Verb::Cow(_) | Verb::Lab(_) | Verb::Demo { .. } | Verb::Targets | Verb::Echo { .. })
+    !matches!(v, Verb::Cow(_) | Verb::Clone(_) | Verb::Lab(_) | Verb::Demo { .. } | Verb::Targets | Verb::Echo { .. })
 }
 
 /// The whole of `dmrs`: returns the exit code.

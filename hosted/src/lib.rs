@@ -6,6 +6,7 @@
 //! main job.
 
 pub mod cli;
+pub mod clone;
 pub mod cow;
 pub mod demo;
 pub mod dm;

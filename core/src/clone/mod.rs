@@ -1,0 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! dm-clone: its metadata (`dm-clone-metadata.c`) on persistent-data.
+//! [`superblock`] is the on-disk superblock.
+
+pub mod superblock;

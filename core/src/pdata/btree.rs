@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Btree nodes (`dm-btree-internal.h`, `dm-btree-spine.c`) and read-only
+//! walks. A node is a 32-byte header, `max_entries` little-endian keys, then
+//! `max_entries` values (values start after **max_entries** keys, not
+//! nr_entries). Internal nodes hold `__le64` child block numbers.
+
+use super::block::{Block, BlockError, BlockManager, Validator, BLOCK_SIZE};
+use super::checksum::BTREE_CSUM_XOR;
+use crate::endian::{Le32, Le64};
+use crate::errno::Result as KResult;
+use crate::mem::TryVec;
+use crate::platform::BlockDevice;
+use static_assertions::assert_eq_size;
+
+/// `INTERNAL_NODE`.
+pub const INTERNAL_NODE: u32 = 1;
+/// `LEAF_NODE`.
+pub const LEAF_NODE: u32 = 1 << 1;
+/// Deepest tree accepted when walking (guards against cycles on corrupt disks).
+pub const MAX_DEPTH: u32 = 16;
+
+/// `struct node_header` (packed, 32 bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct NodeHeader {
+    /// Checksum of the rest of the block.
+    pub csum: Le32,
+    /// `INTERNAL_NODE` or `LEAF_NODE`.
+    pub flags: Le32,
+    /// Own location.
+    pub blocknr: Le64,
+    /// Used entries.
+    pub nr_entries: Le32,
+    /// Capacity ([`calc_max_entries`]).
+    pub max_entries: Le32,
+    /// Bytes per value.
+    pub value_size: Le32,
+    /// Zero.
+    pub padding: Le32,
+}
+assert_eq_size!(NodeHeader, [u8; 32]);
+
+/// Header size.
+pub const NODE_HEADER_SIZE: usize = core::mem::size_of::<NodeHeader>();
+
+/// `btree_node_validator`.
+pub const NODE_VALIDATOR: Validator = Validator { name: "btree_node", xor: BTREE_CSUM_XOR, blocknr_offset: 8 };
+
+/// `calc_max_entries`: as many (key, value) pairs as fit, rounded down to a
+/// multiple of 3 (252 for 8-byte values, 336 for 4-byte values).
+pub const fn calc_max_entries(value_size: usize) -> u32 {
+    let total = (BLOCK_SIZE - NODE_HEADER_SIZE) / (8 + value_size);
+    (3 * (total / 3)) as u32
+}
+
+/// A validated node in a block buffer.
+pub struct Node<'a> {
+    data: &'a [u8],
+    /// Flags.
+    pub flags: u32,
+    /// Used entries.
+    pub nr_entries: u32,
+    /// Capacity.
+    pub max_entries: u32,
+    /// Bytes per value.
+    pub value_size: u32,
+}
+
+fn le32(d: &[u8], off: usize) -> u32 {
+    crate::endian::read_le32(d, off).unwrap_or(0)
+}
+
+impl<'a> Node<'a> {
+    /// `node_check`'s shape checks (location and checksum were checked by
+    /// the validator).
+    pub fn parse(data: &'a [u8]) -> core::result::Result<Self, BlockError> {
+        if data.len() != BLOCK_SIZE {
+            return Err(BlockError::Shape("short block"));
+        }
+        let (flags, nr_entries, max_entries, value_size) =
+            (le32(data, 4), le32(data, 16), le32(data, 20), le32(data, 24));
+        let need = (8u64 + value_size as u64) * max_entries as u64 + NODE_HEADER_SIZE as u64;
+        if need > BLOCK_SIZE as u64 {
+            return Err(BlockError::Shape("max_entries too large"));
+        }
+        if nr_entries > max_entries {
+            return Err(BlockError::Shape("too many entries"));
+        }
+        if flags & (INTERNAL_NODE | LEAF_NODE) == 0 {
+            return Err(BlockError::Shape("node is neither INTERNAL or LEAF"));
+        }
+        Ok(Node { data, flags, nr_entries, max_entries, value_size })
+    }
+
+    /// Leaf (else internal).
+    pub fn is_leaf(&self) -> bool {
+        self.flags & LEAF_NODE != 0
+    }
+
+    /// Key `i`.
+    pub fn key(&self, i: u32) -> u64 {
+        crate::endian::read_le64(self.data, NODE_HEADER_SIZE + 8 * i as usize).unwrap_or(0)
+    }
+
+    /// Value `i`.
+    pub fn value(&self, i: u32) -> &'a [u8] {
+        let base = NODE_HEADER_SIZE + 8 * self.max_entries as usize;
+        let off = base + self.value_size as usize * i as usize;
+        self.data.get(off..off + self.value_size as usize).unwrap_or(&[])
+    }
+}
+
+/// Where and why a walk stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PdError {
+    /// The block.
+    pub block: Block,
+    /// The problem.
+    pub kind: BlockError,
+}
+
+/// Result of persistent-data reads.
+pub type PdResult<T> = core::result::Result<T, PdError>;
+
+fn read_node<D: BlockDevice>(bm: &BlockManager<D>, b: Block) -> PdResult<TryVec<u8>> {
+    let data = bm.read(b, &NODE_VALIDATOR).map_err(|kind| PdError { block: b, kind })?;
+    Node::parse(&data).map_err(|kind| PdError { block: b, kind })?;
+    Ok(data)
+}
+
+/// Calls `f(key, value)` for every leaf entry in key order, and
+/// `node(block)` for every node visited (for reference counting checks).
+pub fn walk<D: BlockDevice>(
+    bm: &BlockManager<D>,
+    root: Block,
+    value_size: u32,
+    node: &mut dyn FnMut(Block),
+    f: &mut dyn FnMut(u64, &[u8]) -> KResult<()>,
+) -> PdResult<()> {
+    walk_at(bm, root, value_size, 0, node, f)
+}
+
+fn walk_at<D: BlockDevice>(
+    bm: &BlockManager<D>,
+    b: Block,
+    value_size: u32,
+    depth: u32,
+    node: &mut dyn FnMut(Block),
+    f: &mut dyn FnMut(u64, &[u8]) -> KResult<()>,
+) -> PdResult<()> {
+    if depth > MAX_DEPTH {
+        return Err(PdError { block: b, kind: BlockError::Shape("btree too deep (a cycle?)") });
+    }
+    node(b);
+    let data = read_node(bm, b)?;
+    let n = Node::parse(&data).map_err(|kind| PdError { block: b, kind })?;
+    let mut last: Option<u64> = None;
+    for i in 0..n.nr_entries {
+        let k = n.key(i);
+        if last.is_some_and(|l| l >= k) {
+            return Err(PdError { block: b, kind: BlockError::Shape("keys out of order") });
+        }
+        last = Some(k);
+        if n.is_leaf() {
+            if n.value_size != value_size {
+                return Err(PdError { block: b, kind: BlockError::Shape("unexpected value size") });
+            }
+            f(k, n.value(i)).map_err(|e| PdError { block: b, kind: BlockError::Io(e) })?;
+        } else {
+            let child = crate::endian::read_le64(n.value(i), 0).unwrap_or(u64::MAX);
+            walk_at(bm, child, value_size, depth + 1, node, f)?;
+        }
+    }
+    Ok(())
+}
+
+/// Looks `key` up (`dm_btree_lookup`): the value, if present.
+pub fn lookup<D: BlockDevice>(
+    bm: &BlockManager<D>,
+    root: Block,
+    key: u64,
+    value_size: u32,
+) -> PdResult<Option<TryVec<u8>>> {
+    let mut b = root;
+    for _ in 0..=MAX_DEPTH {
+        let data = read_node(bm, b)?;
+        let n = Node::parse(&data).map_err(|kind| PdError { block: b, kind })?;
+        // Last entry whose key is <= key.
+        let mut i = None;
+        for j in 0..n.nr_entries {
+            if n.key(j) <= key {
+                i = Some(j);
+            } else {
+                break;
+            }
+        }
+        let Some(i) = i else { return Ok(None) };
+        if n.is_leaf() {
+            if n.value_size != value_size {
+                return Err(PdError { block: b, kind: BlockError::Shape("unexpected value size") });
+            }
+            if n.key(i) != key {
+                return Ok(None);
+            }
+            let mut v = TryVec::new();
+            v.try_extend_from_slice(n.value(i)).map_err(|e| PdError { block: b, kind: BlockError::Io(e) })?;
+            return Ok(Some(v));
+        }
+        b = crate::endian::read_le64(n.value(i), 0).unwrap_or(u64::MAX);
+    }
+    Err(PdError { block: b, kind: BlockError::Shape("btree too deep (a cycle?)") })
+}

@@ -1,0 +1,18 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `drivers/md/persistent-data`: the on-disk structures dm-clone's metadata
+//! is made of, one file per structure (as thin-provisioning-tools' pdata):
+//! [`checksum`], [`block`] (block manager + validators), [`btree`],
+//! [`space_map`] (the metadata space map), [`array`], [`bitset`].
+//!
+//! Everything read from disk is validated (location, checksum, shape)
+//! before use; a corrupt block is an error, never a panic.
+
+pub mod array;
+pub mod bitset;
+pub mod block;
+pub mod btree;
+pub mod checksum;
+pub mod space_map;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! persistent-data unit tests: block validation, node layout, bitmap bit order.
+
+use super::block::{BlockError, BlockManager, BLOCK_SIZE};
+use super::btree::{self, calc_max_entries, Node, NODE_VALIDATOR};
+use super::space_map::{bitmap_entry, set_bitmap_entry, ENTRIES_PER_BLOCK, METADATA_MAX_BLOCKS};
+use crate::platform::{BlockDevice, RamDev, ReqFlags};
+use alloc::vec;
+
+#[test]
+fn constants_match_the_kernel() {
+    assert_eq!(calc_max_entries(8), 252);
+    assert_eq!(calc_max_entries(4), 336);
+    assert_eq!(super::array::calc_max_entries(8), 509);
+    assert_eq!(ENTRIES_PER_BLOCK, 16320);
+    assert_eq!(METADATA_MAX_BLOCKS, 4_161_600);
+}
+
+#[test]
+fn two_bit_counts_have_the_high_bit_first() {
+    let mut d = [0u8; 8];
+    set_bitmap_entry(&mut d, 0, 1);
+    assert_eq!(d[0], 0b10, "count 1 sets the second bit of the pair");
+    set_bitmap_entry(&mut d, 1, 2);
+    assert_eq!(d[0], 0b0110);
+    set_bitmap_entry(&mut d, 31, 3);
+    assert_eq!(d[7], 0b1100_0000);
+    assert_eq!((bitmap_entry(&d, 0), bitmap_entry(&d, 1), bitmap_entry(&d, 31), bitmap_entry(&d, 2)), (1, 2, 3, 0));
+    set_bitmap_entry(&mut d, 1, 0);
+    assert_eq!(bitmap_entry(&d, 1), 0);
+}
+
+fn leaf(entries: &[(u64, u64)]) -> vec::Vec<u8> {
+    let mut b = vec![0u8; BLOCK_SIZE];
+    let max = calc_max_entries(8);
+    b[4..8].copy_from_slice(&2u32.to_le_bytes());
+    b[16..20].copy_from_slice(&(entries.len() as u32).to_le_bytes());
+    b[20..24].copy_from_slice(&max.to_le_bytes());
+    b[24..28].copy_from_slice(&8u32.to_le_bytes());
+    for (i, (k, v)) in entries.iter().enumerate() {
+        b[32 + 8 * i..40 + 8 * i].copy_from_slice(&k.to_le_bytes());
+        let off = 32 + 8 * max as usize + 8 * i;
+        b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    b
+}
+
+#[test]
+fn nodes_validate_location_checksum_and_shape() {
+    let dev = RamDev::new(64, 512).unwrap();
+    let bm = BlockManager::new(&dev);
+    let mut b = leaf(&[(1, 10), (5, 50)]);
+    bm.write(3, &mut b, &NODE_VALIDATOR, ReqFlags::empty()).unwrap();
+    assert_eq!(btree::lookup(&bm, 3, 5, 8).unwrap().map(|v| v[0]), Some(50));
+    assert_eq!(btree::lookup(&bm, 3, 4, 8).unwrap(), None);
+    let mut seen = vec::Vec::new();
+    btree::walk(&bm, 3, 8, &mut |_| {}, &mut |k, v| {
+        seen.push((k, v[0]));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, [(1, 10), (5, 50)]);
+    // Read from the wrong location: ENOTBLK.
+    let mut raw = vec![0u8; BLOCK_SIZE];
+    dev.read(3 * 8, &mut raw).unwrap();
+    dev.write(4 * 8, &raw, ReqFlags::empty()).unwrap();
+    assert!(matches!(bm.read(4, &NODE_VALIDATOR), Err(BlockError::BlockNr { found: 3 })));
+    // A flipped bit: EILSEQ.
+    raw[100] ^= 1;
+    dev.write(3 * 8, &raw, ReqFlags::empty()).unwrap();
+    assert!(matches!(bm.read(3, &NODE_VALIDATOR), Err(BlockError::Checksum { .. })));
+    // Bad shapes.
+    let mut b = leaf(&[]);
+    b[20..24].copy_from_slice(&1000u32.to_le_bytes());
+    assert_eq!(Node::parse(&b).err(), Some(BlockError::Shape("max_entries too large")));
+    let mut b = leaf(&[]);
+    b[16..20].copy_from_slice(&300u32.to_le_bytes());
+    assert_eq!(Node::parse(&b).err(), Some(BlockError::Shape("too many entries")));
+    let mut b = leaf(&[]);
+    b[4..8].copy_from_slice(&0u32.to_le_bytes());
+    assert_eq!(Node::parse(&b).err(), Some(BlockError::Shape("node is neither INTERNAL or LEAF")));
+    // Beyond the device.
+    assert_eq!(bm.read(100, &NODE_VALIDATOR).err(), Some(BlockError::OutOfRange));
+}
+
+#[test]
+fn a_cycle_is_an_error_not_a_hang() {
+    let dev = RamDev::new(64, 512).unwrap();
+    let bm = BlockManager::new(&dev);
+    let mut b = leaf(&[(0, 2)]);
+    b[4..8].copy_from_slice(&1u32.to_le_bytes()); // internal node pointing at itself
+    bm.write(2, &mut b, &NODE_VALIDATOR, ReqFlags::empty()).unwrap();
+    assert!(btree::walk(&bm, 2, 8, &mut |_| {}, &mut |_, _| Ok(())).is_err());
+    assert!(btree::lookup(&bm, 2, 0, 8).is_err());
+}
