@@ -2,4 +2,8 @@
 //! dm-clone: its metadata (`dm-clone-metadata.c`) on persistent-data.
 //! [`superblock`] is the on-disk superblock.
 
+pub mod metadata;
 pub mod superblock;
+
+#[cfg(test)]
+mod tests;

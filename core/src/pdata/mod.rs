@@ -12,7 +12,9 @@ pub mod bitset;
 pub mod block;
 pub mod btree;
 pub mod checksum;
+pub mod mem_btree;
 pub mod space_map;
+pub mod tm;
 
 #[cfg(test)]
 mod tests;
