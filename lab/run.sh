@@ -28,10 +28,13 @@ guest() {
         echo "  kernel run failed (rc=$rc); console tail:"; tail -15 "$dir/.console$part.log" | sed 's/^/    /'
         return 1
     fi
-    # Every persistent COW the kernel left must pass dmrs cow check.
+    # Every persistent COW and clone metadata the kernel left must pass dmrs's checks.
     for d in "${disks[@]}"; do
         if [ "$(head -c 4 "$d")" = SnAp ] && ! "$DMRS" cow check "$d" > "$d.check" 2>&1; then
             echo "  dmrs cow check fails on the kernel's $(basename "$d"):"; sed 's/^/    /' "$d.check"; return 1
+        fi
+        if [ "$(od -An -tx8 -j32 -N8 "$d" | tr -d ' ')" = 000000008af27f64 ] && ! "$DMRS" clone check "$d" > "$d.check" 2>&1; then
+            echo "  dmrs clone check fails on the kernel's $(basename "$d"):"; sed 's/^/    /' "$d.check"; return 1
         fi
     done
 }
@@ -56,7 +59,7 @@ same_disks() { # same_disks SCENARIO DIR_A DIR_B
         if ! cmp -s "$2/$d" "$3/$d"; then
             echo "  disk $d differs: $(cmp "$2/$d" "$3/$d" 2>&1 | head -1)"; ok=1
         fi
-    done < <("$DMRS" lab disks "$1")
+    done < <("$DMRS" lab disks --compared "$1")
     return $ok
 }
 

@@ -15,7 +15,7 @@ cp "$script" "$w/r/test.sh"
 (cd "$w/r" && echo test.sh | cpio -o -H newc --quiet -R 0:0) > "$w/test.cpio"
 cat "$CACHE/base.cpio.gz" "$w/test.cpio" > "$w/initrd"
 args=()
-for d in "$@"; do args+=(-drive "file=$d,format=raw,if=virtio,cache=writeback"); done
+for d in "$@"; do args+=(-drive "file=$d,format=raw,if=virtio,cache=writeback,discard=unmap"); done
 set +e
 timeout "${LAB_TIMEOUT:-300}" qemu-system-x86_64 -accel tcg -m 512 -smp 1 -cpu max \
     -nographic -no-reboot -nodefaults -serial stdio -monitor none \

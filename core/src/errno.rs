@@ -16,6 +16,8 @@ impl Errno {
     pub const EIO: Errno = Errno(5);
     /// No such device or address (bad snapshot magic).
     pub const ENXIO: Errno = Errno(6);
+    /// Try again.
+    pub const EAGAIN: Errno = Errno(11);
     /// Out of memory.
     pub const ENOMEM: Errno = Errno(12);
     /// Block device required (persistent-data block number mismatch).
@@ -44,6 +46,7 @@ impl Errno {
             2 => "ENOENT",
             5 => "EIO",
             6 => "ENXIO",
+            11 => "EAGAIN",
             12 => "ENOMEM",
             15 => "ENOTBLK",
             16 => "EBUSY",

@@ -235,6 +235,9 @@ pub enum LabCmd {
     Disks {
         /// Scenario file.
         scenario: PathBuf,
+        /// Only the disks compared in deterministic scenarios.
+        #[arg(long)]
+        compared: bool,
     },
     /// Create the scenario's disks in DIR.
     Prepare {
@@ -438,7 +441,13 @@ impl Session {
                     let _ = writeln!(out, "{:<16} v{}.{}.{}", n, v[0], v[1], v[2]);
                 }
             }
-            Verb::Message { name, sector, msg } => self.dm.message(name, *sector, msg)?,
+            Verb::Message { name, sector, msg } => {
+                self.dm.message(name, *sector, msg)?;
+                let sector = sector.to_string();
+                let mut words = vec!["message", name.as_str(), sector.as_str()];
+                words.extend(msg.iter().map(String::as_str));
+                self.record(&words);
+            }
             Verb::Write { name, offset, input, pattern: pat, length } => {
                 let data = match (pat, input) {
                     (Some(p), _) => pattern(p, length.unwrap_or(0) as usize),
@@ -479,7 +488,7 @@ impl Session {
                 self.dm.wait(name, &mut |done, total| {
                     let pct = (done * 100).checked_div(total).unwrap_or(100);
                     if tty && pct != last {
-                        eprint!("\r{name}: merging {pct:>3}% ({done}/{total} sectors)");
+                        eprint!("\r{name}: {pct:>3}% ({done}/{total})");
                         last = pct;
                     }
                 })?;
@@ -644,8 +653,8 @@ fn lab_cmd(c: &LabCmd, out: &mut dyn Write) -> Result<(), Failure> {
         }
     };
     match c {
-        LabCmd::Disks { scenario } => {
-            for d in load(scenario)?.disks {
+        LabCmd::Disks { scenario, compared } => {
+            for d in load(scenario)?.disks.into_iter().filter(|d| !*compared || !d.nocompare) {
                 let _ = writeln!(out, "{}", d.name);
             }
         }
@@ -755,6 +764,8 @@ pub fn main_with(cli: Cli, out: &mut dyn Write) -> u8 {
     }
     let before = session.journal.len();
     let r = session.exec(&cli.verb, out);
+    // The periodic metadata commit a running kernel would have made.
+    session.dm.sync();
     if session.journal.len() > before {
         let lines = if session.dm.names().is_empty() { None } else { Some(&session.journal) };
         let w = match lines {

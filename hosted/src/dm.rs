@@ -89,9 +89,12 @@ fn err(errno: Errno, msg: impl Into<String>) -> DmError {
 
 type Result<T> = std::result::Result<T, DmError>;
 
+type Clone = dmrs_core::clone::target::CloneTarget<HostDev, SyncCopier>;
+
 enum Target {
     Origin(HostDev),
     Snapshot(SnapId),
+    Clone(Box<Clone>),
 }
 
 struct Table {
@@ -109,7 +112,8 @@ struct Device {
 }
 
 /// The targets dmrs registers, with the kernel's versions.
-pub const TARGETS: [(&str, [u32; 3]); 3] = [
+pub const TARGETS: [(&str, [u32; 3]); 4] = [
+    ("clone", dmrs_core::clone::target::CLONE_VERSION),
     ("snapshot-merge", snapshot::MERGE_VERSION),
     ("snapshot-origin", snapshot::ORIGIN_VERSION),
     ("snapshot", snapshot::SNAPSHOT_VERSION),
@@ -213,6 +217,11 @@ impl DeviceMapper {
                     .map_err(|e| fail(e, ttype))?;
                 Target::Snapshot(id)
             }
+            "clone" => {
+                let c = Clone::ctr(len, &params, &mut |p| Self::get_device(files, p), SyncCopier::default())
+                    .map_err(|e| fail(e, ttype))?;
+                Target::Clone(Box::new(c))
+            }
             other => {
                 return Err(err(
                     Errno::EINVAL,
@@ -228,6 +237,18 @@ impl DeviceMapper {
     fn destroy_table(&mut self, t: Table) {
         if let Target::Snapshot(id) = t.target {
             self.snap.snapshot_dtr(id);
+        }
+    }
+
+    /// What the periodic commit of a live kernel would have done by now:
+    /// commit every clone's metadata (called when a `dmrs` invocation ends).
+    pub fn sync(&self) {
+        for (name, d) in &self.devices {
+            if let Some(Table { target: Target::Clone(c), .. }) = &d.live {
+                if !d.suspended {
+                    let _ = c.commit_metadata(name);
+                }
+            }
         }
     }
 
@@ -264,11 +285,15 @@ impl DeviceMapper {
     /// `dmsetup suspend NAME`.
     pub fn suspend(&mut self, name: &str) -> Result<()> {
         let d = self.device(name)?;
-        d.suspended = true;
-        if let Some(Table { target: Target::Snapshot(id), .. }) = &d.live {
-            let id = *id;
-            // snapshot_merge_presuspend stops a merge; it restarts on resume.
-            let _ = self.snap.set_suspended(id, true);
+        let was = std::mem::replace(&mut d.suspended, true);
+        match &d.live {
+            Some(Table { target: Target::Snapshot(id), .. }) => {
+                let id = *id;
+                // snapshot_merge_presuspend stops a merge; it restarts on resume.
+                let _ = self.snap.set_suspended(id, true);
+            }
+            Some(Table { target: Target::Clone(c), .. }) if !was => c.postsuspend(name),
+            _ => {}
         }
         Ok(())
     }
@@ -284,7 +309,7 @@ impl DeviceMapper {
         }
         let live = d.live.as_ref().map(|t| match &t.target {
             Target::Snapshot(id) => Some(*id),
-            Target::Origin(_) => None,
+            _ => None,
         });
         let r = match live {
             Some(Some(id)) => self.snap.snapshot_preresume(id).and_then(|_| self.snap.snapshot_resume(id)),
@@ -306,13 +331,17 @@ impl DeviceMapper {
     pub fn remove(&mut self, name: &str) -> Result<()> {
         self.device(name)?;
         let Some(d) = self.devices.remove(name) else { return Ok(()) };
+        // __dm_destroy suspends a live device first (postsuspend commits).
+        if let (false, Some(Table { target: Target::Clone(c), .. })) = (d.suspended, &d.live) {
+            c.postsuspend(name);
+        }
         for t in [d.inactive, d.live].into_iter().flatten() {
             self.destroy_table(t);
         }
         Ok(())
     }
 
-    fn line(&self, t: &Table, ty: StatusType) -> String {
+    fn line(&self, name: &str, t: &Table, ty: StatusType) -> String {
         let params = match &t.target {
             Target::Origin(d) => match ty {
                 StatusType::Table => d.name().to_string(),
@@ -321,6 +350,7 @@ impl DeviceMapper {
             Target::Snapshot(id) => status_text(|e| {
                 let _ = self.snap.snapshot_status(*id, ty, e);
             }),
+            Target::Clone(c) => status_text(|e| c.status(name, ty, false, e)),
         };
         format!("{} {} {} {}", t.start, t.len, t.ttype, params)
     }
@@ -328,7 +358,7 @@ impl DeviceMapper {
     /// `dmsetup status NAME` / `dmsetup table NAME` line (live table).
     pub fn status(&self, name: &str, ty: StatusType) -> Result<Option<String>> {
         let d = self.devices.get(name).ok_or_else(|| err(Errno::ENXIO, format!("Device {name} not found")))?;
-        Ok(d.live.as_ref().map(|t| self.line(t, ty)))
+        Ok(d.live.as_ref().map(|t| self.line(name, t, ty)))
     }
 
     /// Device names, sorted.
@@ -386,6 +416,7 @@ impl DeviceMapper {
         match &t.target {
             Target::Origin(d) => d.read(sector, &mut buf),
             Target::Snapshot(id) => self.snap.snapshot_read(*id, sector, &mut buf),
+            Target::Clone(c) => c.read(sector, &mut buf),
         }
         .map_err(|e| Self::io_err(name, e))?;
         Ok(buf)
@@ -398,6 +429,7 @@ impl DeviceMapper {
         match &t.target {
             Target::Origin(d) => self.snap.origin_write(d, sector, data, ReqFlags::empty()),
             Target::Snapshot(id) => self.snap.snapshot_write(*id, sector, data, ReqFlags::empty()),
+            Target::Clone(c) => c.write(name, sector, data, ReqFlags::empty()),
         }
         .map_err(|e| Self::io_err(name, e))
     }
@@ -408,6 +440,7 @@ impl DeviceMapper {
         match &t.target {
             Target::Origin(d) => d.flush(),
             Target::Snapshot(id) => self.snap.snapshot_flush(*id),
+            Target::Clone(c) => c.flush(name),
         }
         .map_err(|e| Self::io_err(name, e))
     }
@@ -419,13 +452,20 @@ impl DeviceMapper {
         match &t.target {
             Target::Origin(d) => d.discard(sector, len / SECTOR_SIZE as u64),
             Target::Snapshot(id) => self.snap.snapshot_discard(*id, sector, len / SECTOR_SIZE as u64),
+            Target::Clone(c) => c.discard(name, sector, len / SECTOR_SIZE as u64),
         }
         .map_err(|e| Self::io_err(name, e))
     }
 
-    /// `dmsetup message NAME SECTOR MSG`: no snapshot target takes messages.
-    pub fn message(&self, name: &str, _sector: u64, _msg: &[String]) -> Result<()> {
-        self.live(name)?;
+    /// `dmsetup message NAME SECTOR MSG`: only clone takes messages.
+    pub fn message(&self, name: &str, _sector: u64, msg: &[String]) -> Result<()> {
+        let t = self.live(name)?;
+        if let Target::Clone(c) = &t.target {
+            let argv: Vec<&str> = msg.iter().map(String::as_str).collect();
+            return c
+                .message(name, &argv)
+                .map_err(|e| err(e, format!("device-mapper: message ioctl on {name} failed: {}", strerror(e))));
+        }
         Err(err(
             Errno::EINVAL,
             format!(
@@ -499,10 +539,41 @@ impl DeviceMapper {
         Ok(())
     }
 
+    /// Background hydration to completion, committing about once a second
+    /// (`COMMIT_PERIOD`) and at the end.
+    fn wait_hydration(name: &str, c: &Clone, suspended: bool, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+        if suspended {
+            return Err(err(Errno::EBUSY, format!("dmrs: {name} is suspended: hydration is stopped until resume")));
+        }
+        let mut last = std::time::Instant::now();
+        while c.hydration_active() {
+            c.hydrate_step().map_err(|e| Self::io_err(name, e))?;
+            if last.elapsed() >= std::time::Duration::from_secs(1) {
+                let _ = c.commit_metadata(name);
+                last = std::time::Instant::now();
+                let (h, t) = c.progress();
+                progress(h, t);
+            }
+        }
+        let _ = c.commit_metadata(name);
+        let (h, t) = c.progress();
+        progress(h, t);
+        if h < t {
+            return Err(err(
+                Errno::EAGAIN,
+                format!("dmrs: {name}: hydration is not running ({h}/{t} regions hydrated; enable_hydration first)"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Runs background work of `name` (a merge) to completion, reporting
     /// `(done, total)` chunks-left estimates to `progress`.
     pub fn wait(&self, name: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
         let d = self.devices.get(name).ok_or_else(|| err(Errno::ENXIO, format!("Device {name} not found")))?;
+        if let Some(Table { target: Target::Clone(c), .. }) = &d.live {
+            return Self::wait_hydration(name, c, d.suspended, progress);
+        }
         let Some(Table { target: Target::Snapshot(id), .. }) = &d.live else { return Ok(()) };
         if d.suspended {
             return Err(err(Errno::EBUSY, format!("dmrs: {name} is suspended: merging is stopped until resume")));

@@ -30,6 +30,9 @@ pub struct Disk {
     pub size: u64,
     /// Fill with this lab pattern (else zeros).
     pub pattern: Option<String>,
+    /// Not compared even in deterministic scenarios (e.g. metadata whose
+    /// block placement is the allocator's choice).
+    pub nocompare: bool,
 }
 
 /// A parsed scenario.
@@ -67,10 +70,12 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
             match w.first().copied() {
                 Some("disk") => {
                     let (Some(name), Some(size)) = (w.get(1), w.get(2)) else {
-                        return Err(at("usage: #! disk NAME SIZE [pattern=TEXT]".into()));
+                        return Err(at("usage: #! disk NAME SIZE [pattern=TEXT] [nocompare]".into()));
                     };
-                    let pattern = w.get(3).and_then(|p| p.strip_prefix("pattern=")).map(str::to_string);
-                    sc.disks.push(Disk { name: name.to_string(), size: parse_size(size).map_err(at)?, pattern });
+                    let pattern = w.iter().find_map(|p| p.strip_prefix("pattern=")).map(str::to_string);
+                    let nocompare = w.contains(&"nocompare");
+                    let size = parse_size(size).map_err(at)?;
+                    sc.disks.push(Disk { name: name.to_string(), size, pattern, nocompare });
                 }
                 Some("deterministic") => sc.deterministic = true,
                 Some("handoff") => {
@@ -201,8 +206,11 @@ fn guest_cmd(sc: &Scenario, v: &Verb) -> Result<String, String> {
         }
         Verb::Flush { name } => format!("blockdev --flushbufs {}", dm(name)),
         Verb::Discard { name, offset, length } => format!("blkdiscard -o {offset} -l {length} {}", dm(name)),
+        // snapshot-merge: allocated == metadata; clone: hydrated == regions.
         Verb::Wait { name } => format!(
-            "i=0; while :; do set -- $(dmsetup status {n}); a=${{4%/*}}; [ \"$a\" = \"$5\" ] && break; \
+            "i=0; while :; do set -- $(dmsetup status {n}); \
+             case $3 in clone) [ \"${{7%/*}}\" = \"${{7#*/}}\" ] && [ \"$8\" = 0 ] && break;; \
+             *) [ \"${{4%/*}}\" = \"$5\" ] && break;; esac; \
              i=$((i+1)); [ $i -gt 3000 ] && stop \"wait {n}: $*\"; sleep 0.1; done",
             n = q(name)
         ),
@@ -261,7 +269,10 @@ write o --offset 4096 --pattern X --length 8192\n-remove o\n";
     fn directives_and_parts() {
         let sc = parse(SC).unwrap();
         assert_eq!(sc.disks.len(), 2);
-        assert_eq!(sc.disks[0], Disk { name: "origin.img".into(), size: 1 << 20, pattern: Some("ORIG".into()) });
+        assert_eq!(
+            sc.disks[0],
+            Disk { name: "origin.img".into(), size: 1 << 20, pattern: Some("ORIG".into()), nocompare: false }
+        );
         assert_eq!(sc.disks[1].size, 512 << 10);
         assert!(sc.deterministic);
         assert_eq!(sc.part1.len(), 2);

@@ -4,6 +4,7 @@
 
 pub mod metadata;
 pub mod superblock;
+pub mod target;
 
 #[cfg(test)]
 mod tests;

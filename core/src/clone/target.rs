@@ -1,0 +1,559 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The `clone` target (dm-clone-target.c), synchronous: the thread that
+//! writes an unhydrated region hydrates it (copies it from the source)
+//! first; background hydration runs when the platform calls
+//! [`CloneTarget::hydrate_step`]. Metadata is committed on FLUSH/FUA, on
+//! status, when the platform's periodic timer calls
+//! [`CloneTarget::commit_metadata`], and on postsuspend — always after the
+//! destination is flushed (`pre_commit`, flush, `commit`).
+
+use super::metadata::CloneMetadata;
+use crate::args::kstrtouint;
+use crate::emit::{Emitter, StatusType};
+use crate::errno::{Errno, Result, TargetError};
+use crate::mem::TryVec;
+use crate::platform::{ChunkCopier, DmDevice, ReqFlags, SECTOR_SHIFT};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, RwSem};
+
+/// `DM_MSG_PREFIX` of dm-clone-target.c.
+pub const DM_MSG_PREFIX: &str = "clone";
+/// Target version in Linux 6.12.
+pub const CLONE_VERSION: [u32; 3] = [1, 0, 0];
+/// `MIN_REGION_SIZE`.
+pub const MIN_REGION_SIZE: u32 = 1 << 3;
+/// `MAX_REGION_SIZE`.
+pub const MAX_REGION_SIZE: u32 = 1 << 21;
+/// `DEFAULT_HYDRATION_THRESHOLD`.
+pub const DEFAULT_HYDRATION_THRESHOLD: u32 = 1;
+/// `DEFAULT_HYDRATION_BATCH_SIZE`.
+pub const DEFAULT_HYDRATION_BATCH_SIZE: u32 = 1;
+/// `DM_CLONE_METADATA_MAX_SECTORS`: what the metadata space map can use.
+pub const METADATA_MAX_SECTORS: u64 = crate::pdata::space_map::METADATA_MAX_BLOCKS * 8;
+/// `DM_CLONE_METADATA_MAX_SECTORS_WARNING`: 16 GiB.
+pub const METADATA_MAX_SECTORS_WARNING: u64 = 16 * (1 << 30) / 512;
+/// `DM_CLONE_METADATA_BLOCK_SIZE` in sectors.
+pub const METADATA_BLOCK_SIZE: u32 = 8;
+
+/// `enum clone_metadata_mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mode {
+    /// `CM_WRITE`.
+    Write = 0,
+    /// `CM_READ_ONLY`.
+    ReadOnly = 1,
+    /// `CM_FAIL`: "Never move out of fail mode".
+    Fail = 2,
+}
+
+/// One `clone` target.
+pub struct CloneTarget<D: DmDevice, K: ChunkCopier> {
+    metadata_dev: D,
+    dest: D,
+    source: D,
+    copier: K,
+    ti_len: u64,
+    region_size: u64,
+    region_shift: u32,
+    nr_regions: u64,
+    /// The table's arguments after the three devices, as given.
+    ctr_args: TryVec<u8>,
+    hydration_enabled: AtomicBool,
+    discard_passdown: AtomicBool,
+    hydration_threshold: AtomicU32,
+    hydration_batch_size: AtomicU32,
+    mode: AtomicUsize,
+    hydration_offset: AtomicU64,
+    cmd: CloneMetadata<D>,
+    /// `commit_lock` (a mutex in the kernel).
+    commit_lock: RwSem<()>,
+    /// Serialises hydrations so a region is copied once.
+    hydration_lock: RwSem<()>,
+}
+
+fn read_group(arg: Option<&str>, max: u32, left: usize, error: &'static str) -> core::result::Result<u32, TargetError> {
+    let n = arg.and_then(kstrtouint).ok_or(TargetError::inval(error))?;
+    if n > max || left < n as usize {
+        return Err(TargetError::inval(error));
+    }
+    Ok(n)
+}
+
+impl<D: DmDevice, K: ChunkCopier> CloneTarget<D, K> {
+    /// `clone_ctr`: `<metadata dev> <destination dev> <source dev> <region
+    /// size> [<#feature args> [no_hydration] [no_discard_passdown]]
+    /// [<#core args> [hydration_threshold N] [hydration_batch_size N]]`.
+    pub fn ctr(
+        ti_len: u64,
+        argv: &[&str],
+        get_device: &mut dyn FnMut(&str) -> Result<D>,
+        copier: K,
+    ) -> core::result::Result<Self, TargetError> {
+        if argv.len() < 4 {
+            return Err(TargetError::inval("Invalid number of arguments"));
+        }
+        let metadata_dev = get_device(argv[0]).map_err(|e| TargetError::new(e, "Error opening metadata device"))?;
+        if metadata_dev.size_sectors() > METADATA_MAX_SECTORS_WARNING {
+            crate::dm_warn!(
+                DM_MSG_PREFIX,
+                "Metadata device {} is larger than {} sectors: excess space will not be used.",
+                metadata_dev.name(),
+                METADATA_MAX_SECTORS
+            );
+        }
+        let dest = get_device(argv[1]).map_err(|e| TargetError::new(e, "Error opening destination device"))?;
+        if dest.size_sectors() < ti_len {
+            return Err(TargetError::inval("Device size larger than destination device"));
+        }
+        let source = get_device(argv[2]).map_err(|e| TargetError::new(e, "Error opening source device"))?;
+        if source.size_sectors() < ti_len {
+            return Err(TargetError::inval("Device size larger than source device"));
+        }
+        // parse_region_size
+        let region_size = argv[3]
+            .trim_start()
+            .parse::<u32>()
+            .ok()
+            .filter(|r| (MIN_REGION_SIZE..=MAX_REGION_SIZE).contains(r))
+            .ok_or(TargetError::inval("Invalid region size"))?;
+        if !region_size.is_power_of_two() {
+            return Err(TargetError::inval("Region size is not a power of 2"));
+        }
+        let lbs = |d: &D| (d.logical_block_size() >> SECTOR_SHIFT).max(1);
+        if region_size % lbs(&source) != 0 || region_size % lbs(&dest) != 0 {
+            return Err(TargetError::inval("Region size is not a multiple of device logical block size"));
+        }
+        let region_size = region_size as u64;
+        let nr_regions = ti_len.div_ceil(region_size);
+        if nr_regions > 1 << 31 {
+            return Err(TargetError::inval("Too many regions. Consider increasing the region size"));
+        }
+        // parse_feature_args, parse_core_args
+        let mut rest = &argv[4..];
+        let (mut hydration, mut passdown) = (true, true);
+        let (mut threshold, mut batch) = (DEFAULT_HYDRATION_THRESHOLD, DEFAULT_HYDRATION_BATCH_SIZE);
+        if let Some((count, tail)) = rest.split_first() {
+            let n = read_group(Some(count), 2, tail.len(), "Invalid number of feature arguments")? as usize;
+            for f in &tail[..n] {
+                if f.eq_ignore_ascii_case("no_hydration") {
+                    hydration = false;
+                } else if f.eq_ignore_ascii_case("no_discard_passdown") {
+                    passdown = false;
+                } else {
+                    return Err(TargetError::inval("Invalid feature argument"));
+                }
+            }
+            rest = &tail[n..];
+        }
+        if let Some((count, tail)) = rest.split_first() {
+            let n = read_group(Some(count), 4, tail.len(), "Invalid number of core arguments")? as usize;
+            if n & 1 != 0 {
+                return Err(TargetError::inval("Number of core arguments must be even"));
+            }
+            for pair in tail[..n].chunks(2) {
+                let (k, v) = (pair[0], pair.get(1).copied().unwrap_or(""));
+                if k.eq_ignore_ascii_case("hydration_threshold") {
+                    threshold =
+                        kstrtouint(v).ok_or(TargetError::inval("Invalid value for argument `hydration_threshold'"))?;
+                } else if k.eq_ignore_ascii_case("hydration_batch_size") {
+                    batch =
+                        kstrtouint(v).ok_or(TargetError::inval("Invalid value for argument `hydration_batch_size'"))?;
+                } else {
+                    return Err(TargetError::inval("Invalid core argument"));
+                }
+            }
+        }
+        let cmd = CloneMetadata::open(metadata_dev.clone(), ti_len, region_size)
+            .map_err(|e| TargetError::new(e, "Failed to load metadata"))?;
+        let nomem = TargetError::new(Errno::ENOMEM, "Failed to allocate memory for table line");
+        let mut ctr_args = TryVec::new();
+        for (i, a) in argv[3..].iter().enumerate() {
+            if i > 0 {
+                ctr_args.try_push(b' ').map_err(|_| nomem)?;
+            }
+            ctr_args.try_extend_from_slice(a.as_bytes()).map_err(|_| nomem)?;
+        }
+        let lock = || RwSem::new(()).map_err(|_| TargetError::new(Errno::ENOMEM, "Failed to allocate clone structure"));
+        Ok(CloneTarget {
+            metadata_dev,
+            dest,
+            source,
+            copier,
+            ti_len,
+            region_size,
+            region_shift: region_size.trailing_zeros(),
+            nr_regions,
+            ctr_args,
+            hydration_enabled: AtomicBool::new(hydration),
+            discard_passdown: AtomicBool::new(passdown),
+            hydration_threshold: AtomicU32::new(threshold),
+            hydration_batch_size: AtomicU32::new(batch),
+            mode: AtomicUsize::new(Mode::Write as usize),
+            hydration_offset: AtomicU64::new(0),
+            cmd,
+            commit_lock: lock()?,
+            hydration_lock: lock()?,
+        })
+    }
+
+    /// The metadata mode.
+    pub fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::Acquire) {
+            0 => Mode::Write,
+            1 => Mode::ReadOnly,
+            _ => Mode::Fail,
+        }
+    }
+
+    fn set_mode(&self, m: Mode) {
+        // Never move out of fail mode.
+        if self.mode() != Mode::Fail {
+            self.mode.store(m as usize, Ordering::Release);
+        }
+        if m >= Mode::ReadOnly {
+            self.cmd.set_read_only();
+        }
+    }
+
+    /// `__metadata_operation_failed`: abort, read-only, reload the region
+    /// map from disk (fail mode if even that fails).
+    fn metadata_operation_failed(&self, name: &str, op: &str, r: Errno) {
+        crate::dm_err!(DM_MSG_PREFIX, "{}: Metadata operation `{}' failed: error = {}", name, op, -r.0);
+        if self.cmd.abort().is_err() {
+            crate::dm_err!(DM_MSG_PREFIX, "{}: Failed to abort metadata transaction", name);
+            self.set_mode(Mode::Fail);
+        }
+        self.set_mode(Mode::ReadOnly);
+        if self.cmd.reload_in_core_bitset().is_err() {
+            crate::dm_err!(DM_MSG_PREFIX, "{}: Failed to reload metadata", name);
+            self.set_mode(Mode::Fail);
+        }
+    }
+
+    /// `commit_metadata`: pre_commit (swap dirty maps), flush the
+    /// destination, commit. Returns whether the destination was flushed.
+    pub fn commit_metadata(&self, name: &str) -> Result<bool> {
+        let _g = self.commit_lock.down_write();
+        if !self.cmd.changed_this_transaction() {
+            return Ok(false);
+        }
+        if self.mode() >= Mode::ReadOnly {
+            return Err(Errno::EPERM);
+        }
+        if let Err(r) = self.cmd.pre_commit() {
+            self.metadata_operation_failed(name, "dm_clone_metadata_pre_commit", r);
+            return Err(r);
+        }
+        if let Err(r) = self.dest.flush() {
+            self.metadata_operation_failed(name, "flush destination device", r);
+            return Err(r);
+        }
+        if let Err(r) = self.cmd.commit() {
+            self.metadata_operation_failed(name, "dm_clone_metadata_commit", r);
+            return Err(r);
+        }
+        Ok(true)
+    }
+
+    fn region_range(&self, r: u64) -> (u64, u64) {
+        let start = r << self.region_shift;
+        (start, self.region_size.min(self.ti_len - start))
+    }
+
+    /// Copies region `r` from the source unless it is hydrated by now;
+    /// `overwrite` writes that whole region instead of copying.
+    fn hydrate_region(&self, r: u64, overwrite: Option<(&[u8], ReqFlags)>) -> Result<bool> {
+        let _g = self.hydration_lock.down_write();
+        if self.cmd.is_region_hydrated(r) {
+            return Ok(false);
+        }
+        let (start, n) = self.region_range(r);
+        match overwrite {
+            Some((data, flags)) => self.dest.write(start, data, flags)?,
+            None => self.copier.copy(&self.source, start, &self.dest, start, n)?,
+        }
+        // In read-only mode the copy stays valid but cannot be recorded.
+        match self.cmd.set_region_hydrated(r) {
+            Ok(()) | Err(Errno::EPERM) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn pieces(&self, sector: u64, len: usize) -> Result<impl Iterator<Item = (u64, core::ops::Range<usize>)>> {
+        if (sector + (len >> SECTOR_SHIFT) as u64) > self.ti_len {
+            return Err(Errno::EIO);
+        }
+        let rs = self.region_size;
+        let mut off = 0usize;
+        Ok(core::iter::from_fn(move || {
+            if off >= len {
+                return None;
+            }
+            let s = sector + (off >> SECTOR_SHIFT) as u64;
+            let room = ((rs - (s & (rs - 1))) << SECTOR_SHIFT) as usize;
+            let n = room.min(len - off);
+            let r = off..off + n;
+            off += n;
+            Some((s, r))
+        }))
+    }
+
+    /// `clone_map` for reads: hydrated regions from the destination, the
+    /// rest from the source.
+    pub fn read(&self, sector: u64, buf: &mut [u8]) -> Result<()> {
+        if self.mode() == Mode::Fail {
+            return Err(Errno::EIO);
+        }
+        for (s, r) in self.pieces(sector, buf.len())? {
+            let piece = buf.get_mut(r).ok_or(Errno::EINVAL)?;
+            if self.cmd.is_region_hydrated(s >> self.region_shift) {
+                self.dest.read(s, piece)?;
+            } else {
+                self.source.read(s, piece)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `clone_map` for writes: an unhydrated region is hydrated first (a
+    /// whole-region write needs no copy); FUA/PREFLUSH writes commit the
+    /// metadata before they are issued.
+    pub fn write(&self, name: &str, sector: u64, buf: &[u8], flags: ReqFlags) -> Result<()> {
+        if self.mode() == Mode::Fail {
+            return Err(Errno::EIO);
+        }
+        for (s, r) in self.pieces(sector, buf.len())? {
+            let piece = buf.get(r).ok_or(Errno::EINVAL)?;
+            let region = s >> self.region_shift;
+            let flush = flags.intersects(ReqFlags::FUA | ReqFlags::PREFLUSH);
+            let plain = flags - (ReqFlags::FUA | ReqFlags::PREFLUSH);
+            if !self.cmd.is_region_hydrated(region) {
+                let whole = piece.len() as u64 == self.region_size << SECTOR_SHIFT;
+                if whole {
+                    if self.hydrate_region(region, Some((piece, plain)))? {
+                        if flush {
+                            self.commit_then_flush(name)?;
+                        }
+                        continue;
+                    }
+                } else {
+                    self.hydrate_region(region, None)?;
+                }
+            }
+            if flush {
+                self.commit_then_flush(name)?;
+            }
+            self.dest.write(s, piece, if flush { plain | ReqFlags::FUA } else { plain })?;
+        }
+        Ok(())
+    }
+
+    fn commit_then_flush(&self, name: &str) -> Result<()> {
+        match self.commit_metadata(name) {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(Errno::EPERM) => self.dest.flush(),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An empty flush: commit the metadata, make the destination durable.
+    pub fn flush(&self, name: &str) -> Result<()> {
+        if self.mode() == Mode::Fail {
+            return Err(Errno::EIO);
+        }
+        self.commit_then_flush(name)
+    }
+
+    /// `process_discard_bio`: whole regions covered by the discard are
+    /// marked hydrated (a hint to skip copying them) and the discard of
+    /// those regions is passed down unless `no_discard_passdown`.
+    pub fn discard(&self, name: &str, sector: u64, nr_sectors: u64) -> Result<()> {
+        if self.mode() == Mode::Fail {
+            return Err(Errno::EIO);
+        }
+        // bio_region_range: rs rounds up, end rounds down (may cross: "rs > re").
+        let rs = sector.div_ceil(self.region_size);
+        let end = sector.saturating_add(nr_sectors) >> self.region_shift;
+        if rs >= end {
+            return Ok(());
+        }
+        let nr = end - rs;
+        if rs >= self.nr_regions || rs + nr > self.nr_regions {
+            crate::dm_err!(
+                DM_MSG_PREFIX,
+                "{}: Invalid range ({} + {}, total regions {}) for discard ({} + {})",
+                name,
+                rs,
+                nr,
+                self.nr_regions,
+                sector,
+                nr_sectors
+            );
+            return Ok(());
+        }
+        let ok = if self.cmd.is_range_hydrated(rs, nr) {
+            true
+        } else if self.mode() >= Mode::ReadOnly {
+            return Ok(());
+        } else {
+            match self.cmd.cond_set_range(rs, nr) {
+                Ok(()) => true,
+                Err(e) => {
+                    crate::dm_err!(DM_MSG_PREFIX, "{}: Failed to set hydrated range for discard", name);
+                    let _ = e;
+                    false
+                }
+            }
+        };
+        if ok && self.discard_passdown.load(Ordering::Acquire) {
+            let (start, _) = self.region_range(rs);
+            let len = (nr << self.region_shift).min(self.ti_len - start);
+            match self.dest.discard(start, len) {
+                Ok(()) | Err(Errno::EOPNOTSUPP) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// One round of background hydration (`do_hydration`): up to
+    /// `hydration_batch_size` consecutive unhydrated regions from the
+    /// current offset. Returns regions hydrated (0: nothing to do).
+    pub fn hydrate_step(&self) -> Result<u64> {
+        if !self.hydration_enabled.load(Ordering::Acquire)
+            || self.hydration_threshold.load(Ordering::Acquire) == 0
+            || self.mode() != Mode::Write
+            || self.cmd.is_hydration_done()
+        {
+            return Ok(0);
+        }
+        let mut r = self.cmd.find_next_unhydrated_region(self.hydration_offset.load(Ordering::Acquire));
+        if r >= self.nr_regions {
+            r = self.cmd.find_next_unhydrated_region(0);
+            if r >= self.nr_regions {
+                return Ok(0);
+            }
+        }
+        let batch = self.hydration_batch_size.load(Ordering::Acquire).max(1) as u64;
+        let mut done = 0;
+        while done < batch && r < self.nr_regions && !self.cmd.is_region_hydrated(r) {
+            if self.hydrate_region(r, None)? {
+                done += 1;
+            }
+            r += 1;
+        }
+        self.hydration_offset.store(r, Ordering::Release);
+        Ok(done)
+    }
+
+    /// True when background hydration can make progress.
+    pub fn hydration_active(&self) -> bool {
+        self.hydration_enabled.load(Ordering::Acquire)
+            && self.hydration_threshold.load(Ordering::Acquire) > 0
+            && self.mode() == Mode::Write
+            && !self.cmd.is_hydration_done()
+    }
+
+    /// `(hydrated, total)` regions.
+    pub fn progress(&self) -> (u64, u64) {
+        (self.cmd.nr_of_hydrated_regions(), self.nr_regions)
+    }
+
+    /// `clone_message`.
+    pub fn message(&self, name: &str, argv: &[&str]) -> Result<()> {
+        let Some(m) = argv.first() else { return Err(Errno::EINVAL) };
+        if m.eq_ignore_ascii_case("enable_hydration") {
+            self.hydration_enabled.store(true, Ordering::Release);
+            return Ok(());
+        }
+        if m.eq_ignore_ascii_case("disable_hydration") {
+            self.hydration_enabled.store(false, Ordering::Release);
+            return Ok(());
+        }
+        if argv.len() != 2 {
+            return Err(Errno::EINVAL);
+        }
+        if m.eq_ignore_ascii_case("hydration_threshold") {
+            let v = kstrtouint(argv[1]).ok_or(Errno::EINVAL)?;
+            self.hydration_threshold.store(v, Ordering::Release);
+            return Ok(());
+        }
+        if m.eq_ignore_ascii_case("hydration_batch_size") {
+            let v = kstrtouint(argv[1]).ok_or(Errno::EINVAL)?;
+            self.hydration_batch_size.store(v, Ordering::Release);
+            return Ok(());
+        }
+        crate::dm_err!(DM_MSG_PREFIX, "{}: Unsupported message `{}'", name, m);
+        Err(Errno::EINVAL)
+    }
+
+    /// `clone_postsuspend`: commit what is pending.
+    pub fn postsuspend(&self, name: &str) {
+        let _ = self.commit_metadata(name);
+    }
+
+    /// `clone_status`. INFO commits first unless `noflush` (or suspended).
+    pub fn status(&self, name: &str, ty: StatusType, noflush: bool, out: &mut Emitter<'_>) {
+        match ty {
+            StatusType::Info => {
+                if self.mode() == Mode::Fail {
+                    crate::dmemit!(out, "Fail");
+                    return;
+                }
+                if !noflush {
+                    let _ = self.commit_metadata(name);
+                }
+                let (Ok(free), Ok(total)) = (self.cmd.nr_free_metadata_blocks(), self.cmd.metadata_dev_blocks()) else {
+                    crate::dmemit!(out, "Error");
+                    return;
+                };
+                crate::dmemit!(
+                    out,
+                    "{} {}/{} {} {}/{} {} ",
+                    METADATA_BLOCK_SIZE,
+                    total - free,
+                    total,
+                    self.region_size,
+                    self.cmd.nr_of_hydrated_regions(),
+                    self.nr_regions,
+                    0
+                );
+                let h = !self.hydration_enabled.load(Ordering::Acquire);
+                let d = !self.discard_passdown.load(Ordering::Acquire);
+                crate::dmemit!(out, "{} ", h as u32 + d as u32);
+                if h {
+                    crate::dmemit!(out, "no_hydration ");
+                }
+                if d {
+                    crate::dmemit!(out, "no_discard_passdown ");
+                }
+                crate::dmemit!(
+                    out,
+                    "4 hydration_threshold {} hydration_batch_size {} ",
+                    self.hydration_threshold.load(Ordering::Acquire),
+                    self.hydration_batch_size.load(Ordering::Acquire)
+                );
+                crate::dmemit!(
+                    out,
+                    "{}",
+                    match self.mode() {
+                        Mode::Write => "rw",
+                        Mode::ReadOnly => "ro",
+                        Mode::Fail => "Fail",
+                    }
+                );
+            }
+            StatusType::Table => {
+                let args = core::str::from_utf8(&self.ctr_args).unwrap_or("");
+                crate::dmemit!(
+                    out,
+                    "{} {} {} {}",
+                    self.metadata_dev.name(),
+                    self.dest.name(),
+                    self.source.name(),
+                    args
+                );
+            }
+            StatusType::Ima => {}
+        }
+    }
+}
