@@ -116,10 +116,8 @@ impl<D: BlockDevice> Persistent<D> {
             crate::dm_err!(DM_MSG_PREFIX, "Region and/or target size don't match the ones in metadata");
             return Err(Errno::EINVAL);
         }
-        let tm = TransactionManager::open(&self.bm, sb.sm_root).map_err(|e| {
-            crate::dm_err!(DM_MSG_PREFIX, "dm_tm_open_with_sm failed");
-            e
-        })?;
+        let tm = TransactionManager::open(&self.bm, sb.sm_root)
+            .inspect_err(|_| crate::dm_err!(DM_MSG_PREFIX, "dm_tm_open_with_sm failed"))?;
         let words = bitset::load(&self.bm, sb.bitset_root, nr_regions, &mut |_| {}).map_err(|e| e.kind.errno())?;
         let array = DiskArray::open(&self.bm, sb.bitset_root, words.len() as u64).map_err(|e| e.kind.errno())?;
         self.tm = Some(tm);
