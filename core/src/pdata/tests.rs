@@ -93,3 +93,46 @@ fn a_cycle_is_an_error_not_a_hang() {
     assert!(btree::walk(&bm, 2, 8, &mut |_| {}, &mut |_, _| Ok(())).is_err());
     assert!(btree::lookup(&bm, 2, 0, 8).is_err());
 }
+
+#[test]
+fn a_btree_with_thousands_of_entries_round_trips() {
+    use super::mem_btree::MemTree;
+    use super::tm::TransactionManager;
+    let dev = RamDev::new(4096 * 8, 512).unwrap();
+    let bm = BlockManager::new(&dev);
+    let mut tm = TransactionManager::create(&bm, 4096, 0).unwrap();
+    let entries: vec::Vec<(u64, u64)> = (0..5000u64).map(|k| (k * 3, k * 7 + 1)).collect();
+    let mut t = MemTree::build(&mut tm, &entries).unwrap();
+    t.write_dirty(&bm).unwrap();
+    let root = t.root_block();
+    // Two levels: 20 leaves of 252 under one internal node.
+    let mut nodes = 0;
+    let mut seen = vec::Vec::new();
+    btree::walk(&bm, root, 8, &mut |_| nodes += 1, &mut |k, v| {
+        seen.push((k, u64::from_le_bytes(v.try_into().unwrap())));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!((nodes, seen.len()), (21, 5000));
+    assert_eq!(seen, entries);
+    assert_eq!(btree::lookup(&bm, root, 2997, 8).unwrap().map(|v| v[0]), Some((999 * 7 + 1) as u8));
+    assert_eq!(btree::lookup(&bm, root, 2998, 8).unwrap(), None);
+    // Load it back and change values with shadowing after a commit.
+    tm.pre_commit(&bm).unwrap();
+    tm.end_transaction();
+    let mut t = MemTree::load(&bm, root).unwrap();
+    let old_root = t.root_block();
+    t.set(&mut tm, 3 * 4321, 42).unwrap();
+    t.set(&mut tm, 0, 43).unwrap();
+    assert_eq!(t.set(&mut tm, 1, 0), Err(crate::errno::Errno::ENOENT));
+    t.write_dirty(&bm).unwrap();
+    let new_root = t.root_block();
+    assert_ne!(new_root, old_root, "the root was shadowed, the committed tree is intact");
+    assert_eq!(btree::lookup(&bm, old_root, 3 * 4321, 8).unwrap().map(|v| v[0]), Some((4321 * 7 + 1) as u8));
+    assert_eq!(btree::lookup(&bm, new_root, 3 * 4321, 8).unwrap().map(|v| v[0]), Some(42));
+    assert_eq!(btree::lookup(&bm, new_root, 0, 8).unwrap().map(|v| v[0]), Some(43));
+    // Only the paths changed: root + two leaves are new blocks.
+    let mut shadows = 0;
+    t.for_each_node(&mut |b| shadows += tm.is_shadow(b) as u32);
+    assert_eq!(shadows, 3);
+}
