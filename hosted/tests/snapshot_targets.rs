@@ -325,7 +325,10 @@ fn table_errors_are_reported_as_dmsetup_and_the_kernel_do() {
     let o = e.dmrs(&["create", "x", "--table", "0 4096 snapshot-origin origin.img"]);
     assert!(String::from_utf8_lossy(&o.stderr)
         .contains("origin.img too small for target: start=0, len=4096, dev_size=2048"));
-    assert_eq!(e.ok(&["targets"]), "snapshot-merge   v1.5.0\nsnapshot-origin  v1.9.0\nsnapshot         v1.16.0\n");
+    assert_eq!(
+        e.ok(&["targets"]),
+        "clone            v1.0.0\nsnapshot-merge   v1.5.0\nsnapshot-origin  v1.9.0\nsnapshot         v1.16.0\n"
+    );
     e.ok(&["create", "o", "--table", "0 2048 snapshot-origin origin.img"]);
     let o = e.dmrs(&["create", "o", "--table", "0 2048 snapshot-origin origin.img"]);
     assert!(
