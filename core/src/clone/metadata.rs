@@ -57,6 +57,14 @@ fn set(v: &mut [u64], i: u64) {
     }
 }
 
+/// Marks `region` hydrated in the in-core map and in dirty map `d`.
+fn mark(region_map: &mut [u64], d: &mut DirtyMap, region: u64) {
+    set(&mut d.dirty_words, region / BITS);
+    set(&mut d.dirty_regions, region);
+    set(region_map, region);
+    d.changed = true;
+}
+
 /// What `bitmap_lock` protects.
 pub struct Bitmaps {
     /// In-core hydrated regions.
@@ -236,11 +244,7 @@ impl<D: BlockDevice> CloneMetadata<D> {
         if b.read_only {
             return Err(Errno::EPERM);
         }
-        let d = &mut b.dmap[b.current & 1];
-        set(&mut d.dirty_words, region / BITS);
-        set(&mut d.dirty_regions, region);
-        set(&mut b.region_map, region);
-        d.changed = true;
+        mark(&mut b.region_map, &mut b.dmap[b.current & 1], region);
         Ok(())
     }
 
@@ -265,10 +269,7 @@ impl<D: BlockDevice> CloneMetadata<D> {
         let d = &mut b.dmap[b.current & 1];
         for r in start..start + nr {
             if !test(&b.region_map, r) {
-                set(&mut d.dirty_words, r / BITS);
-                set(&mut d.dirty_regions, r);
-                set(&mut b.region_map, r);
-                d.changed = true;
+                mark(&mut b.region_map, d, r);
             }
         }
         Ok(())

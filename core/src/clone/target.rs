@@ -12,7 +12,7 @@ use crate::args::kstrtouint;
 use crate::emit::{Emitter, StatusType};
 use crate::errno::{Errno, Result, TargetError};
 use crate::mem::TryVec;
-use crate::platform::{ChunkCopier, DmDevice, ReqFlags, SECTOR_SHIFT};
+use crate::platform::{split_io, ChunkCopier, DmDevice, ReqFlags, SECTOR_SHIFT};
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, RwSem};
 
 /// `DM_MSG_PREFIX` of dm-clone-target.c.
@@ -282,19 +282,7 @@ impl<D: DmDevice, K: ChunkCopier> CloneTarget<D, K> {
         if (sector + (len >> SECTOR_SHIFT) as u64) > self.ti_len {
             return Err(Errno::EIO);
         }
-        let rs = self.region_size;
-        let mut off = 0usize;
-        Ok(core::iter::from_fn(move || {
-            if off >= len {
-                return None;
-            }
-            let s = sector + (off >> SECTOR_SHIFT) as u64;
-            let room = ((rs - (s & (rs - 1))) << SECTOR_SHIFT) as usize;
-            let n = room.min(len - off);
-            let r = off..off + n;
-            off += n;
-            Some((s, r))
-        }))
+        Ok(split_io(sector, len, self.region_size))
     }
 
     /// `clone_map` for reads: hydrated regions from the destination, the

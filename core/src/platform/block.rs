@@ -86,3 +86,22 @@ impl<T: BlockDevice + ?Sized> BlockDevice for &T {
         (**self).discard(sector, nr_sectors)
     }
 }
+
+/// Splits `len` bytes at `sector` into pieces that do not cross a multiple
+/// of `boundary` sectors (a power of two): what device-mapper does with a
+/// target's `max_io_len`. Yields `(first sector, byte range in the buffer)`.
+pub fn split_io(sector: u64, len: usize, boundary: u64) -> impl Iterator<Item = (u64, core::ops::Range<usize>)> {
+    let boundary = boundary.max(1);
+    let mut off = 0usize;
+    core::iter::from_fn(move || {
+        if off >= len {
+            return None;
+        }
+        let s = sector + (off >> SECTOR_SHIFT) as u64;
+        let room = ((boundary - (s & (boundary - 1))) << SECTOR_SHIFT) as usize;
+        let n = room.min(len - off);
+        let r = off..off + n;
+        off += n;
+        Some((s, r))
+    })
+}

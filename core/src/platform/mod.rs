@@ -8,6 +8,6 @@ pub mod block;
 pub mod copy;
 pub mod ramdev;
 
-pub use block::{BlockDevice, DmDevice, ReqFlags, SECTOR_SHIFT, SECTOR_SIZE};
+pub use block::{split_io, BlockDevice, DmDevice, ReqFlags, SECTOR_SHIFT, SECTOR_SIZE};
 pub use copy::{ChunkCopier, SyncCopier};
 pub use ramdev::RamDev;

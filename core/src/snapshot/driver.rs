@@ -18,7 +18,7 @@ use crate::exception::DM_CHUNK_CONSECUTIVE_BITS;
 use crate::exception_store::{ExceptionStore, Metadata};
 use crate::exception_table::{table_sizes, ExceptionTable};
 use crate::mem::{self, TryVec};
-use crate::platform::{ChunkCopier, DmDevice, ReqFlags, SECTOR_SHIFT};
+use crate::platform::{split_io, ChunkCopier, DmDevice, ReqFlags, SECTOR_SHIFT};
 use crate::sync::{RwSem, RwSemReadGuard};
 
 /// A registered snapshot or merge target.
@@ -145,21 +145,6 @@ pub enum MergeProgress {
 pub struct SnapshotDriver<D: DmDevice, K: ChunkCopier> {
     reg: RwSem<Registry<D>>,
     copier: K,
-}
-
-fn split<'b>(sector: u64, len: usize, boundary: u64) -> impl Iterator<Item = (u64, core::ops::Range<usize>)> + 'b {
-    let mut off = 0usize;
-    core::iter::from_fn(move || {
-        if off >= len {
-            return None;
-        }
-        let s = sector + (off >> SECTOR_SHIFT) as u64;
-        let room = ((boundary - (s & (boundary - 1))) << SECTOR_SHIFT) as usize;
-        let n = room.min(len - off);
-        let r = off..off + n;
-        off += n;
-        Some((s, r))
-    })
 }
 
 impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
@@ -415,7 +400,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         let reg = self.reg.down_read();
         let slot = reg.slot(id)?;
         let cs = slot.snap.down_read().chunk_size().max(1);
-        for (s, r) in split(sector, buf.len(), cs) {
+        for (s, r) in split_io(sector, buf.len(), cs) {
             let piece = buf.get_mut(r).ok_or(Errno::EINVAL)?;
             let snap = slot.snap.down_read();
             if !snap.valid && !snap.is_merge {
@@ -434,7 +419,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         let reg = self.reg.down_read();
         let slot = reg.slot(id)?;
         let cs = slot.snap.down_read().chunk_size().max(1);
-        for (s, r) in split(sector, buf.len(), cs) {
+        for (s, r) in split_io(sector, buf.len(), cs) {
             let piece = buf.get(r).ok_or(Errno::EINVAL)?;
             if slot.is_merge {
                 self.merge_write(&reg, slot, s, piece, flags)?;
@@ -535,7 +520,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
     pub fn origin_write(&self, origin: &D, sector: u64, buf: &[u8], flags: ReqFlags) -> Result<()> {
         let reg = self.reg.down_read();
         let boundary = reg.minimum_chunk_size(origin.bdev_id()) as u64;
-        for (s, r) in split(sector, buf.len(), boundary) {
+        for (s, r) in split_io(sector, buf.len(), boundary) {
             self.origin_write_locked(&reg, origin.bdev_id(), s);
             origin.write(s, buf.get(r).ok_or(Errno::EINVAL)?, flags)?;
         }
@@ -571,7 +556,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
             return Err(Errno::EIO);
         }
         let len = usize::try_from(nr_sectors << SECTOR_SHIFT).map_err(|_| Errno::EINVAL)?;
-        for (s, r) in split(sector, len, snap.chunk_size().max(1)) {
+        for (s, r) in split_io(sector, len, snap.chunk_size().max(1)) {
             let n = (r.len() >> SECTOR_SHIFT) as u64;
             if let Some(cow_sector) = snap.remap(s) {
                 if r.len() == snap.chunk_bytes() {
