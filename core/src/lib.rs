@@ -18,6 +18,19 @@
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+// No panic reachable from outside data: the library code has no unwrap,
+// expect, panic or unreachable (clippy enforces it; CI denies warnings).
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
 // Tests may allocate freely; the kernel rules bind the library code.
 #![cfg_attr(test, allow(clippy::disallowed_methods, clippy::disallowed_macros, clippy::disallowed_types))]
 
