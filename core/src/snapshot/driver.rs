@@ -616,6 +616,13 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         })?
     }
 
+    /// Where origin `sector` of snapshot `id` is stored right now: the COW
+    /// sector, or `None` for the origin (a query for tools; I/O must go
+    /// through [`Self::snapshot_read`], which holds the lock while reading).
+    pub fn snapshot_remap(&self, id: SnapId, sector: u64) -> Result<Option<u64>> {
+        self.with_snapshot(id, |_, slot| slot.snap.down_read().remap(sector))
+    }
+
     /// True while a merge target is merging.
     pub fn merge_running(&self, id: SnapId) -> Result<bool> {
         self.with_snapshot(id, |_, slot| slot.snap.down_read().running_merge)
