@@ -241,11 +241,17 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
 
         if handover_dest {
             // Metadata must only be loaded into one table at once: the
-            // destination gets it at resume; its chunk size is ignored until then.
-            let reg = self.reg.down_read();
+            // destination gets it at resume; its chunk size is ignored until
+            // then (zero, which __minimum_chunk_size skips).
+            let mut reg = self.reg.down_write();
             if let Ok(slot) = reg.slot(id) {
                 slot.snap.down_write().store.clear_chunk_size();
             }
+            reg.remove_ordered(id.index);
+            if let Some(Some(s)) = reg.slots.get_mut(id.index as usize) {
+                s.chunk_size = 0;
+            }
+            reg.insert_ordered(id.index).map_err(|_| nomem)?;
             return Ok(id);
         }
 
