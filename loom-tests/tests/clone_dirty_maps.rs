@@ -19,34 +19,13 @@
 
 use dmrs_core::clone::metadata::CloneMetadata;
 use dmrs_core::platform::{BlockDevice, RamDev, ReqFlags};
+use dmrs_loom_tests::Dev;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
 const REGION: u64 = 8;
 const TARGET: u64 = 2 * REGION;
-
-/// A shared handle on a RAM device.
-#[derive(Clone)]
-struct Dev(Arc<RamDev>);
-
-impl BlockDevice for Dev {
-    fn read(&self, s: u64, b: &mut [u8]) -> dmrs_core::Result<()> {
-        self.0.read(s, b)
-    }
-    fn write(&self, s: u64, b: &[u8], f: ReqFlags) -> dmrs_core::Result<()> {
-        self.0.write(s, b, f)
-    }
-    fn flush(&self) -> dmrs_core::Result<()> {
-        self.0.flush()
-    }
-    fn size_sectors(&self) -> u64 {
-        self.0.size_sectors()
-    }
-    fn logical_block_size(&self) -> u32 {
-        512
-    }
-}
 
 /// A hydration: copy the region's data to the destination (no flush), then
 /// mark it hydrated, as `hydration_complete` does.
@@ -59,8 +38,8 @@ fn model(old_protocol: bool) {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(3);
     builder.check(move || {
-        let meta = Dev(Arc::new(RamDev::new(64 * 8, 512).unwrap()));
-        let dest = Dev(Arc::new(RamDev::new(TARGET, 512).unwrap()));
+        let meta = Dev::new(RamDev::new(64 * 8, 512).unwrap(), 1, "meta");
+        let dest = Dev::new(RamDev::new(TARGET, 512).unwrap(), 2, "dest");
         let md = Arc::new(CloneMetadata::open(meta.clone(), TARGET, REGION).unwrap());
         let hydrated_first = Arc::new(AtomicBool::new(false));
         let t = {

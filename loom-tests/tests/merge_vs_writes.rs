@@ -9,47 +9,18 @@
 //! snapshot's lock across a merge step).
 #![cfg(loom)]
 
-use dmrs_core::platform::{BlockDevice, DmDevice, RamDev, ReqFlags, SyncCopier};
+use dmrs_core::platform::{BlockDevice, RamDev, ReqFlags, SyncCopier};
 use dmrs_core::snapshot::{MergeProgress, SnapshotDriver};
+use dmrs_loom_tests::Dev;
 use loom::sync::Arc;
 use loom::thread;
-
-#[derive(Clone)]
-struct Dev(Arc<RamDev>, u64, &'static str);
-
-impl BlockDevice for Dev {
-    fn read(&self, s: u64, b: &mut [u8]) -> dmrs_core::Result<()> {
-        self.0.read(s, b)
-    }
-    fn write(&self, s: u64, b: &[u8], f: ReqFlags) -> dmrs_core::Result<()> {
-        self.0.write(s, b, f)
-    }
-    fn flush(&self) -> dmrs_core::Result<()> {
-        self.0.flush()
-    }
-    fn size_sectors(&self) -> u64 {
-        self.0.size_sectors()
-    }
-    fn logical_block_size(&self) -> u32 {
-        512
-    }
-}
-
-impl DmDevice for Dev {
-    fn bdev_id(&self) -> u64 {
-        self.1
-    }
-    fn name(&self) -> &str {
-        self.2
-    }
-}
 
 fn model(unlocked_writer: bool) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(2);
     b.check(move || {
-        let origin = Dev(Arc::new(RamDev::from_bytes(&[0x11; 32 * 512], 512).unwrap()), 1, "origin");
-        let cow = Dev(Arc::new(RamDev::new(16, 512).unwrap()), 2, "cow");
+        let origin = Dev::new(RamDev::from_bytes(&[0x11; 32 * 512], 512).unwrap(), 1, "origin");
+        let cow = Dev::new(RamDev::new(16, 512).unwrap(), 2, "cow");
         let drv = Arc::new(SnapshotDriver::new(SyncCopier::default()).unwrap());
         let (o, c) = (origin.clone(), cow.clone());
         let mut get = |p: &str| Ok(if p == "origin" { o.clone() } else { c.clone() });
