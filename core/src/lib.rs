@@ -34,6 +34,7 @@
 // Tests may allocate freely; the kernel rules bind the library code.
 #![cfg_attr(test, allow(clippy::disallowed_methods, clippy::disallowed_macros, clippy::disallowed_types))]
 
+#[cfg(not(kernel))]
 extern crate alloc;
 
 pub mod args;

@@ -15,8 +15,17 @@
 #![allow(clippy::disallowed_methods)]
 
 use crate::errno::{Errno, Result};
-use alloc::vec::Vec;
 use core::ops::{Deref, DerefMut};
+
+#[cfg(not(kernel))]
+use alloc::vec::Vec;
+// `kvmalloc`-backed: large tables fall back to vmalloc like the C code's
+// `kvzalloc`/`dm_vcalloc`. Every call passes GFP_KERNEL: the core never
+// allocates under a spinlock (see `push_within_capacity`).
+#[cfg(kernel)]
+type Vec<T> = kernel::alloc::KVVec<T>;
+#[cfg(kernel)]
+use kernel::alloc::flags::GFP_KERNEL;
 
 /// A growable array with fallible allocation only.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,26 +52,38 @@ impl<T> TryVec<T> {
 
     /// Makes room for `additional` more elements.
     pub fn try_reserve(&mut self, additional: usize) -> Result<()> {
-        self.0.try_reserve(additional).map_err(|_| Errno::ENOMEM)
+        #[cfg(not(kernel))]
+        let r = self.0.try_reserve(additional);
+        #[cfg(kernel)]
+        let r = self.0.reserve(additional, GFP_KERNEL);
+        r.map_err(|_| Errno::ENOMEM)
     }
 
     /// Makes room for exactly `additional` more elements.
     pub fn try_reserve_exact(&mut self, additional: usize) -> Result<()> {
-        self.0.try_reserve_exact(additional).map_err(|_| Errno::ENOMEM)
+        #[cfg(not(kernel))]
+        let r = self.0.try_reserve_exact(additional);
+        // KVVec::reserve allocates exactly what is asked for.
+        #[cfg(kernel)]
+        let r = self.0.reserve(additional, GFP_KERNEL);
+        r.map_err(|_| Errno::ENOMEM)
     }
 
     /// Appends, allocating if needed.
     pub fn try_push(&mut self, v: T) -> Result<()> {
         self.try_reserve(1)?;
-        self.0.push(v);
-        Ok(())
+        self.push_within_capacity(v).map_err(|_| Errno::ENOMEM)
     }
 
     /// Appends only if there is spare capacity: never allocates, so it is
     /// usable where sleeping is not allowed. Gives the value back when full.
     pub fn push_within_capacity(&mut self, v: T) -> core::result::Result<(), T> {
         if self.0.len() < self.0.capacity() {
+            #[cfg(not(kernel))]
             self.0.push(v);
+            // Cannot fail or allocate: there is spare capacity.
+            #[cfg(kernel)]
+            let _ = self.0.push(v, GFP_KERNEL);
             Ok(())
         } else {
             Err(v)
@@ -71,16 +92,17 @@ impl<T> TryVec<T> {
 
     /// Inserts at `idx` (clamped to the length), shifting the tail.
     pub fn try_insert(&mut self, idx: usize, v: T) -> Result<()> {
-        self.try_reserve(1)?;
         let idx = idx.min(self.0.len());
-        self.0.insert(idx, v);
+        self.try_push(v)?;
+        self.0[idx..].rotate_right(1);
         Ok(())
     }
 
     /// Removes and returns the element at `idx`, shifting the tail.
     pub fn remove(&mut self, idx: usize) -> Option<T> {
         if idx < self.0.len() {
-            Some(self.0.remove(idx))
+            self.0[idx..].rotate_left(1);
+            self.pop()
         } else {
             None
         }
@@ -88,23 +110,30 @@ impl<T> TryVec<T> {
 
     /// Removes the last element.
     pub fn pop(&mut self) -> Option<T> {
-        self.0.pop()
+        #[cfg(not(kernel))]
+        return self.0.pop();
+        #[cfg(kernel)]
+        kernel_vec::pop(&mut self.0)
     }
 
     /// Shortens to `len` elements.
     pub fn truncate(&mut self, len: usize) {
-        self.0.truncate(len)
+        while self.0.len() > len {
+            drop(self.pop());
+        }
     }
 
     /// Removes every element, keeping the allocation.
     pub fn clear(&mut self) {
-        self.0.clear()
+        self.truncate(0)
     }
 
     /// Passes every element to `f` in order and leaves the vector empty,
     /// keeping its allocation (used to run batched callbacks).
     pub fn drain_each(&mut self, mut f: impl FnMut(T)) {
-        for v in self.0.drain(..) {
+        // In order: reverse, then take from the end.
+        self.0.reverse();
+        while let Some(v) = self.pop() {
             f(v)
         }
     }
@@ -118,16 +147,26 @@ impl<T> TryVec<T> {
 impl<T: Clone> TryVec<T> {
     /// `n` copies of `v`.
     pub fn try_from_elem(v: T, n: usize) -> Result<Self> {
-        let mut out = Self::try_with_capacity(n)?;
-        out.0.resize(n, v);
-        Ok(out)
+        #[cfg(not(kernel))]
+        {
+            let mut out = Self::try_with_capacity(n)?;
+            out.0.resize(n, v);
+            Ok(out)
+        }
+        #[cfg(kernel)]
+        Vec::from_elem(v, n, GFP_KERNEL).map(TryVec).map_err(|_| Errno::ENOMEM)
     }
 
     /// Appends a copy of every element of `s`.
     pub fn try_extend_from_slice(&mut self, s: &[T]) -> Result<()> {
-        self.try_reserve(s.len())?;
-        self.0.extend_from_slice(s);
-        Ok(())
+        #[cfg(not(kernel))]
+        {
+            self.try_reserve(s.len())?;
+            self.0.extend_from_slice(s);
+            Ok(())
+        }
+        #[cfg(kernel)]
+        self.0.extend_from_slice(s, GFP_KERNEL).map_err(|_| Errno::ENOMEM)
     }
 }
 
@@ -141,6 +180,23 @@ impl<T> Deref for TryVec<T> {
 impl<T> DerefMut for TryVec<T> {
     fn deref_mut(&mut self) -> &mut [T] {
         &mut self.0
+    }
+}
+
+// 6.12's KVec has no `pop`: the one unsafe step, kept to this module.
+#[cfg(kernel)]
+#[allow(unsafe_code)]
+mod kernel_vec {
+    use super::Vec;
+
+    pub(super) fn pop<T>(v: &mut Vec<T>) -> Option<T> {
+        let n = v.len().checked_sub(1)?;
+        // SAFETY: element `n` is initialised; shrinking the length first
+        // hands its ownership to the `read` below, so it is dropped once.
+        unsafe {
+            v.set_len(n);
+            Some(core::ptr::read(v.as_ptr().add(n)))
+        }
     }
 }
 

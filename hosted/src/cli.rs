@@ -253,6 +253,14 @@ pub enum LabCmd {
         /// Part (2 = after `#! handoff`).
         #[arg(long, default_value_t = 1)]
         part: u8,
+        /// Use the dm_rs module loaded with this prefix= (rsnapshot,
+        /// rsnap-origin, ...); status/table lines are printed with the
+        /// kernel's names so they compare.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// The scenario's first disk is the guest's disk number N (vda = 0).
+        #[arg(long, default_value_t = 0)]
+        disk_offset: usize,
     },
     /// Run part 1 or 2 with dmrs over the disks in DIR (a fresh process, as
     /// after a reboot), printing what the guest would print.
@@ -661,9 +669,10 @@ fn lab_cmd(c: &LabCmd, out: &mut dyn Write) -> Result<(), Failure> {
         LabCmd::Prepare { scenario, dir } => {
             crate::lab::prepare(&load(scenario)?, dir).map_err(|e| fail(format!("dmrs: {}: {e}", dir.display())))?
         }
-        LabCmd::Guest { scenario, part: n } => {
+        LabCmd::Guest { scenario, part: n, prefix, disk_offset } => {
             let sc = load(scenario)?;
-            let s = crate::lab::guest_script(&sc, &part(&sc, *n)?)
+            let o = crate::lab::GuestOpts { prefix: prefix.clone(), disk_offset: *disk_offset };
+            let s = crate::lab::guest_script(&sc, &o, &part(&sc, *n)?)
                 .map_err(|e| fail(format!("dmrs: {}: {e}", scenario.display())))?;
             let _ = write!(out, "{s}");
         }

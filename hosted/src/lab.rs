@@ -134,12 +134,42 @@ fn q(s: &str) -> String {
     quote(s)
 }
 
-/// Replaces disk names in a table with the guest's block devices.
-fn guest_table(sc: &Scenario, table: &str) -> String {
+/// Where a guest script runs: which target names, which disks.
+#[derive(Clone, Debug, Default)]
+pub struct GuestOpts {
+    /// The dm_rs module's `prefix=` (empty: the kernel's own names).
+    pub prefix: String,
+    /// The scenario's disks are the guest's disks from this index on
+    /// (runner c gives the C targets and dm_rs one set of disks each).
+    pub disk_offset: usize,
+}
+
+impl GuestOpts {
+    fn disk(&self, i: usize) -> char {
+        (b'a' + (i + self.disk_offset) as u8) as char
+    }
+
+    /// dm_rs's name for a target type (type names are at most 15 bytes,
+    /// so a prefixed `snapshot-origin` is `<prefix>snap-origin`).
+    pub fn target_name(&self, t: &str) -> String {
+        match (self.prefix.as_str(), t) {
+            ("", _) => t.to_string(),
+            (p, "snapshot-origin") => format!("{p}snap-origin"),
+            (p, "snapshot" | "snapshot-merge" | "clone") => format!("{p}{t}"),
+            _ => t.to_string(),
+        }
+    }
+}
+
+/// Replaces disk names in a table with the guest's block devices and the
+/// target type with the module's name for it.
+fn guest_table(sc: &Scenario, o: &GuestOpts, table: &str) -> String {
     table
         .split_whitespace()
-        .map(|w| match sc.disks.iter().position(|d| d.name == w) {
-            Some(i) => format!("/dev/vd{}", (b'a' + i as u8) as char),
+        .enumerate()
+        .map(|(n, w)| match sc.disks.iter().position(|d| d.name == w) {
+            Some(i) => format!("/dev/vd{}", o.disk(i)),
+            None if n == 2 => o.target_name(w),
             None => w.to_string(),
         })
         .collect::<Vec<_>>()
@@ -158,19 +188,19 @@ fn check_4k(v: u64, what: &str) -> Result<(), String> {
 }
 
 /// The guest shell command for one verb (without its failure handling).
-fn guest_cmd(sc: &Scenario, v: &Verb) -> Result<String, String> {
+fn guest_cmd(sc: &Scenario, o: &GuestOpts, v: &Verb) -> Result<String, String> {
     Ok(match v {
         Verb::Create { name, table, notable } => {
             if *notable {
                 format!("dmsetup create {} --notable", q(name))
             } else {
                 let t = table.table.as_deref().ok_or("create needs --table in a scenario")?;
-                format!("dmsetup create {} --table {}", q(name), q(&guest_table(sc, t)))
+                format!("dmsetup create {} --table {}", q(name), q(&guest_table(sc, o, t)))
             }
         }
         Verb::Load { name, table } => {
             let t = table.table.as_deref().ok_or("load needs --table in a scenario")?;
-            format!("dmsetup load {} --table {}", q(name), q(&guest_table(sc, t)))
+            format!("dmsetup load {} --table {}", q(name), q(&guest_table(sc, o, t)))
         }
         Verb::Suspend { name } => format!("dmsetup suspend {}", q(name)),
         Verb::Resume { name } => format!("dmsetup resume {}", q(name)),
@@ -209,7 +239,7 @@ fn guest_cmd(sc: &Scenario, v: &Verb) -> Result<String, String> {
         // snapshot-merge: allocated == metadata; clone: hydrated == regions.
         Verb::Wait { name } => format!(
             "i=0; while :; do set -- $(dmsetup status {n}); \
-             case $3 in clone) [ \"${{7%/*}}\" = \"${{7#*/}}\" ] && [ \"$8\" = 0 ] && break;; \
+             case $3 in *clone) [ \"${{7%/*}}\" = \"${{7#*/}}\" ] && [ \"$8\" = 0 ] && break;; \
              *) [ \"${{4%/*}}\" = \"$5\" ] && break;; esac; \
              i=$((i+1)); [ $i -gt 3000 ] && stop \"wait {n}: $*\"; sleep 0.1; done",
             n = q(name)
@@ -223,12 +253,18 @@ fn guest_cmd(sc: &Scenario, v: &Verb) -> Result<String, String> {
 }
 
 /// The guest shell script for `lines` of scenario `sc`.
-pub fn guest_script(sc: &Scenario, lines: &[String]) -> Result<String, String> {
+pub fn guest_script(sc: &Scenario, o: &GuestOpts, lines: &[String]) -> Result<String, String> {
     let mut s = String::from(PRELUDE);
-    // norm: major:minor of each disk back to its name.
+    // norm: major:minor of each disk back to its name, dm_rs's target
+    // names back to the kernel's.
     s.push_str("norm() { sed");
     for (i, d) in sc.disks.iter().enumerate() {
-        let _ = write!(s, " -e \"s#\\b$(cat /sys/block/vd{}/dev)\\b#{}#g\"", (b'a' + i as u8) as char, d.name);
+        let _ = write!(s, " -e \"s#\\b$(cat /sys/block/vd{}/dev)\\b#{}#g\"", o.disk(i), d.name);
+    }
+    if !o.prefix.is_empty() {
+        for t in ["snapshot-origin", "snapshot-merge", "snapshot", "clone"] {
+            let _ = write!(s, " -e 's#^\\(\\([^ ]*: \\)\\{{0,1\\}}[0-9]* [0-9]* \\){}\\b#\\1{t}#'", o.target_name(t));
+        }
     }
     s.push_str("; }\n");
     for (n, line) in lines.iter().enumerate() {
@@ -243,7 +279,7 @@ pub fn guest_script(sc: &Scenario, lines: &[String]) -> Result<String, String> {
             continue;
         }
         let verb = parse_line(&words).map_err(|e| format!("line {}: {e}", n + 1))?;
-        let cmd = guest_cmd(sc, &verb).map_err(|e| format!("line {}: {e}", n + 1))?;
+        let cmd = guest_cmd(sc, o, &verb).map_err(|e| format!("line {}: {e}", n + 1))?;
         let _ = match mode {
             '!' => writeln!(
                 s,
@@ -284,14 +320,14 @@ write o --offset 4096 --pattern X --length 8192\n-remove o\n";
     #[test]
     fn guest_translation() {
         let sc = parse(SC).unwrap();
-        let g = guest_script(&sc, &sc.part1).unwrap();
+        let g = guest_script(&sc, &GuestOpts::default(), &sc.part1).unwrap();
         assert!(g.contains("dmsetup create o --table '0 2048 snapshot-origin /dev/vda' || stop"), "{g}");
         assert!(g.contains("if dd if=/dev/mapper/o bs=4096 skip=0 count=1 iflag=direct"), "{g}");
         assert!(g.contains("$(cat /sys/block/vdb/dev)\\b#cow.img#g"), "{g}");
-        let g = guest_script(&sc, sc.part2.as_ref().unwrap()).unwrap();
+        let g = guest_script(&sc, &GuestOpts::default(), sc.part2.as_ref().unwrap()).unwrap();
         assert!(g.contains("wr /dev/mapper/o X 4096 8192 || stop"), "{g}");
         assert!(g.contains("dmsetup remove o >/dev/null 2>&1 || true"), "{g}");
-        let bad = |l: &str| guest_script(&sc, &[l.to_string()]).is_err();
+        let bad = |l: &str| guest_script(&sc, &GuestOpts::default(), &[l.to_string()]).is_err();
         assert!(bad("status"), "status without a name lists in kernel order");
         assert!(bad("write o --offset 512 --pattern X --length 4096"));
         assert!(bad("cow dump x"));

@@ -14,7 +14,9 @@
 
 use dmrs_core::exception::DM_CHUNK_CONSECUTIVE_BITS;
 use dmrs_core::exception_table::ExceptionTable;
-use dmrs_core::sync::RwSem;
+use dmrs_core::sync::{LockClass, RwSem};
+
+static TABLE_LOCK: LockClass = LockClass::new(c"exception_table");
 use loom::sync::Arc;
 use loom::thread;
 
@@ -41,7 +43,7 @@ fn model(toctou: bool) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(3);
     b.check(move || {
-        let t = Arc::new(RwSem::new(ExceptionTable::new(64, DM_CHUNK_CONSECUTIVE_BITS).unwrap()).unwrap());
+        let t = Arc::new(RwSem::new(ExceptionTable::new(64, DM_CHUNK_CONSECUTIVE_BITS).unwrap(), &TABLE_LOCK).unwrap());
         t.down_write().insert(10, 100).unwrap();
         // Two writers race for chunk 11 (each would extend the range 10..);
         // a reader looks at the range meanwhile.

@@ -21,7 +21,12 @@ use crate::pdata::block::{BlockManager, BLOCK_SIZE};
 use crate::pdata::space_map::DiskSmRoot;
 use crate::pdata::tm::TransactionManager;
 use crate::platform::{BlockDevice, ReqFlags};
-use crate::sync::{RwSem, SpinLock};
+use crate::sync::{LockClass, RwSem, SpinLock};
+
+/// `cmd->bitmap_lock`.
+static BITMAP_LOCK: LockClass = LockClass::new(c"dmrs_clone_bitmap_lock");
+/// `cmd->lock`.
+static METADATA_LOCK: LockClass = LockClass::new(c"dmrs_clone_metadata_lock");
 
 /// `DM_MSG_PREFIX` of dm-clone-metadata.c.
 pub const DM_MSG_PREFIX: &str = "clone metadata";
@@ -213,8 +218,8 @@ impl<D: BlockDevice> CloneMetadata<D> {
             target_size,
             nr_regions,
             nr_words,
-            bitmap_lock: SpinLock::new(bitmaps)?,
-            lock: RwSem::new(p)?,
+            bitmap_lock: SpinLock::new(bitmaps, &BITMAP_LOCK)?,
+            lock: RwSem::new(p, &METADATA_LOCK)?,
         })
     }
 

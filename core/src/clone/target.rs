@@ -13,7 +13,12 @@ use crate::emit::{Emitter, StatusType};
 use crate::errno::{Errno, Result, TargetError};
 use crate::mem::TryVec;
 use crate::platform::{split_io, ChunkCopier, DmDevice, ReqFlags, SECTOR_SHIFT};
-use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, RwSem};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, LockClass, Ordering, RwSem};
+
+/// Serialises metadata commits (the worker's commit against suspend's).
+static COMMIT_LOCK: LockClass = LockClass::new(c"dmrs_clone_commit_lock");
+/// One hydration batch at a time.
+static HYDRATION_LOCK: LockClass = LockClass::new(c"dmrs_clone_hydration_lock");
 
 /// `DM_MSG_PREFIX` of dm-clone-target.c.
 pub const DM_MSG_PREFIX: &str = "clone";
@@ -172,7 +177,9 @@ impl<D: DmDevice, K: ChunkCopier> CloneTarget<D, K> {
             }
             ctr_args.try_extend_from_slice(a.as_bytes()).map_err(|_| nomem)?;
         }
-        let lock = || RwSem::new(()).map_err(|_| TargetError::new(Errno::ENOMEM, "Failed to allocate clone structure"));
+        let lock = |class| {
+            RwSem::new((), class).map_err(|_| TargetError::new(Errno::ENOMEM, "Failed to allocate clone structure"))
+        };
         Ok(CloneTarget {
             metadata_dev,
             dest,
@@ -190,8 +197,8 @@ impl<D: DmDevice, K: ChunkCopier> CloneTarget<D, K> {
             mode: AtomicUsize::new(Mode::Write as usize),
             hydration_offset: AtomicU64::new(0),
             cmd,
-            commit_lock: lock()?,
-            hydration_lock: lock()?,
+            commit_lock: lock(&COMMIT_LOCK)?,
+            hydration_lock: lock(&HYDRATION_LOCK)?,
         })
     }
 

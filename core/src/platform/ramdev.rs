@@ -8,7 +8,10 @@
 use super::block::{BlockDevice, DmDevice, ReqFlags, SECTOR_SHIFT, SECTOR_SIZE};
 use crate::errno::{Errno, Result};
 use crate::mem::{self, TryVec};
-use crate::sync::SpinLock;
+use crate::sync::{LockClass, SpinLock};
+
+/// The RAM device's state lock.
+static RAMDEV_LOCK: LockClass = LockClass::new(c"dmrs_ramdev");
 
 /// One write as the device saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,16 +72,19 @@ impl RamDev {
     pub fn new(sectors: u64, logical_block_size: u32) -> Result<Self> {
         let bytes = usize::try_from(sectors << SECTOR_SHIFT).map_err(|_| Errno::ENOMEM)?;
         Ok(RamDev {
-            inner: SpinLock::new(Inner {
-                cache: mem::try_zeroed(bytes)?,
-                durable: mem::try_zeroed(bytes)?,
-                unflushed: TryVec::new(),
-                log: TryVec::new(),
-                record: false,
-                stats: Stats::default(),
-                fail_writes_after: None,
-                fail_reads: false,
-            })?,
+            inner: SpinLock::new(
+                Inner {
+                    cache: mem::try_zeroed(bytes)?,
+                    durable: mem::try_zeroed(bytes)?,
+                    unflushed: TryVec::new(),
+                    log: TryVec::new(),
+                    record: false,
+                    stats: Stats::default(),
+                    fail_writes_after: None,
+                    fail_reads: false,
+                },
+                &RAMDEV_LOCK,
+            )?,
             sectors,
             lbs: logical_block_size,
             name: "ram",

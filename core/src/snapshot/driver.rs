@@ -19,7 +19,12 @@ use crate::exception_store::{ExceptionStore, Metadata};
 use crate::exception_table::{table_sizes, ExceptionTable};
 use crate::mem::{self, TryVec};
 use crate::platform::{split_io, ChunkCopier, DmDevice, ReqFlags, SECTOR_SHIFT};
-use crate::sync::{RwSem, RwSemReadGuard};
+use crate::sync::{LockClass, RwSem, RwSemReadGuard};
+
+/// `_origins_lock`.
+static ORIGINS_LOCK: LockClass = LockClass::new(c"dmrs_origins_lock");
+/// A snapshot's `s->lock`.
+static SNAPSHOT_LOCK: LockClass = LockClass::new(c"dmrs_snapshot_lock");
 
 /// A registered snapshot or merge target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,7 +156,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
     /// An empty registry using `copier` for chunk copies.
     pub fn new(copier: K) -> Result<Self> {
         Ok(SnapshotDriver {
-            reg: RwSem::new(Registry { slots: TryVec::new(), order: TryVec::new(), next_gen: 1 })?,
+            reg: RwSem::new(Registry { slots: TryVec::new(), order: TryVec::new(), next_gen: 1 }, &ORIGINS_LOCK)?,
             copier,
         })
     }
@@ -202,7 +207,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
             running_merge: false,
         };
         let nomem = TargetError::new(Errno::ENOMEM, "Snapshot origin struct allocation failed");
-        let slot_lock = RwSem::new(snap).map_err(|_| nomem)?;
+        let slot_lock = RwSem::new(snap, &SNAPSHOT_LOCK).map_err(|_| nomem)?;
 
         // register_snapshot: validate the handover, then insert.
         let (id, handover_dest) = {

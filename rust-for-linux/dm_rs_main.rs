@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! dm_rs: the dmrs device-mapper targets as a Rust-for-Linux module.
+//!
+//! `insmod dm_rs.ko` registers `snapshot-origin`, `snapshot`,
+//! `snapshot-merge` and `clone` with the kernel's versions, so existing
+//! dmsetup tables and lvm2 work unchanged; `insmod dm_rs.ko prefix=r`
+//! registers `rsnap-origin`, `rsnapshot`, `rsnapshot-merge` and `rclone`
+//! instead, beside the C targets (dm's type names are at most 15 bytes, so
+//! a prefixed origin is `<prefix>snap-origin`).
+//! The targets run the same core (../core) as the hosted `dmrs` binary.
+
+#[allow(
+    dead_code,
+    missing_docs,
+    non_camel_case_types,
+    non_upper_case_globals,
+    non_snake_case,
+    improper_ctypes,
+    unreachable_pub,
+    unsafe_op_in_unsafe_fn,
+    clippy::all
+)]
+mod b {
+    use kernel::ffi;
+    type __kernel_size_t = usize;
+    type __kernel_ssize_t = isize;
+    type __kernel_ptrdiff_t = isize;
+    include!("dm_bindings.rs");
+}
+
+mod bio;
+mod kdev;
+mod param;
+mod target;
+mod targets;
+mod worker;
+
+use dmrs_core::clone::target::CLONE_VERSION;
+use dmrs_core::snapshot::{MERGE_VERSION, ORIGIN_VERSION, SNAPSHOT_VERSION};
+use kernel::prelude::*;
+use target::Registration;
+use targets::{Clone, Origin, Snapshot};
+
+module! {
+    type: DmRs,
+    name: "dm_rs",
+    author: "dmrs",
+    description: "device-mapper snapshot and clone targets in Rust (dmrs)",
+    license: "GPL",
+}
+
+/// The core's DMERR/DMWARN/DMINFO through printk, with dm's prefixes.
+struct KLog;
+
+impl dmrs_core::log::Log for KLog {
+    fn log(&self, level: dmrs_core::log::Level, prefix: &str, args: core::fmt::Arguments<'_>) {
+        use dmrs_core::log::Level;
+        match level {
+            Level::Err => pr_err!("device-mapper: {}: {}\n", prefix, args),
+            Level::Warn => pr_warn!("device-mapper: {}: {}\n", prefix, args),
+            Level::Info => pr_info!("device-mapper: {}: {}\n", prefix, args),
+        }
+    }
+}
+
+static KLOG: KLog = KLog;
+
+type Regs = (Registration<Origin>, Registration<Snapshot<false>>, Registration<Snapshot<true>>, Registration<Clone>);
+
+struct DmRs {
+    regs: Option<Regs>,
+}
+
+impl kernel::Module for DmRs {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        dmrs_core::log::set_logger(&KLOG);
+        let prefix = param::prefix();
+        if prefix.len() > 4 || !prefix.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-') {
+            pr_err!("dm_rs: prefix must be up to 4 of [A-Za-z0-9_-]\n");
+            return Err(EINVAL);
+        }
+        worker::wq_create()?;
+        let r = (|| -> Result<Self> {
+            kdev::client_create()?;
+            targets::global_init()?;
+            Ok(DmRs {
+                regs: Some((
+                    Registration::new(prefix, if prefix.is_empty() { "snapshot-origin" } else { "snap-origin" }, ORIGIN_VERSION)?,
+                    Registration::new(prefix, "snapshot", SNAPSHOT_VERSION)?,
+                    Registration::new(prefix, "snapshot-merge", MERGE_VERSION)?,
+                    Registration::new(prefix, "clone", CLONE_VERSION)?,
+                )),
+            })
+        })();
+        if r.is_err() {
+            teardown();
+        }
+        r
+    }
+}
+
+fn teardown() {
+    targets::global_exit();
+    kdev::client_destroy();
+    worker::wq_destroy();
+}
+
+impl Drop for DmRs {
+    fn drop(&mut self) {
+        // Unregister the targets first (no table can exist while the module
+        // unloads), then free what they shared.
+        self.regs = None;
+        teardown();
+    }
+}

@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The `prefix` module parameter (`insmod dm_rs.ko prefix=r`): 6.12's
+//! `module!` has no parameters, so this is what `module_param(prefix,
+//! charp, 0444)` expands to, written out: a `struct kernel_param` in the
+//! `__param` section pointing at a `char *` the loader sets before init.
+
+use crate::b;
+use core::ffi::CStr;
+use kernel::ffi::{c_char, c_void};
+
+/// The `char *` the parameter writes (NULL when not given).
+static mut PREFIX: *mut c_char = core::ptr::null_mut();
+
+#[repr(transparent)]
+struct Param(b::kernel_param);
+
+// SAFETY: read only by the module loader and by `prefix()` during init.
+unsafe impl Sync for Param {}
+
+#[link_section = "__param"]
+#[used]
+static PARAM: Param = Param(b::kernel_param {
+    name: c"prefix".as_ptr().cast(),
+    mod_: core::ptr::addr_of_mut!(b::__this_module),
+    ops: core::ptr::addr_of!(b::param_ops_charp),
+    perm: 0o444,
+    level: -1,
+    flags: 0,
+    __bindgen_anon_1: b::kernel_param__bindgen_ty_1 { arg: core::ptr::addr_of_mut!(PREFIX).cast::<c_void>() },
+});
+
+/// The prefix given at load time (empty when none).
+pub(crate) fn prefix() -> &'static [u8] {
+    // SAFETY: set by the loader before init, never written afterwards.
+    let p = unsafe { *core::ptr::addr_of!(PREFIX) };
+    if p.is_null() {
+        return b"";
+    }
+    // SAFETY: a NUL-terminated string owned by the module's parameter.
+    unsafe { CStr::from_ptr(p.cast()) }.to_bytes()
+}

@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Safe `struct target_type`: a target implements [`DmTarget`] (a
+//! `#[vtable]` trait: callbacks it leaves out stay NULL in the C table) and
+//! [`Registration`] fills a `target_type` with the trampolines below, which
+//! turn dm core's raw pointers into references and owned values.
+//!
+//! `map` gets `&T`: dm core calls it on many CPUs at once.
+
+use crate::b;
+use crate::bio::Bio;
+use crate::kdev::KDev;
+use core::ffi::CStr;
+use kernel::ffi::{c_char, c_int, c_uint, c_void};
+use core::marker::PhantomData;
+use dmrs_core::args::Args;
+use dmrs_core::emit::{Emitter, StatusType};
+use dmrs_core::{Errno, TargetError};
+use kernel::prelude::*;
+
+/// What `map` did with a bio.
+pub(crate) enum Mapped {
+    /// Pointed at another device: dm core submits it (`DM_MAPIO_REMAPPED`).
+    Remapped,
+    /// Kept; the target ends it later (`DM_MAPIO_SUBMITTED`).
+    Submitted,
+}
+
+/// The constructor's view of `struct dm_target`.
+pub(crate) struct Ctor<'a> {
+    ti: &'a mut b::dm_target,
+    /// Devices opened so far, released by the destructor (or on failure).
+    pub(crate) devs: KVec<*mut b::dm_dev>,
+}
+
+impl Ctor<'_> {
+    pub(crate) fn len(&self) -> u64 {
+        self.ti.len
+    }
+
+    pub(crate) fn begin(&self) -> u64 {
+        self.ti.begin
+    }
+
+    /// `dm_get_device(ti, path, dm_table_get_mode(ti->table), &dev)`.
+    pub(crate) fn get_device(&mut self, path: &str) -> dmrs_core::Result<KDev> {
+        let mut p = [0u8; 256];
+        if path.len() >= p.len() {
+            return Err(Errno::EINVAL);
+        }
+        p[..path.len()].copy_from_slice(path.as_bytes());
+        self.devs.reserve(1, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
+        let mut dev: *mut b::dm_dev = core::ptr::null_mut();
+        // SAFETY: a constructing target and a NUL-terminated path.
+        let r = unsafe { b::dm_get_device(self.ti, p.as_ptr().cast(), b::dm_table_get_mode(self.ti.table), &mut dev) };
+        if r != 0 {
+            return Err(Errno(-r));
+        }
+        // Capacity reserved above: cannot fail.
+        let _ = self.devs.push(dev, GFP_KERNEL);
+        // SAFETY: just opened; released by the destructor after the target is dropped.
+        Ok(unsafe { KDev::new(dev) })
+    }
+
+    /// "major:minor" of the mapped device this table belongs to
+    /// (`dm_device_name(dm_table_get_md(ti->table))`).
+    pub(crate) fn md_name(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        // SAFETY: a constructing target's table has its mapped device.
+        let s = unsafe { CStr::from_ptr(b::dm_device_name(b::dm_table_get_md(self.ti.table)).cast()) };
+        let n = s.to_bytes().len().min(15);
+        out[..n].copy_from_slice(&s.to_bytes()[..n]);
+        out
+    }
+
+    pub(crate) fn set_num_flush_bios(&mut self, n: u32) {
+        self.ti.num_flush_bios = n;
+    }
+
+    pub(crate) fn set_num_discard_bios(&mut self, n: u32) {
+        self.ti.num_discard_bios = n;
+    }
+
+    pub(crate) fn set_flush_supported(&mut self) {
+        self.ti.set_flush_supported(true);
+    }
+}
+
+/// A device-mapper target type.
+#[vtable]
+pub(crate) trait DmTarget: Sized + Send + Sync {
+    /// `ctr`: parse the table line's arguments.
+    fn ctr(ctor: &mut Ctor<'_>, argv: &[&str]) -> core::result::Result<Self, TargetError>;
+    /// `map`: remap the bio, or keep it and end it later.
+    fn map(&self, bio: Bio) -> Mapped;
+    /// `status` (INFO, TABLE, IMA).
+    fn status(&self, ty: StatusType, out: &mut Emitter<'_>);
+    /// `message`.
+    fn message(&self, _argv: &[&str]) -> core::result::Result<(), Errno> {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+    /// `presuspend`.
+    fn presuspend(&self) {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+    /// `postsuspend`.
+    fn postsuspend(&self) {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+    /// `preresume`.
+    fn preresume(&self) -> core::result::Result<(), Errno> {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+    /// `resume`.
+    fn resume(&self) {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// What `ti->private` points at.
+struct Private<T> {
+    target: T,
+    devs: KVec<*mut b::dm_dev>,
+}
+
+/// `ti->error` must outlive the constructor: the core's messages are
+/// `&'static str` without a NUL, so they are copied into one of a few
+/// static slots (dm core prints the message right after `ctr` returns).
+fn set_error(ti: &mut b::dm_target, msg: &str) {
+    const SLOTS: usize = 16;
+    const LEN: usize = 128;
+    static mut BUF: [[u8; LEN]; SLOTS] = [[0; LEN]; SLOTS];
+    static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+    let i = NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed) % SLOTS;
+    // SAFETY: each call takes its own slot; 16 constructors failing at the
+    // same instant would be needed to reuse one while it is printed.
+    let slot = unsafe { &mut (*core::ptr::addr_of_mut!(BUF))[i] };
+    let n = msg.len().min(LEN - 1);
+    slot[..n].copy_from_slice(&msg.as_bytes()[..n]);
+    slot[n] = 0;
+    ti.error = slot.as_mut_ptr().cast();
+}
+
+fn private<'a, T>(ti: *mut b::dm_target) -> &'a T {
+    // SAFETY: `private` is our `Private<T>` from `ctr` until `dtr`.
+    unsafe { &(*(*ti).private.cast::<Private<T>>()).target }
+}
+
+unsafe extern "C" fn ctr_tramp<T: DmTarget>(ti: *mut b::dm_target, argc: c_uint, argv: *mut *mut c_char) -> c_int {
+    // SAFETY: dm core hands us the constructing target, exclusively.
+    let ti = unsafe { &mut *ti };
+    let mut words: Args<'_> = Args::new();
+    for i in 0..argc as usize {
+        // SAFETY: `argc` NUL-terminated words.
+        let w = unsafe { CStr::from_ptr((*argv.add(i)).cast()) };
+        let Ok(w) = w.to_str() else {
+            set_error(ti, "Invalid argument");
+            return -(Errno::EINVAL.0);
+        };
+        if words.push(w).is_err() {
+            set_error(ti, "Too many arguments");
+            return -(Errno::EINVAL.0);
+        }
+    }
+    // Allocated first so that a failure after `ctr` cannot strand its devices.
+    let Ok(slot) = KBox::<Private<T>>::new_uninit(GFP_KERNEL) else {
+        set_error(ti, "Cannot allocate target context");
+        return -(Errno::ENOMEM.0);
+    };
+    let mut ctor = Ctor { ti, devs: KVec::new() };
+    let r = T::ctr(&mut ctor, &words);
+    let Ctor { ti, devs } = ctor;
+    let put_all = |ti: &mut b::dm_target, devs: &KVec<*mut b::dm_dev>| {
+        for d in devs.iter() {
+            // SAFETY: opened by `get_device` for this target.
+            unsafe { b::dm_put_device(ti, *d) };
+        }
+    };
+    match r {
+        Ok(target) => {
+            ti.private = KBox::into_raw(slot.write(Private { target, devs })).cast::<c_void>();
+            0
+        }
+        Err(e) => {
+            put_all(ti, &devs);
+            set_error(ti, e.msg);
+            -(e.errno.0)
+        }
+    }
+}
+
+unsafe extern "C" fn dtr_tramp<T: DmTarget>(ti: *mut b::dm_target) {
+    // SAFETY: set by `ctr_tramp`; dm core calls dtr once, with no I/O in flight.
+    let p = unsafe { KBox::from_raw((*ti).private.cast::<Private<T>>()) };
+    let Private { target, devs } = KBox::into_inner(p);
+    // The core lets go of every device before they are closed.
+    drop(target);
+    for d in devs.iter() {
+        // SAFETY: opened in `ctr` for this target.
+        unsafe { b::dm_put_device(ti, *d) };
+    }
+}
+
+unsafe extern "C" fn map_tramp<T: DmTarget>(ti: *mut b::dm_target, bio: *mut b::bio) -> c_int {
+    // SAFETY: dm core gives us a live bio to own until we end or remap it.
+    let Some(bio) = (unsafe { Bio::from_raw(bio) }) else { return b::DM_MAPIO_KILL as c_int };
+    match private::<T>(ti).map(bio) {
+        Mapped::Remapped => b::DM_MAPIO_REMAPPED as c_int,
+        Mapped::Submitted => b::DM_MAPIO_SUBMITTED as c_int,
+    }
+}
+
+unsafe extern "C" fn status_tramp<T: DmTarget>(
+    ti: *mut b::dm_target,
+    ty: b::status_type_t,
+    _flags: c_uint,
+    result: *mut c_char,
+    maxlen: c_uint,
+) {
+    if result.is_null() || maxlen == 0 {
+        return;
+    }
+    // SAFETY: dm core gives `maxlen` writable bytes.
+    let buf = unsafe { core::slice::from_raw_parts_mut(result.cast::<u8>(), maxlen as usize) };
+    let ty = match ty {
+        b::status_type_t_STATUSTYPE_INFO => StatusType::Info,
+        b::status_type_t_STATUSTYPE_TABLE => StatusType::Table,
+        _ => StatusType::Ima,
+    };
+    let n = {
+        let mut e = Emitter::new(buf);
+        private::<T>(ti).status(ty, &mut e);
+        e.len()
+    };
+    // The emitter keeps room for the NUL.
+    if let Some(z) = buf.get_mut(n) {
+        *z = 0;
+    }
+}
+
+unsafe extern "C" fn message_tramp<T: DmTarget>(
+    ti: *mut b::dm_target,
+    argc: c_uint,
+    argv: *mut *mut c_char,
+    _result: *mut c_char,
+    _maxlen: c_uint,
+) -> c_int {
+    let mut words: Args<'_> = Args::new();
+    for i in 0..argc as usize {
+        // SAFETY: `argc` NUL-terminated words.
+        let Ok(w) = unsafe { CStr::from_ptr((*argv.add(i)).cast()) }.to_str() else { return -(Errno::EINVAL.0) };
+        if words.push(w).is_err() {
+            return -(Errno::EINVAL.0);
+        }
+    }
+    match private::<T>(ti).message(&words) {
+        Ok(()) => 0,
+        Err(e) => -e.0,
+    }
+}
+
+unsafe extern "C" fn presuspend_tramp<T: DmTarget>(ti: *mut b::dm_target) {
+    private::<T>(ti).presuspend()
+}
+
+unsafe extern "C" fn postsuspend_tramp<T: DmTarget>(ti: *mut b::dm_target) {
+    private::<T>(ti).postsuspend()
+}
+
+unsafe extern "C" fn preresume_tramp<T: DmTarget>(ti: *mut b::dm_target) -> c_int {
+    match private::<T>(ti).preresume() {
+        Ok(()) => 0,
+        Err(e) => -e.0,
+    }
+}
+
+unsafe extern "C" fn resume_tramp<T: DmTarget>(ti: *mut b::dm_target) {
+    private::<T>(ti).resume()
+}
+
+/// A registered target type; unregistered on drop.
+pub(crate) struct Registration<T: DmTarget> {
+    tt: *mut b::target_type,
+    _name: KVec<u8>,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: only touched at module init and exit.
+unsafe impl<T: DmTarget> Send for Registration<T> {}
+// SAFETY: as above.
+unsafe impl<T: DmTarget> Sync for Registration<T> {}
+
+impl<T: DmTarget> Registration<T> {
+    /// `dm_register_target` under `prefix` + `name`.
+    pub(crate) fn new(prefix: &[u8], name: &str, version: [u32; 3]) -> Result<Self> {
+        let mut n = KVec::with_capacity(prefix.len() + name.len() + 1, GFP_KERNEL)?;
+        n.extend_from_slice(prefix, GFP_KERNEL)?;
+        n.extend_from_slice(name.as_bytes(), GFP_KERNEL)?;
+        n.push(0, GFP_KERNEL)?;
+        let tt = b::target_type {
+            name: n.as_ptr().cast(),
+            version,
+            module: core::ptr::addr_of_mut!(b::__this_module),
+            ctr: Some(ctr_tramp::<T>),
+            dtr: Some(dtr_tramp::<T>),
+            map: Some(map_tramp::<T>),
+            status: Some(status_tramp::<T>),
+            message: if T::HAS_MESSAGE { Some(message_tramp::<T>) } else { None },
+            presuspend: if T::HAS_PRESUSPEND { Some(presuspend_tramp::<T>) } else { None },
+            postsuspend: if T::HAS_POSTSUSPEND { Some(postsuspend_tramp::<T>) } else { None },
+            preresume: if T::HAS_PRERESUME { Some(preresume_tramp::<T>) } else { None },
+            resume: if T::HAS_RESUME { Some(resume_tramp::<T>) } else { None },
+            ..Default::default()
+        };
+        let tt = KBox::into_raw(KBox::new(tt, GFP_KERNEL)?);
+        // SAFETY: a filled, heap-pinned target_type that outlives the registration.
+        let r = unsafe { b::dm_register_target(tt) };
+        if r != 0 {
+            // SAFETY: not registered; still ours.
+            drop(unsafe { KBox::from_raw(tt) });
+            return Err(kernel::error::Error::from_errno(r));
+        }
+        Ok(Registration { tt, _name: n, _t: PhantomData })
+    }
+}
+
+impl<T: DmTarget> Drop for Registration<T> {
+    fn drop(&mut self) {
+        // SAFETY: registered in `new`; no table uses it once the module is unloading.
+        unsafe {
+            b::dm_unregister_target(self.tt);
+            drop(KBox::from_raw(self.tt));
+        }
+    }
+}

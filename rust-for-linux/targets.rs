@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The four targets over the core: `snapshot-origin`, `snapshot`,
+//! `snapshot-merge` (one origin registry shared by every table, as
+//! dm-snap.c's `_origins`) and `clone`.
+
+use crate::bio::{Bio, Op};
+use crate::kdev::KDev;
+use crate::target::{Ctor, DmTarget, Mapped};
+use crate::worker::{Handler, Worker};
+use dmrs_core::clone::target::CloneTarget;
+use dmrs_core::emit::{Emitter, StatusType};
+use dmrs_core::mem::try_zeroed;
+use dmrs_core::platform::{BlockDevice, DmDevice, SyncCopier, SECTOR_SHIFT};
+use dmrs_core::snapshot::{ctr::parse_origin_args, MergeProgress, SnapId, SnapshotDriver};
+use dmrs_core::{Errno, TargetError};
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// State shared by every table of the module.
+pub(crate) struct Global {
+    pub(crate) snap: SnapshotDriver<KDev, SyncCopier>,
+}
+
+static GLOBAL: core::sync::atomic::AtomicPtr<Global> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+pub(crate) fn global_init() -> Result {
+    let snap = SnapshotDriver::new(SyncCopier::default()).map_err(|_| ENOMEM)?;
+    let g = KBox::new(Global { snap }, GFP_KERNEL)?;
+    GLOBAL.store(KBox::into_raw(g), core::sync::atomic::Ordering::Release);
+    Ok(())
+}
+
+pub(crate) fn global_exit() {
+    let g = GLOBAL.swap(core::ptr::null_mut(), core::sync::atomic::Ordering::AcqRel);
+    if !g.is_null() {
+        // SAFETY: from `global_init`; no target is left.
+        drop(unsafe { KBox::from_raw(g) });
+    }
+}
+
+fn g() -> &'static Global {
+    // SAFETY: set before the targets are registered, freed after they are gone.
+    unsafe { &*GLOBAL.load(core::sync::atomic::Ordering::Acquire) }
+}
+
+/// Reads or writes a bio through `read`/`write`, bouncing its data.
+fn rw(
+    bio: Bio,
+    sector: u64,
+    read: impl FnOnce(u64, &mut [u8]) -> dmrs_core::Result<()>,
+    write: impl FnOnce(u64, &[u8]) -> dmrs_core::Result<()>,
+) {
+    let mut buf = match try_zeroed(bio.size()) {
+        Ok(b) => b,
+        Err(e) => return bio.end(Err(e)),
+    };
+    let r = match bio.op() {
+        Op::Read => read(sector, &mut buf).and_then(|_| if bio.copy_in(&buf) { Ok(()) } else { Err(Errno::EIO) }),
+        _ => {
+            if bio.copy_out(&mut buf) {
+                write(sector, &buf)
+            } else {
+                Err(Errno::EIO)
+            }
+        }
+    };
+    bio.end(r)
+}
+
+// ---------------------------------------------------------------- origin
+
+struct OriginIo {
+    dev: KDev,
+    begin: u64,
+}
+
+impl Handler for OriginIo {
+    fn handle(&self, bio: Bio) {
+        let s = bio.sector() - self.begin;
+        let flags = bio.flags();
+        let dev = &self.dev;
+        rw(bio, s, |s, b| dev.read(s, b), |s, b| g().snap.origin_write(dev, s, b, flags))
+    }
+}
+
+/// `snapshot-origin <dev>`.
+pub(crate) struct Origin {
+    w: Arc<Worker<OriginIo>>,
+}
+
+#[vtable]
+impl DmTarget for Origin {
+    fn ctr(ctor: &mut Ctor<'_>, argv: &[&str]) -> core::result::Result<Self, TargetError> {
+        let path = parse_origin_args(argv)?;
+        let dev = ctor.get_device(path).map_err(|e| TargetError::new(e, "Cannot get target device"))?;
+        let w = Worker::new(OriginIo { dev, begin: ctor.begin() })
+            .map_err(|_| TargetError::new(Errno::ENOMEM, "Could not allocate origin structure"))?;
+        ctor.set_num_flush_bios(1);
+        Ok(Origin { w })
+    }
+
+    fn map(&self, mut bio: Bio) -> Mapped {
+        // Reads and flushes go straight to the origin, as `origin_map`.
+        if bio.op() == Op::Write && bio.size() != 0 {
+            Worker::defer(&self.w, bio);
+            return Mapped::Submitted;
+        }
+        let s = bio.sector() - self.w.h.begin;
+        bio.set_dev(self.w.h.dev.bdev());
+        if bio.size() != 0 {
+            bio.set_sector(s);
+        }
+        bio.into_remapped();
+        Mapped::Remapped
+    }
+
+    fn status(&self, ty: StatusType, out: &mut Emitter<'_>) {
+        if ty == StatusType::Table {
+            dmrs_core::dmemit!(out, "{}", self.w.h.dev.name());
+        }
+    }
+
+    fn resume(&self) {
+        Worker::start(&self.w)
+    }
+
+    fn postsuspend(&self) {
+        self.w.stop()
+    }
+}
+
+// ------------------------------------------------- snapshot, snapshot-merge
+
+struct SnapIo {
+    id: SnapId,
+    begin: u64,
+}
+
+impl Handler for SnapIo {
+    fn handle(&self, bio: Bio) {
+        let s = g();
+        let sector = bio.sector() - self.begin;
+        let flags = bio.flags();
+        match bio.op() {
+            Op::Write if bio.size() == 0 => {
+                let r = s.snap.snapshot_flush(self.id);
+                bio.end(r)
+            }
+            Op::Discard => {
+                let n = (bio.size() >> SECTOR_SHIFT) as u64;
+                let r = s.snap.snapshot_discard(self.id, sector, n);
+                bio.end(r)
+            }
+            Op::Read | Op::Write => rw(
+                bio,
+                sector,
+                |sec, b| s.snap.snapshot_read(self.id, sec, b),
+                |sec, b| s.snap.snapshot_write(self.id, sec, b, flags),
+            ),
+            Op::Other => bio.end(Err(Errno::EOPNOTSUPP)),
+        }
+    }
+
+    fn background(&self) -> bool {
+        match g().snap.merge_running(self.id) {
+            Ok(true) => matches!(g().snap.merge_step(self.id), Ok(MergeProgress::Merged(_))),
+            _ => false,
+        }
+    }
+}
+
+/// `snapshot <origin> <COW> <P|PO|N> <chunk>` and `snapshot-merge …`.
+pub(crate) struct Snapshot<const MERGE: bool> {
+    w: Arc<Worker<SnapIo>>,
+}
+
+#[vtable]
+impl<const MERGE: bool> DmTarget for Snapshot<MERGE> {
+    fn ctr(ctor: &mut Ctor<'_>, argv: &[&str]) -> core::result::Result<Self, TargetError> {
+        let len = ctor.len();
+        let id = g().snap.snapshot_ctr(MERGE, len, argv, &mut |p| ctor.get_device(p))?;
+        let begin = ctor.begin();
+        let w = match Worker::new(SnapIo { id, begin }) {
+            Ok(w) => w,
+            Err(_) => {
+                g().snap.snapshot_dtr(id);
+                return Err(TargetError::new(Errno::ENOMEM, "Could not allocate snapshot context"));
+            }
+        };
+        ctor.set_num_flush_bios(1);
+        ctor.set_flush_supported();
+        // Discards (`discard_zeroes_cow`) are not offered yet: dm core
+        // fails them with EOPNOTSUPP, as for a snapshot without the feature.
+        Ok(Snapshot { w })
+    }
+
+    fn map(&self, bio: Bio) -> Mapped {
+        Worker::defer(&self.w, bio);
+        Mapped::Submitted
+    }
+
+    fn status(&self, ty: StatusType, out: &mut Emitter<'_>) {
+        let _ = g().snap.snapshot_status(self.w.h.id, ty, out);
+    }
+
+    fn presuspend(&self) {
+        // `stop_merge`: the merge stops before the table suspends.
+        self.w.stop();
+    }
+
+    fn postsuspend(&self) {
+        let _ = g().snap.set_suspended(self.w.h.id, true);
+    }
+
+    fn preresume(&self) -> core::result::Result<(), Errno> {
+        g().snap.snapshot_preresume(self.w.h.id)
+    }
+
+    fn resume(&self) {
+        let _ = g().snap.snapshot_resume(self.w.h.id);
+        Worker::start(&self.w)
+    }
+}
+
+impl<const MERGE: bool> Drop for Snapshot<MERGE> {
+    fn drop(&mut self) {
+        self.w.stop();
+        g().snap.snapshot_dtr(self.w.h.id);
+    }
+}
+
+// ------------------------------------------------------------------- clone
+
+type Core = CloneTarget<KDev, SyncCopier>;
+
+struct CloneIo {
+    c: Core,
+    name: [u8; 16],
+    begin: u64,
+}
+
+impl CloneIo {
+    fn name(&self) -> &str {
+        let n = self.name.iter().position(|&c| c == 0).unwrap_or(self.name.len());
+        core::str::from_utf8(&self.name[..n]).unwrap_or("?")
+    }
+}
+
+impl Handler for CloneIo {
+    fn handle(&self, bio: Bio) {
+        let sector = bio.sector() - self.begin;
+        let flags = bio.flags();
+        let name = self.name();
+        match bio.op() {
+            Op::Write if bio.size() == 0 => {
+                let r = self.c.flush(name);
+                bio.end(r)
+            }
+            Op::Discard => {
+                let n = (bio.size() >> SECTOR_SHIFT) as u64;
+                let r = self.c.discard(name, sector, n);
+                bio.end(r)
+            }
+            Op::Read | Op::Write => {
+                rw(bio, sector, |s, b| self.c.read(s, b), |s, b| self.c.write(name, s, b, flags))
+            }
+            Op::Other => bio.end(Err(Errno::EOPNOTSUPP)),
+        }
+    }
+
+    fn background(&self) -> bool {
+        if !self.c.hydration_active() {
+            return false;
+        }
+        let more = self.c.hydrate_step().is_ok() && self.c.hydration_active();
+        if !more {
+            let _ = self.c.commit_metadata(self.name());
+        }
+        more
+    }
+}
+
+/// `clone <metadata> <destination> <source> <region size> [...]`.
+pub(crate) struct Clone {
+    w: Arc<Worker<CloneIo>>,
+}
+
+#[vtable]
+impl DmTarget for Clone {
+    fn ctr(ctor: &mut Ctor<'_>, argv: &[&str]) -> core::result::Result<Self, TargetError> {
+        let len = ctor.len();
+        let name = ctor.md_name();
+        let begin = ctor.begin();
+        let c = Core::ctr(len, argv, &mut |p| ctor.get_device(p), SyncCopier::default())?;
+        let w = Worker::new(CloneIo { c, name, begin })
+            .map_err(|_| TargetError::new(Errno::ENOMEM, "Failed to allocate clone structure"))?;
+        ctor.set_num_flush_bios(1);
+        ctor.set_flush_supported();
+        ctor.set_num_discard_bios(1);
+        Ok(Clone { w })
+    }
+
+    fn map(&self, bio: Bio) -> Mapped {
+        Worker::defer(&self.w, bio);
+        Mapped::Submitted
+    }
+
+    fn status(&self, ty: StatusType, out: &mut Emitter<'_>) {
+        let h = &self.w.h;
+        h.c.status(h.name(), ty, self.w.stopped(), out)
+    }
+
+    fn message(&self, argv: &[&str]) -> core::result::Result<(), Errno> {
+        let r = self.w.h.c.message(self.w.h.name(), argv);
+        if !self.w.stopped() {
+            Worker::kick(&self.w);
+        }
+        r
+    }
+
+    fn presuspend(&self) {
+        self.w.stop();
+    }
+
+    fn postsuspend(&self) {
+        self.w.h.c.postsuspend(self.w.h.name())
+    }
+
+    fn resume(&self) {
+        Worker::start(&self.w)
+    }
+}
+
+impl Drop for Clone {
+    fn drop(&mut self) {
+        self.w.stop();
+    }
+}
