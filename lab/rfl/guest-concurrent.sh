@@ -1,0 +1,59 @@
+# Guest script (run by rfl/concurrent.sh): several dd writers at once on
+# the origin and the snapshot, for the C targets (T=) and dm_rs (T=r), on
+# disks $O (origin, 64 MiB) and $C (COW). Prints, per target set, the
+# snapshot status and checksums of what the origin and the snapshot read
+# back; they must be equal for C and Rust. Then first-write COW
+# throughput through snapshot-origin, 4 KiB and 64 KiB writes.
+export DM_DISABLE_UDEV=1
+pat() { yes "$(printf "%-15.15s" "$1")" | head -c "$2"; }
+run() { # run PREFIX ORIGIN_DEV COW_DEV
+    p=$1 O=$2 C=$3
+    if [ -n "$p" ]; then so=${p}snap-origin; sn=${p}snapshot; else so=snapshot-origin; sn=snapshot; fi
+    dd if=/dev/zero of=$C bs=4096 count=1 conv=notrunc 2>/dev/null
+    dmsetup create origin --table "0 131072 $so $O" || return 1
+    dmsetup suspend origin
+    dmsetup create snap --table "0 131072 $sn $O $C P 16" || return 1
+    dmsetup resume origin
+    # 4 origin writers and 2 snapshot writers, overlapping chunks, 3 readers.
+    for w in 0 1 2 3; do
+        ( i=0; while [ $i -lt 16 ]; do
+            dd if=/tmp/pat.O$w of=/dev/mapper/origin bs=4096 seek=$(( (i*4 + w) * 2 )) count=2 oflag=direct 2>/dev/null
+            i=$((i+1)); done ) &
+    done
+    for w in 0 1; do
+        ( i=0; while [ $i -lt 16 ]; do
+            dd if=/tmp/pat.S$w of=/dev/mapper/snap bs=4096 seek=$(( 256 + (i*2 + w) * 3 )) count=3 oflag=direct 2>/dev/null
+            i=$((i+1)); done ) &
+    done
+    for r in 0 1 2; do
+        ( dd if=/dev/mapper/snap of=/dev/null bs=64k count=64 iflag=direct 2>/dev/null ) &
+    done
+    wait
+    echo "status: $(dmsetup status snap | cut -d' ' -f3-)"
+    echo "origin: $(dd if=/dev/mapper/origin bs=1M count=64 2>/dev/null | md5sum | cut -c1-32)"
+    echo "snap:   $(dd if=/dev/mapper/snap bs=1M count=64 2>/dev/null | md5sum | cut -c1-32)"
+    dmsetup remove snap; dmsetup remove origin
+}
+bench() { # bench PREFIX ORIGIN COW BS: first-write COW MB/s through snapshot-origin
+    p=$1 O=$2 C=$3 bs=$4
+    if [ -n "$p" ]; then so=${p}snap-origin; sn=${p}snapshot; else so=snapshot-origin; sn=snapshot; fi
+    dd if=/dev/zero of=$C bs=4096 count=1 conv=notrunc 2>/dev/null
+    dmsetup create origin --table "0 131072 $so $O"; dmsetup suspend origin
+    dmsetup create snap --table "0 131072 $sn $O $C P 16"; dmsetup resume origin
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    dd if=/dev/zero of=/dev/mapper/origin bs=$bs count=$((16777216 / bs)) oflag=direct 2>/dev/null
+    t1=$(cut -d' ' -f1 /proc/uptime)
+    echo "bench ${p:-c} $bs $(awk -v a=$t0 -v b=$t1 'BEGIN{printf "%.2f", 16/(b-a)}')"
+    dmsetup remove snap; dmsetup remove origin
+}
+for w in 0 1 2 3; do pat ORIGIN$w 8192 > /tmp/pat.O$w; done
+for w in 0 1; do pat SNAP$w 12288 > /tmp/pat.S$w; done
+dd if=/dev/zero of=/dev/vda bs=1M count=64 2>/dev/null; pat BASE 67108864 > /dev/vda
+dd if=/dev/vda of=/dev/vdc bs=1M count=64 2>/dev/null
+echo "== C"; run "" /dev/vda /dev/vdb || exit 1
+echo "== dm_rs"; run r /dev/vdc /dev/vdd || exit 1
+if [ -n "${BENCH:-1}" ]; then
+    for i in 1 2 3 4 5; do
+        for bs in 4096 65536; do bench "" /dev/vda /dev/vdb $bs; bench r /dev/vdc /dev/vdd $bs; done
+    done
+fi
