@@ -80,6 +80,11 @@ impl Ctor<'_> {
         self.ti.num_discard_bios = n;
     }
 
+    /// dm core passes discards even if a device below cannot.
+    pub(crate) fn set_discards_supported(&mut self) {
+        self.ti.set_discards_supported(true);
+    }
+
     pub(crate) fn set_flush_supported(&mut self) {
         self.ti.set_flush_supported(true);
     }

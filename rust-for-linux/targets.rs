@@ -297,6 +297,7 @@ impl DmTarget for Clone {
         ctor.set_num_flush_bios(1);
         ctor.set_flush_supported();
         ctor.set_num_discard_bios(1);
+        ctor.set_discards_supported();
         Ok(Clone { w })
     }
 

@@ -124,6 +124,21 @@ pub struct ExceptionStore<D, C> {
     ctx: Context<C>,
 }
 
+impl<D, C> ExceptionStore<D, C> {
+    /// Exchanges the COW devices of two stores. A handover moves the store
+    /// to the destination table, but each table keeps using the COW device
+    /// it opened itself (C: `snap_dest->store->snap = snap_dest`): the
+    /// source's handle is released when the source table goes.
+    pub fn swap_cow(&mut self, other: &mut Self) {
+        core::mem::swap(&mut self.store.cow, &mut other.store.cow);
+    }
+
+    /// The COW device this store does I/O on.
+    pub fn cow(&self) -> &D {
+        &self.store.cow
+    }
+}
+
 fn type_ctr_persistent(options: Option<&str>) -> core::result::Result<bool, TargetError> {
     match options {
         None => Ok(false),

@@ -150,6 +150,10 @@ pub enum MergeProgress {
 pub struct SnapshotDriver<D: DmDevice, K: ChunkCopier> {
     reg: RwSem<Registry<D>>,
     copier: K,
+    /// Only in loom builds, only set by loom-tests/tests/handover.rs: see
+    /// [`Self::break_handover_for_loom`].
+    #[cfg(loom)]
+    broken_handover: bool,
 }
 
 impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
@@ -158,7 +162,20 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         Ok(SnapshotDriver {
             reg: RwSem::new(Registry { slots: TryVec::new(), order: TryVec::new(), next_gen: 1 }, &ORIGINS_LOCK)?,
             copier,
+            #[cfg(loom)]
+            broken_handover: false,
         })
+    }
+
+    /// Test hook, compiled only with `--cfg loom`: breaks this driver's
+    /// handover on purpose. [`Self::snapshot_resume`] then drops the registry
+    /// write lock between moving the exceptions and activating the
+    /// destination, letting origin writes in where the kernel keeps the
+    /// origin suspended (b735fede8d95). The handover model's `#[should_panic]`
+    /// variant uses it to show the model catches the lost exception.
+    #[cfg(loom)]
+    pub fn break_handover_for_loom(&mut self) {
+        self.broken_handover = true;
     }
 
     /// `snapshot_ctr` (or the `snapshot-merge` constructor when `merge`):
@@ -372,6 +389,11 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
                 let mut d = b.snap.down_write();
                 handover_exceptions(&mut s, &mut d);
             }
+        }
+        #[cfg(loom)]
+        if self.broken_handover {
+            drop(reg);
+            reg = self.reg.down_write();
         }
         // reregister_snapshot
         let cs = reg.slot(id)?.snap.down_read().store.chunk_size();
@@ -713,6 +735,8 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
 fn handover_exceptions<D: DmDevice>(src: &mut DmSnapshot<D>, dest: &mut DmSnapshot<D>) {
     core::mem::swap(&mut src.complete, &mut dest.complete);
     core::mem::swap(&mut src.store, &mut dest.store);
+    // Each side goes on using the COW device its own table opened.
+    src.store.swap_cow(&mut dest.store);
     let po = src.store.userspace_supports_overflow();
     dest.store.set_userspace_supports_overflow(po);
     dest.valid = src.valid;
