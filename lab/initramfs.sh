@@ -5,18 +5,11 @@
 set -euo pipefail
 LAB=$(cd "$(dirname "$0")" && pwd)
 . "$LAB/env.sh"
+. "$LAB/rootfs.sh"
 MODS="virtio_blk dm-mod dm-snapshot crc32c_generic libcrc32c dm-persistent-data dm-bio-prison dm-clone"
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,lib/modules}
-cp /bin/busybox "$root/bin/busybox"
-for a in $("$root/bin/busybox" --list); do
-    [ -e "$root/bin/$a" ] || ln -s busybox "$root/bin/$a"
-done
-install -D -m755 /usr/sbin/dmsetup "$root/usr/sbin/dmsetup"
-for l in $(ldd /usr/sbin/dmsetup | grep -o '/[^ ]*'); do
-    [ -e "$root$l" ] || install -D -m755 "$(readlink -f "$l")" "$root$l"
-done
+rootfs_skeleton "$root"
 : > "$root/lib/modules/load.list"
 for m in $MODS; do
     modprobe -d "$CACHE/kernel" -S "$KVER" --show-depends "$m" | awk '$1=="insmod"{print $2}'

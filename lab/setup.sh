@@ -44,7 +44,7 @@ fi
 depmod -b "$CACHE/kernel" "$KVER"
 
 # The initramfs, rebuilt when its recipe changes.
-stamp=$(cat "$LAB/initramfs.sh" "$LAB/env.sh" | md5sum | cut -c1-16)
+stamp=$(cat "$LAB/initramfs.sh" "$LAB/rootfs.sh" "$LAB/env.sh" | md5sum | cut -c1-16)
 if [ ! -e "$CACHE/base.cpio.gz" ] || [ "$(cat "$CACHE/base.stamp" 2>/dev/null)" != "$stamp" ]; then
     "$LAB/initramfs.sh"
     echo "$stamp" > "$CACHE/base.stamp"

@@ -7,17 +7,10 @@
 # log lines that matter (dm messages, warnings, lockdep, kmemleak).
 set -euo pipefail
 KOUT=$1 KO=$2 OUT=$3
+. "$(dirname "$0")/../rootfs.sh"
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,lib/modules}
-cp /bin/busybox "$root/bin/busybox"
-for a in $("$root/bin/busybox" --list); do
-    [ -e "$root/bin/$a" ] || ln -s busybox "$root/bin/$a"
-done
-install -D -m755 /usr/sbin/dmsetup "$root/usr/sbin/dmsetup"
-for l in $(ldd /usr/sbin/dmsetup | grep -o '/[^ ]*'); do
-    [ -e "$root$l" ] || install -D -m755 "$(readlink -f "$l")" "$root$l"
-done
+rootfs_skeleton "$root"
 kver=$(ls "$KOUT/modroot/lib/modules")
 : > "$root/lib/modules/load.list"
 for m in dm-snapshot dm-clone; do
