@@ -4,7 +4,7 @@
 //! `blkdev_issue_flush` and `blkdev_issue_discard`.
 
 use crate::b;
-use dmrs_core::platform::{BlockDevice, DmDevice, ReqFlags, SECTOR_SHIFT};
+use dmrs_core::platform::{BlockDevice, DmDevice, QueueLimits, ReqFlags, SECTOR_SHIFT};
 use dmrs_core::{Errno, Result};
 
 /// The module's one `dm_io_client` (a bio set and page pool), created at
@@ -38,6 +38,9 @@ pub(crate) struct KDev {
     dev: *mut b::dm_dev,
     name: [u8; 16],
     name_len: usize,
+    /// `%pg` of the block device ("vdb"), for messages.
+    disk: [u8; 32],
+    disk_len: usize,
 }
 
 // SAFETY: `dm_dev` is shared by dm across CPUs; we only read its fields and
@@ -61,7 +64,17 @@ impl KDev {
             name[i] = *c as u8;
             name_len = i + 1;
         }
-        KDev { dev, name, name_len }
+        let mut disk = [0u8; 32];
+        // SAFETY: a bounded, NUL-terminated format into our buffer; `%pg`
+        // takes the open device's `block_device`.
+        let n = unsafe { b::snprintf(disk.as_mut_ptr().cast(), disk.len(), c"%pg".as_ptr().cast(), (*dev).bdev) };
+        let disk_len = (n.max(0) as usize).min(disk.len() - 1);
+        KDev { dev, name, name_len, disk, disk_len }
+    }
+
+    /// The `dm_dev` for dm core's callouts (`iterate_devices`).
+    pub(crate) fn raw(&self) -> *mut b::dm_dev {
+        self.dev
     }
 
     pub(crate) fn bdev(&self) -> *mut b::block_device {
@@ -144,6 +157,21 @@ impl BlockDevice for KDev {
         unsafe { (*(*self.bdev()).bd_queue).limits.logical_block_size }
     }
 
+    fn queue_limits(&self) -> QueueLimits {
+        // SAFETY: an open device has a queue; its limits are read as
+        // `bdev_get_queue(bdev)->limits` is in C.
+        let l = unsafe { &(*(*self.bdev()).bd_queue).limits };
+        QueueLimits {
+            io_min: l.io_min,
+            io_opt: l.io_opt,
+            max_discard_sectors: l.max_discard_sectors,
+            max_hw_discard_sectors: l.max_hw_discard_sectors,
+            discard_granularity: l.discard_granularity,
+            discard_alignment: l.discard_alignment,
+            max_discard_segments: l.max_discard_segments,
+        }
+    }
+
     fn discard(&self, sector: u64, nr_sectors: u64) -> Result<()> {
         // SAFETY: open device; GFP_KERNEL, we may sleep here.
         let r = unsafe { b::blkdev_issue_discard(self.bdev(), sector, nr_sectors, kernel::bindings::GFP_KERNEL) };
@@ -158,5 +186,9 @@ impl DmDevice for KDev {
 
     fn name(&self) -> &str {
         core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("?")
+    }
+
+    fn disk_name(&self) -> &str {
+        core::str::from_utf8(&self.disk[..self.disk_len]).unwrap_or("?")
     }
 }

@@ -14,6 +14,7 @@ use kernel::ffi::{c_char, c_int, c_uint, c_void};
 use core::marker::PhantomData;
 use dmrs_core::args::Args;
 use dmrs_core::emit::{Emitter, StatusType};
+use dmrs_core::platform::QueueLimits;
 use dmrs_core::{Errno, TargetError};
 use kernel::prelude::*;
 
@@ -117,6 +118,16 @@ pub(crate) trait DmTarget: Sized + Send + Sync {
     }
     /// `resume`.
     fn resume(&self) {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+    /// `iterate_devices`: calls `f(dev, start, len)` for every device the
+    /// target maps to, stopping at the first error (dm core stacks their
+    /// queue limits and checks their capabilities through it).
+    fn iterate_devices(&self, _f: &mut dyn FnMut(&KDev, u64, u64) -> core::result::Result<(), c_int>) -> c_int {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+    /// `io_hints`: adjusts the limits dm core stacked from the devices.
+    fn io_hints(&self, _limits: &mut QueueLimits) {
         kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 }
@@ -282,6 +293,44 @@ unsafe extern "C" fn resume_tramp<T: DmTarget>(ti: *mut b::dm_target) {
     private::<T>(ti).resume()
 }
 
+unsafe extern "C" fn iterate_devices_tramp<T: DmTarget>(
+    ti: *mut b::dm_target,
+    f: b::iterate_devices_callout_fn,
+    data: *mut c_void,
+) -> c_int {
+    let Some(f) = f else { return 0 };
+    private::<T>(ti).iterate_devices(&mut |dev, start, len| {
+        // SAFETY: dm core's callout with its own `data`, on a device this
+        // target opened.
+        match unsafe { f(ti, dev.raw(), start, len, data) } {
+            0 => Ok(()),
+            r => Err(r),
+        }
+    })
+}
+
+unsafe extern "C" fn io_hints_tramp<T: DmTarget>(ti: *mut b::dm_target, limits: *mut b::queue_limits) {
+    // SAFETY: dm core's limits for this target, ours for the call.
+    let l = unsafe { &mut *limits };
+    let mut q = QueueLimits {
+        io_min: l.io_min,
+        io_opt: l.io_opt,
+        max_discard_sectors: l.max_discard_sectors,
+        max_hw_discard_sectors: l.max_hw_discard_sectors,
+        discard_granularity: l.discard_granularity,
+        discard_alignment: l.discard_alignment,
+        max_discard_segments: l.max_discard_segments,
+    };
+    private::<T>(ti).io_hints(&mut q);
+    l.io_min = q.io_min;
+    l.io_opt = q.io_opt;
+    l.max_discard_sectors = q.max_discard_sectors;
+    l.max_hw_discard_sectors = q.max_hw_discard_sectors;
+    l.discard_granularity = q.discard_granularity;
+    l.discard_alignment = q.discard_alignment;
+    l.max_discard_segments = q.max_discard_segments;
+}
+
 /// A registered target type; unregistered on drop.
 pub(crate) struct Registration<T: DmTarget> {
     tt: *mut b::target_type,
@@ -314,6 +363,8 @@ impl<T: DmTarget> Registration<T> {
             postsuspend: if T::HAS_POSTSUSPEND { Some(postsuspend_tramp::<T>) } else { None },
             preresume: if T::HAS_PRERESUME { Some(preresume_tramp::<T>) } else { None },
             resume: if T::HAS_RESUME { Some(resume_tramp::<T>) } else { None },
+            iterate_devices: if T::HAS_ITERATE_DEVICES { Some(iterate_devices_tramp::<T>) } else { None },
+            io_hints: if T::HAS_IO_HINTS { Some(io_hints_tramp::<T>) } else { None },
             ..Default::default()
         };
         let tt = KBox::into_raw(KBox::new(tt, GFP_KERNEL)?);

@@ -10,7 +10,7 @@ use crate::worker::{Handler, Worker};
 use dmrs_core::clone::target::CloneTarget;
 use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::mem::try_zeroed;
-use dmrs_core::platform::{BlockDevice, DmDevice, SyncCopier, SECTOR_SHIFT};
+use dmrs_core::platform::{BlockDevice, DmDevice, QueueLimits, SyncCopier, SECTOR_SHIFT};
 use dmrs_core::snapshot::{ctr::parse_origin_args, MergeProgress, SnapId, SnapshotDriver};
 use dmrs_core::{Errno, TargetError};
 use kernel::prelude::*;
@@ -72,6 +72,7 @@ fn rw(
 struct OriginIo {
     dev: KDev,
     begin: u64,
+    len: u64,
 }
 
 impl Handler for OriginIo {
@@ -93,7 +94,7 @@ impl DmTarget for Origin {
     fn ctr(ctor: &mut Ctor<'_>, argv: &[&str]) -> core::result::Result<Self, TargetError> {
         let path = parse_origin_args(argv)?;
         let dev = ctor.get_device(path).map_err(|e| TargetError::new(e, "Cannot get target device"))?;
-        let w = Worker::new(OriginIo { dev, begin: ctor.begin() })
+        let w = Worker::new(OriginIo { dev, begin: ctor.begin(), len: ctor.len() })
             .map_err(|_| TargetError::new(Errno::ENOMEM, "Could not allocate origin structure"))?;
         ctor.set_num_flush_bios(1);
         Ok(Origin { w })
@@ -127,6 +128,14 @@ impl DmTarget for Origin {
     fn postsuspend(&self) {
         self.w.stop()
     }
+
+    /// `origin_iterate_devices`.
+    fn iterate_devices(&self, f: &mut dyn FnMut(&KDev, u64, u64) -> core::result::Result<(), i32>) -> i32 {
+        match f(&self.w.h.dev, 0, self.w.h.len) {
+            Ok(()) => 0,
+            Err(r) => r,
+        }
+    }
 }
 
 // ------------------------------------------------- snapshot, snapshot-merge
@@ -134,6 +143,7 @@ impl DmTarget for Origin {
 struct SnapIo {
     id: SnapId,
     begin: u64,
+    len: u64,
 }
 
 impl Handler for SnapIo {
@@ -180,17 +190,23 @@ impl<const MERGE: bool> DmTarget for Snapshot<MERGE> {
         let len = ctor.len();
         let id = g().snap.snapshot_ctr(MERGE, len, argv, &mut |p| ctor.get_device(p))?;
         let begin = ctor.begin();
-        let w = match Worker::new(SnapIo { id, begin }) {
+        let w = match Worker::new(SnapIo { id, begin, len }) {
             Ok(w) => w,
             Err(_) => {
                 g().snap.snapshot_dtr(id);
                 return Err(TargetError::new(Errno::ENOMEM, "Could not allocate snapshot context"));
             }
         };
+        // One flush bio (the kernel's merge target asks for two, origin and
+        // COW: `snapshot_flush` flushes both from the one). Whether the
+        // device takes flushes comes from the devices (`iterate_devices`).
         ctor.set_num_flush_bios(1);
-        ctor.set_flush_supported();
-        // Discards (`discard_zeroes_cow`) are not offered yet: dm core
-        // fails them with EOPNOTSUPP, as for a snapshot without the feature.
+        // With `discard_zeroes_cow` dm core sends discards (the kernel asks
+        // for a second bio for `discard_passdown_origin`; the core passes
+        // down from the one). Without it dm core fails them (EOPNOTSUPP).
+        if g().snap.snapshot_discards(id) == Ok(true) {
+            ctor.set_num_discard_bios(1);
+        }
         Ok(Snapshot { w })
     }
 
@@ -219,6 +235,17 @@ impl<const MERGE: bool> DmTarget for Snapshot<MERGE> {
     fn resume(&self) {
         let _ = g().snap.snapshot_resume(self.w.h.id);
         Worker::start(&self.w)
+    }
+
+    fn iterate_devices(&self, f: &mut dyn FnMut(&KDev, u64, u64) -> core::result::Result<(), i32>) -> i32 {
+        match g().snap.snapshot_iterate_devices(self.w.h.id, self.w.h.len, f) {
+            Ok(Ok(())) | Err(_) => 0,
+            Ok(Err(r)) => r,
+        }
+    }
+
+    fn io_hints(&self, limits: &mut QueueLimits) {
+        let _ = g().snap.snapshot_io_hints(self.w.h.id, limits);
     }
 }
 
@@ -329,6 +356,17 @@ impl DmTarget for Clone {
 
     fn resume(&self) {
         Worker::start(&self.w)
+    }
+
+    fn iterate_devices(&self, f: &mut dyn FnMut(&KDev, u64, u64) -> core::result::Result<(), i32>) -> i32 {
+        match self.w.h.c.iterate_devices(f) {
+            Ok(()) => 0,
+            Err(r) => r,
+        }
+    }
+
+    fn io_hints(&self, limits: &mut QueueLimits) {
+        self.w.h.c.io_hints(limits)
     }
 }
 

@@ -7,7 +7,7 @@
 
 use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::mem::TryVec;
-use dmrs_core::platform::{BlockDevice, DmDevice, ReqFlags, SyncCopier, SECTOR_SIZE};
+use dmrs_core::platform::{BlockDevice, DmDevice, QueueLimits, ReqFlags, SyncCopier, SECTOR_SIZE};
 use dmrs_core::snapshot::{self, ctr::parse_origin_args, MergeProgress, SnapId, SnapshotDriver, Volatile};
 use dmrs_core::{Errno, Result as KResult, TargetError};
 use std::collections::{BTreeMap, HashMap};
@@ -46,6 +46,9 @@ impl BlockDevice for HostDev {
     }
     fn discard(&self, s: u64, n: u64) -> KResult<()> {
         self.dev.discard(s, n)
+    }
+    fn queue_limits(&self) -> QueueLimits {
+        self.dev.queue_limits()
     }
 }
 
@@ -220,6 +223,10 @@ impl DeviceMapper {
             "clone" => {
                 let c = Clone::ctr(len, &params, &mut |p| Self::get_device(files, p), SyncCopier::default())
                     .map_err(|e| fail(e, ttype))?;
+                // dm core calculates the queue limits when the table is
+                // bound; `clone_io_hints` turns passdown off there when
+                // the destination cannot discard.
+                c.io_hints(&mut QueueLimits::default());
                 Target::Clone(Box::new(c))
             }
             other => {

@@ -3,7 +3,7 @@
 //! with `pread`/`pwrite` at sector offsets. A flush is `fdatasync`; a FUA
 //! write is the write followed by `fdatasync`; `PREFLUSH` syncs first.
 
-use dmrs_core::platform::{BlockDevice, ReqFlags, SECTOR_SIZE};
+use dmrs_core::platform::{BlockDevice, QueueLimits, ReqFlags, SECTOR_SIZE};
 use dmrs_core::{Errno, Result};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -244,6 +244,15 @@ impl BlockDevice for FileDev {
             return Err(errno_of(&io::Error::last_os_error()));
         }
         Ok(())
+    }
+
+    fn queue_limits(&self) -> QueueLimits {
+        if self.is_blockdev {
+            // `discard` above refuses block devices (no BLKDISCARD yet).
+            QueueLimits { io_min: self.lbs, ..QueueLimits::default() }
+        } else {
+            QueueLimits::discard_anything(self.lbs)
+        }
     }
 
     fn prefetch(&self, sector: u64, nr_sectors: u64) {

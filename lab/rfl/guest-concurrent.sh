@@ -14,7 +14,10 @@ run() { # run PREFIX ORIGIN_DEV COW_DEV
     dmsetup suspend origin
     dmsetup create snap --table "0 131072 $sn $O $C P 16" || return 1
     dmsetup resume origin
-    # 4 origin writers and 2 snapshot writers, overlapping chunks, 3 readers.
+    # 4 origin writers (one chunk each write) and 2 snapshot writers (12 KiB
+    # across chunk boundaries, sharing chunks with each other and with the
+    # origin writers), 3 readers. Whatever the order, the snapshot reads
+    # BASE plus its own writes and the origin BASE plus the origin's.
     for w in 0 1 2 3; do
         ( i=0; while [ $i -lt 16 ]; do
             dd if=/tmp/pat.O$w of=/dev/mapper/origin bs=4096 seek=$(( (i*4 + w) * 2 )) count=2 oflag=direct 2>/dev/null
@@ -22,7 +25,7 @@ run() { # run PREFIX ORIGIN_DEV COW_DEV
     done
     for w in 0 1; do
         ( i=0; while [ $i -lt 16 ]; do
-            dd if=/tmp/pat.S$w of=/dev/mapper/snap bs=4096 seek=$(( 256 + (i*2 + w) * 3 )) count=3 oflag=direct 2>/dev/null
+            dd if=/tmp/pat.S$w of=/dev/mapper/snap bs=4096 seek=$(( 1 + (i*2 + w) * 3 )) count=3 oflag=direct 2>/dev/null
             i=$((i+1)); done ) &
     done
     for r in 0 1 2; do
@@ -52,7 +55,7 @@ dd if=/dev/zero of=/dev/vda bs=1M count=64 2>/dev/null; pat BASE 67108864 > /dev
 dd if=/dev/vda of=/dev/vdc bs=1M count=64 2>/dev/null
 echo "== C"; run "" /dev/vda /dev/vdb || exit 1
 echo "== dm_rs"; run r /dev/vdc /dev/vdd || exit 1
-if [ -n "${BENCH:-1}" ]; then
+if [ -n "${BENCH-1}" ]; then
     for i in 1 2 3 4 5; do
         for bs in 4096 65536; do bench "" /dev/vda /dev/vdb $bs; bench r /dev/vdc /dev/vdd $bs; done
     done

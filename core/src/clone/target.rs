@@ -12,7 +12,7 @@ use crate::args::kstrtouint;
 use crate::emit::{Emitter, StatusType};
 use crate::errno::{Errno, Result, TargetError};
 use crate::mem::TryVec;
-use crate::platform::{split_io, ChunkCopier, DmDevice, ReqFlags, SECTOR_SHIFT};
+use crate::platform::{split_io, ChunkCopier, DmDevice, QueueLimits, ReqFlags, SECTOR_SHIFT};
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, LockClass, Ordering, RwSem};
 
 /// Serialises metadata commits (the worker's commit against suspend's).
@@ -479,6 +479,62 @@ impl<D: DmDevice, K: ChunkCopier> CloneTarget<D, K> {
         }
         crate::dm_err!(DM_MSG_PREFIX, "{}: Unsupported message `{}'", name, m);
         Err(Errno::EINVAL)
+    }
+
+    /// `disable_passdown_if_not_supported`: a destination that cannot
+    /// discard, or not a whole region at once, turns passdown off (the
+    /// status line then shows `no_discard_passdown`).
+    fn disable_passdown_if_not_supported(&self) {
+        if !self.discard_passdown.load(Ordering::Acquire) {
+            return;
+        }
+        let dest = self.dest.queue_limits();
+        let reason = if dest.max_discard_sectors == 0 {
+            "discard unsupported"
+        } else if u64::from(dest.max_discard_sectors) < self.region_size {
+            "max discard sectors smaller than a region"
+        } else {
+            return;
+        };
+        crate::dm_warn!(
+            DM_MSG_PREFIX,
+            "Destination device ({}) {}: Disabling discard passdown.",
+            self.dest.disk_name(),
+            reason
+        );
+        self.discard_passdown.store(false, Ordering::Release);
+    }
+
+    /// `clone_io_hints`: dm core stacked `limits` from the source and the
+    /// destination; a region-sized I/O is preferred unless `io_opt` is
+    /// already a multiple of it, and discards get the limits
+    /// `set_discard_limits` gives (virtual without passdown, the
+    /// destination's with it: discards never reach the source).
+    pub fn io_hints(&self, limits: &mut QueueLimits) {
+        let io_opt_sectors = u64::from(limits.io_opt >> SECTOR_SHIFT);
+        if io_opt_sectors < self.region_size || io_opt_sectors % self.region_size != 0 {
+            limits.io_min = (self.region_size << SECTOR_SHIFT) as u32;
+            limits.io_opt = (self.region_size << SECTOR_SHIFT) as u32;
+        }
+        self.disable_passdown_if_not_supported();
+        if !self.discard_passdown.load(Ordering::Acquire) {
+            limits.discard_granularity = (self.region_size << SECTOR_SHIFT) as u32;
+            let max = u64::from(u32::MAX >> SECTOR_SHIFT);
+            limits.max_hw_discard_sectors = (max - max % self.region_size) as u32;
+            return;
+        }
+        let dest = self.dest.queue_limits();
+        limits.max_hw_discard_sectors = dest.max_hw_discard_sectors;
+        limits.discard_granularity = dest.discard_granularity;
+        limits.discard_alignment = dest.discard_alignment;
+        limits.max_discard_segments = dest.max_discard_segments;
+    }
+
+    /// `clone_iterate_devices`: the source, then the destination, each
+    /// over the target's length (the metadata device is not stacked).
+    pub fn iterate_devices<R>(&self, f: &mut dyn FnMut(&D, u64, u64) -> core::result::Result<(), R>) -> core::result::Result<(), R> {
+        f(&self.source, 0, self.ti_len)?;
+        f(&self.dest, 0, self.ti_len)
     }
 
     /// `clone_postsuspend`: commit what is pending.

@@ -2,6 +2,7 @@
 //! Block device I/O in sectors, with the request flags the stores use.
 
 use crate::errno::Result;
+use crate::platform::QueueLimits;
 
 /// `SECTOR_SHIFT`.
 pub const SECTOR_SHIFT: u32 = 9;
@@ -50,6 +51,12 @@ pub trait BlockDevice: Send + Sync {
     fn discard(&self, _sector: u64, _nr_sectors: u64) -> Result<()> {
         Err(crate::errno::Errno::EOPNOTSUPP)
     }
+
+    /// The device's queue limits (`bdev_get_queue(bdev)->limits`).
+    /// Default: no discard support, no I/O size preference.
+    fn queue_limits(&self) -> QueueLimits {
+        QueueLimits { io_min: self.logical_block_size(), ..QueueLimits::default() }
+    }
 }
 
 /// A device a target holds (`struct dm_dev`): a cheap handle to a block
@@ -61,6 +68,11 @@ pub trait DmDevice: BlockDevice + Clone {
     /// The name `STATUSTYPE_TABLE` prints (`dm_dev->name`: major:minor in
     /// the kernel, the path as given in the hosted shim).
     fn name(&self) -> &str;
+    /// The name kernel messages print for the device (`%pg`: "vdb",
+    /// "sda1"); the table name where there is no other.
+    fn disk_name(&self) -> &str {
+        self.name()
+    }
 }
 
 impl<T: BlockDevice + ?Sized> BlockDevice for &T {
@@ -84,6 +96,9 @@ impl<T: BlockDevice + ?Sized> BlockDevice for &T {
     }
     fn discard(&self, sector: u64, nr_sectors: u64) -> Result<()> {
         (**self).discard(sector, nr_sectors)
+    }
+    fn queue_limits(&self) -> QueueLimits {
+        (**self).queue_limits()
     }
 }
 

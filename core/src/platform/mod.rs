@@ -6,8 +6,10 @@
 
 pub mod block;
 pub mod copy;
+pub mod limits;
 pub mod ramdev;
 
 pub use block::{split_io, BlockDevice, DmDevice, ReqFlags, SECTOR_SHIFT, SECTOR_SIZE};
 pub use copy::{ChunkCopier, SyncCopier};
+pub use limits::QueueLimits;
 pub use ramdev::RamDev;

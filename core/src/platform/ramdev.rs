@@ -6,6 +6,7 @@
 //! not durable, as a power cut would.
 
 use super::block::{BlockDevice, DmDevice, ReqFlags, SECTOR_SHIFT, SECTOR_SIZE};
+use super::QueueLimits;
 use crate::errno::{Errno, Result};
 use crate::mem::{self, TryVec};
 use crate::sync::{LockClass, SpinLock};
@@ -52,6 +53,7 @@ pub struct RamDev {
     sectors: u64,
     lbs: u32,
     name: &'static str,
+    limits: Option<QueueLimits>,
 }
 
 fn range(sector: u64, len: usize, sectors: u64) -> Result<core::ops::Range<usize>> {
@@ -88,12 +90,19 @@ impl RamDev {
             sectors,
             lbs: logical_block_size,
             name: "ram",
+            limits: None,
         })
     }
 
     /// Sets the name a table shows for it.
     pub fn named(mut self, name: &'static str) -> Self {
         self.name = name;
+        self
+    }
+
+    /// Sets the queue limits it reports (default: discards anything).
+    pub fn with_limits(mut self, limits: QueueLimits) -> Self {
+        self.limits = Some(limits);
         self
     }
 
@@ -236,6 +245,10 @@ impl BlockDevice for RamDev {
         g.cache.get_mut(r.clone()).ok_or(Errno::EIO)?.fill(0);
         g.unflushed.try_push((r.start as u64, len as u64))?;
         Ok(())
+    }
+
+    fn queue_limits(&self) -> QueueLimits {
+        self.limits.unwrap_or(QueueLimits::discard_anything(self.lbs))
     }
 }
 

@@ -18,7 +18,7 @@ use crate::exception::DM_CHUNK_CONSECUTIVE_BITS;
 use crate::exception_store::{ExceptionStore, Metadata};
 use crate::exception_table::{table_sizes, ExceptionTable};
 use crate::mem::{self, TryVec};
-use crate::platform::{split_io, ChunkCopier, DmDevice, ReqFlags, SECTOR_SHIFT};
+use crate::platform::{split_io, ChunkCopier, DmDevice, QueueLimits, ReqFlags, SECTOR_SHIFT};
 use crate::sync::{LockClass, RwSem, RwSemReadGuard};
 
 /// `_origins_lock`.
@@ -420,6 +420,47 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         let reg = self.reg.down_read();
         let slot = reg.slot(id)?;
         Ok(f(&reg, slot))
+    }
+
+    /// Whether the table takes discards (`discard_zeroes_cow`): the
+    /// constructor then asks dm core for discard bios.
+    pub fn snapshot_discards(&self, id: SnapId) -> Result<bool> {
+        self.with_snapshot(id, |_, slot| slot.snap.down_read().discard_zeroes_cow)
+    }
+
+    /// `snapshot_io_hints`: with `discard_zeroes_cow`, discards are split
+    /// on the chunk size (the handover source's while one is pending). As
+    /// the kernel, `discard_granularity` gets the chunk size in sectors.
+    pub fn snapshot_io_hints(&self, id: SnapId, limits: &mut QueueLimits) -> Result<()> {
+        let reg = self.reg.down_read();
+        let slot = reg.slot(id)?;
+        if !slot.snap.down_read().discard_zeroes_cow {
+            return Ok(());
+        }
+        let from = match reg.find_sharing_cow(slot.origin_id, slot.cow_id) {
+            Sharing { src: Some(src), dest: Some(_), .. } => reg.at(src).unwrap_or(slot),
+            _ => slot,
+        };
+        let cs = u32::try_from(from.snap.down_read().chunk_size()).map_err(|_| Errno::EINVAL)?;
+        limits.discard_granularity = cs;
+        limits.max_hw_discard_sectors = cs;
+        Ok(())
+    }
+
+    /// `snapshot_iterate_devices`: the origin over the target's length,
+    /// then the whole COW device.
+    pub fn snapshot_iterate_devices<R>(
+        &self,
+        id: SnapId,
+        ti_len: u64,
+        f: &mut dyn FnMut(&D, u64, u64) -> core::result::Result<(), R>,
+    ) -> Result<core::result::Result<(), R>> {
+        let (origin, cow) = self.with_snapshot(id, |_, slot| {
+            let s = slot.snap.down_read();
+            (s.origin.clone(), s.cow.clone())
+        })?;
+        // Called without locks: dm core may sleep in the callout.
+        Ok(f(&origin, 0, ti_len).and_then(|_| f(&cow, 0, cow.size_sectors())))
     }
 
     /// `snapshot_status` into `out`.

@@ -162,3 +162,76 @@ fn corrupt_metadata_is_refused() {
     d.write(0, &b, crate::platform::ReqFlags::empty()).unwrap();
     assert_eq!(CloneMetadata::open(&d, 131072, 8).err(), Some(Errno::EILSEQ));
 }
+
+/// `clone_io_hints`: region-sized io_min/io_opt unless io_opt is already a
+/// multiple; discard limits from the destination with passdown, virtual
+/// ones without; a destination that cannot discard turns passdown off.
+#[test]
+fn io_hints_set_the_kernels_limits() {
+    use super::target::CloneTarget;
+    use crate::emit::{Emitter, StatusType};
+    use crate::platform::{DmDevice, QueueLimits, SyncCopier};
+    let meta = RamDev::new(META, 512).unwrap().named("meta");
+    let src = RamDev::new(2048, 512).unwrap().named("src");
+    let capable = QueueLimits {
+        max_discard_sectors: 1024,
+        max_hw_discard_sectors: 2048,
+        discard_granularity: 4096,
+        discard_alignment: 512,
+        max_discard_segments: 3,
+        ..QueueLimits::default()
+    };
+    let info_status = |c: &CloneTarget<&RamDev, SyncCopier>| {
+        let mut buf = [0u8; 256];
+        let mut e = Emitter::new(&mut buf);
+        c.status("253:0", StatusType::Info, true, &mut e);
+        let n = e.len();
+        alloc::string::String::from_utf8(buf[..n].to_vec()).unwrap()
+    };
+    let mut seen = Vec::new();
+    for (dest_limits, region, io_opt, want_passdown) in [
+        (capable, 8u64, 0u32, true),
+        // max_discard_sectors (1024) smaller than a region of 2048 sectors.
+        (capable, 2048, 0, false),
+        (QueueLimits::default(), 8, 65536, false),
+    ] {
+        let dest = RamDev::new(2048, 512).unwrap().named("dest").with_limits(dest_limits);
+        let devs = [&meta, &dest, &src];
+        let region_arg = alloc::format!("{region}");
+        let argv = ["meta", "dest", "src", region_arg.as_str()];
+        let mut get = |p: &str| Ok(*devs.iter().find(|d| d.name() == p).unwrap());
+        let c = CloneTarget::ctr(2048, &argv, &mut get, SyncCopier::default()).unwrap();
+        let mut l = QueueLimits { io_opt, ..QueueLimits::default() };
+        c.io_hints(&mut l);
+        let region_bytes = (region << 9) as u32;
+        if io_opt == 65536 {
+            assert_eq!((l.io_min, l.io_opt), (0, 65536), "io_opt is a multiple of the region: kept");
+        } else {
+            assert_eq!((l.io_min, l.io_opt), (region_bytes, region_bytes));
+        }
+        if want_passdown {
+            assert_eq!(
+                (l.max_hw_discard_sectors, l.discard_granularity, l.discard_alignment, l.max_discard_segments),
+                (2048, 4096, 512, 3)
+            );
+            assert!(!info_status(&c).contains("no_discard_passdown"));
+        } else {
+            let max = (u32::MAX >> 9) as u64;
+            assert_eq!(l.discard_granularity, region_bytes);
+            assert_eq!(l.max_hw_discard_sectors as u64, max - max % region);
+            assert!(info_status(&c).contains("1 no_discard_passdown"), "{}", info_status(&c));
+        }
+        let mut devs_seen = Vec::new();
+        c.iterate_devices::<()>(&mut |d, start, len| {
+            devs_seen.push((alloc::string::String::from(d.name()), start, len));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(devs_seen, [("src".into(), 0, 2048), ("dest".into(), 0, 2048)]);
+        seen.push(want_passdown);
+        drop(c);
+        // A fresh metadata device per geometry.
+        meta.write(0, &[0u8; 4096], crate::platform::ReqFlags::FUA).unwrap();
+    }
+    assert_eq!(seen, [true, false, false]);
+}

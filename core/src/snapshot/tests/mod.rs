@@ -6,7 +6,7 @@
 use super::*;
 use crate::emit::{Emitter, StatusType};
 use crate::errno::{Errno, Result};
-use crate::platform::{BlockDevice, DmDevice, RamDev, ReqFlags, SyncCopier};
+use crate::platform::{BlockDevice, DmDevice, QueueLimits, RamDev, ReqFlags, SyncCopier};
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec;
@@ -366,4 +366,22 @@ fn discard_features() {
     let p = lab.snap("origin cow3 P 16 2 discard_zeroes_cow discard_passdown_origin");
     lab.drv.snapshot_discard(p, 64, 16).unwrap();
     assert!(all(&lab.origin(64, 8192), 0), "passed down to the origin");
+    // snapshot_io_hints: discards split on the chunk (granularity in
+    // sectors, as the kernel writes it); untouched without the feature.
+    let mut l = QueueLimits::default();
+    lab.drv.snapshot_io_hints(plain, &mut l).unwrap();
+    assert_eq!(l, QueueLimits::default());
+    assert!(!lab.drv.snapshot_discards(plain).unwrap() && lab.drv.snapshot_discards(z).unwrap());
+    lab.drv.snapshot_io_hints(p, &mut l).unwrap();
+    assert_eq!((l.discard_granularity, l.max_hw_discard_sectors), (16, 16));
+    // snapshot_iterate_devices: origin over the table, COW whole.
+    let mut seen = Vec::new();
+    lab.drv
+        .snapshot_iterate_devices::<()>(p, 16384, &mut |d, start, len| {
+            seen.push((d.name, start, len));
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, [("origin", 0, 16384), ("cow3", 0, 8192)]);
 }
