@@ -32,7 +32,7 @@ run() { # run PREFIX ORIGIN_DEV COW_DEV
         ( dd if=/dev/mapper/snap of=/dev/null bs=64k count=64 iflag=direct 2>/dev/null ) &
     done
     wait
-    echo "status: $(dmsetup status snap | cut -d' ' -f3-)"
+    echo "status: $(dmsetup status snap | cut -d' ' -f4-)"
     echo "origin: $(dd if=/dev/mapper/origin bs=1M count=64 2>/dev/null | md5sum | cut -c1-32)"
     echo "snap:   $(dd if=/dev/mapper/snap bs=1M count=64 2>/dev/null | md5sum | cut -c1-32)"
     dmsetup remove snap; dmsetup remove origin

@@ -532,7 +532,10 @@ impl<D: DmDevice, K: ChunkCopier> CloneTarget<D, K> {
 
     /// `clone_iterate_devices`: the source, then the destination, each
     /// over the target's length (the metadata device is not stacked).
-    pub fn iterate_devices<R>(&self, f: &mut dyn FnMut(&D, u64, u64) -> core::result::Result<(), R>) -> core::result::Result<(), R> {
+    pub fn iterate_devices<R>(
+        &self,
+        f: &mut dyn FnMut(&D, u64, u64) -> core::result::Result<(), R>,
+    ) -> core::result::Result<(), R> {
         f(&self.source, 0, self.ti_len)?;
         f(&self.dest, 0, self.ti_len)
     }

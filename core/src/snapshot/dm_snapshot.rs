@@ -11,6 +11,10 @@ use crate::exception_store::ExceptionStore;
 use crate::exception_table::ExceptionTable;
 use crate::platform::{ChunkCopier, DmDevice, ReqFlags, SECTOR_SHIFT};
 
+/// Exceptions made together (one metadata write for them): 16 chunks, a
+/// 64 KiB write with 4 KiB chunks, kept small as it lives on the stack.
+pub(crate) const EXCEPTION_BATCH: usize = 16;
+
 /// One `snapshot` or `snapshot-merge` target's state.
 pub struct DmSnapshot<D: DmDevice> {
     pub(crate) origin: D,
@@ -60,11 +64,9 @@ impl<D: DmDevice> DmSnapshot<D> {
         self.valid = false;
     }
 
-    /// Allocates, fills and commits the exception for origin chunk `chunk`:
-    /// `__insert_pending_exception` + `start_copy` (or `start_full_bio` when
-    /// `full` holds a whole chunk of new data) + `complete_exception` +
-    /// `pending_complete`. The copied data is written before the commit
-    /// writes the metadata with PREFLUSH|FUA.
+    /// Allocates, fills and commits the exception for origin chunk `chunk`
+    /// (`make_exceptions` with one chunk); `full` holds a whole chunk of
+    /// new data (`start_full_bio`) or the origin's chunk is copied.
     ///
     /// `Err(ENOSPC)` means nothing was allocated: the caller decides between
     /// overflow and invalidation. Any later failure invalidates.
@@ -74,32 +76,97 @@ impl<D: DmDevice> DmSnapshot<D> {
         chunk: Chunk,
         full: Option<&[u8]>,
     ) -> Result<Chunk> {
-        let mut e = DmException::new(chunk, 0);
-        self.store.prepare_exception(&mut e).map_err(|_| Errno::ENOSPC)?;
-        let cs = self.chunk_size();
-        let dest = e.new_chunk.checked_mul(cs).ok_or(Errno::EIO);
-        let filled = match (dest, full) {
-            (Ok(d), Some(data)) => self.cow.write(d, data, ReqFlags::empty()),
-            (Ok(d), None) => {
-                let src = chunk << self.chunk_shift();
-                // The last chunk of the origin may be short.
-                let count = cs.min(self.origin.size_sectors().saturating_sub(src));
-                copier.copy(&self.origin, src, &self.cow, d, count)
+        let mut new_chunk = [0];
+        match self.make_exceptions(copier, &[chunk], full, &mut new_chunk)? {
+            0 => Err(Errno::ENOSPC),
+            _ => Ok(new_chunk[0]),
+        }
+    }
+
+    /// Makes the exceptions for `chunks` (none of them remapped yet, at
+    /// most [`EXCEPTION_BATCH`]) as one batch: `__insert_pending_exception`
+    /// for each, then every `start_copy` (or `start_full_bio` with `full`,
+    /// one chunk only), then every `complete_exception`, so a persistent
+    /// store writes the batch's area entries with one PREFLUSH|FUA write
+    /// after all the copied data — what the kernel's concurrent kcopyd
+    /// completions give its commit batching. Then `pending_complete` for
+    /// each: into the complete table. New chunks go to `new_chunks`.
+    ///
+    /// Returns how many were made: fewer than asked means the store had no
+    /// room for the next one (nothing allocated for it; the caller decides
+    /// between overflow and invalidation). Any other failure invalidates
+    /// and returns `Err(EIO)`.
+    pub(crate) fn make_exceptions(
+        &mut self,
+        copier: &dyn ChunkCopier,
+        chunks: &[Chunk],
+        full: Option<&[u8]>,
+        new_chunks: &mut [Chunk],
+    ) -> Result<usize> {
+        if chunks.len() > EXCEPTION_BATCH || new_chunks.len() < chunks.len() || (full.is_some() && chunks.len() != 1) {
+            return Err(Errno::EINVAL);
+        }
+        let mut es: heapless::Vec<DmException, EXCEPTION_BATCH> = heapless::Vec::new();
+        for &chunk in chunks {
+            let mut e = DmException::new(chunk, 0);
+            if self.store.prepare_exception(&mut e).is_err() {
+                break;
             }
-            (Err(x), _) => Err(x),
-        };
-        let mut committed = false;
-        self.store.commit_exception(&e, filled.is_ok(), (), &mut |(), valid| committed = valid);
-        if !committed {
+            // Capacity: chunks.len() <= EXCEPTION_BATCH, checked above.
+            let _ = es.push(e);
+        }
+        let cs = self.chunk_size();
+        let mut filled = [false; EXCEPTION_BATCH];
+        if let Some(data) = full {
+            if let Some(d) = es.first().and_then(|e| e.new_chunk.checked_mul(cs)) {
+                filled[0] = self.cow.write(d, data, ReqFlags::empty()).is_ok();
+            }
+        } else {
+            // Chunks consecutive on both devices (the usual case: the store
+            // allocates in order) are copied as one run, as kcopyd would
+            // have them in flight together.
+            let mut i = 0;
+            while i < es.len() {
+                let mut n = 1;
+                while i + n < es.len()
+                    && es[i + n].old_chunk == es[i].old_chunk + n as u64
+                    && es[i + n].new_chunk == es[i].new_chunk + n as u64
+                {
+                    n += 1;
+                }
+                let src = es[i].old_chunk << self.chunk_shift();
+                // The last chunk of the origin may be short.
+                let count = (cs * n as u64).min(self.origin.size_sectors().saturating_sub(src));
+                let ok = match es[i].new_chunk.checked_mul(cs) {
+                    Some(d) => copier.copy(&self.origin, src, &self.cow, d, count).is_ok(),
+                    None => false,
+                };
+                filled[i..i + n].fill(ok);
+                i += n;
+            }
+        }
+        // Callbacks run when the batch's area write completes: at the last
+        // commit at the latest, as nothing else is pending (our lock).
+        let (mut completed, mut all_valid) = (0, true);
+        for (e, ok) in es.iter().zip(filled) {
+            self.store.commit_exception(e, ok, (), &mut |(), valid| {
+                completed += 1;
+                all_valid &= valid;
+            });
+        }
+        if completed != es.len() || !all_valid {
             // pending_complete(success = 0): read/write error.
             self.invalidate(Errno::EIO);
             return Err(Errno::EIO);
         }
-        if self.complete.insert(chunk, e.new_chunk).is_err() {
-            self.invalidate(Errno::ENOMEM);
-            return Err(Errno::EIO);
+        for (e, n) in es.iter().zip(new_chunks.iter_mut()) {
+            if self.complete.insert(e.old_chunk, e.new_chunk).is_err() {
+                self.invalidate(Errno::ENOMEM);
+                return Err(Errno::EIO);
+            }
+            *n = e.new_chunk;
         }
-        Ok(e.new_chunk)
+        Ok(es.len())
     }
 
     /// The COW sector holding origin `sector` if its chunk is remapped.

@@ -10,11 +10,11 @@
 //! (merging snapshot, then the others', one at a time).
 
 use super::ctr::parse_snapshot_args;
-use super::dm_snapshot::DmSnapshot;
+use super::dm_snapshot::{DmSnapshot, EXCEPTION_BATCH};
 use super::DM_MSG_PREFIX;
 use crate::emit::{Emitter, StatusType};
 use crate::errno::{Errno, Result, TargetError};
-use crate::exception::DM_CHUNK_CONSECUTIVE_BITS;
+use crate::exception::{Chunk, DM_CHUNK_CONSECUTIVE_BITS};
 use crate::exception_store::{ExceptionStore, Metadata};
 use crate::exception_table::{table_sizes, ExceptionTable};
 use crate::mem::{self, TryVec};
@@ -108,12 +108,6 @@ impl<D: DmDevice> Registry<D> {
         if let Some(p) = self.order.iter().position(|&i| i == index) {
             self.order.remove(p);
         }
-    }
-
-    /// `__minimum_chunk_size`: smallest chunk size among the origin's
-    /// snapshots, or `rounddown_pow_of_two(UINT_MAX)` when none.
-    fn minimum_chunk_size(&self, origin_id: u64) -> u32 {
-        self.of_origin(origin_id).map(|(_, s)| s.chunk_size).filter(|&c| c != 0).min().unwrap_or(1 << 31)
     }
 }
 
@@ -264,7 +258,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         if handover_dest {
             // Metadata must only be loaded into one table at once: the
             // destination gets it at resume; its chunk size is ignored until
-            // then (zero, which __minimum_chunk_size skips).
+            // then (zero: ordered after every other snapshot).
             let mut reg = self.reg.down_write();
             if let Ok(slot) = reg.slot(id) {
                 slot.snap.down_write().store.clear_chunk_size();
@@ -557,14 +551,16 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         // Not remapped (or invalid): an origin write, which may trigger
         // exceptions in the other snapshots.
         let origin = slot.snap.down_read().origin.clone();
-        self.origin_write_locked(reg, origin.bdev_id(), sector);
+        self.origin_write_locked(reg, origin.bdev_id(), sector, (piece.len() >> SECTOR_SHIFT) as u64);
         origin.write(sector, piece, flags)
     }
 
-    /// `__origin_write` for one sector: makes sure every valid, active,
-    /// non-merging snapshot of the origin has the chunk before it changes.
-    /// Never fails: a snapshot that cannot copy is invalidated instead.
-    fn origin_write_locked(&self, reg: &Registry<D>, origin_id: u64, sector: u64) -> bool {
+    /// `__origin_write` for the sectors `sector..sector + nr_sectors`: makes
+    /// sure every valid, active, non-merging snapshot of the origin has
+    /// each chunk they touch before it changes, the chunks of one snapshot
+    /// made in batches (one metadata write per batch). Never fails: a
+    /// snapshot that cannot copy is invalidated instead.
+    fn origin_write_locked(&self, reg: &Registry<D>, origin_id: u64, sector: u64, nr_sectors: u64) -> bool {
         let mut made = false;
         for (_, slot) in reg.of_origin(origin_id) {
             // Don't make new exceptions in a merging snapshot: it has
@@ -573,32 +569,41 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
                 continue;
             }
             let mut snap = slot.snap.down_write();
-            if sector >= snap.ti_len || !snap.valid || !snap.active {
+            let end = sector.saturating_add(nr_sectors.max(1)).min(snap.ti_len);
+            if sector >= end || !snap.valid || !snap.active {
                 continue;
             }
-            let chunk = sector >> snap.chunk_shift();
-            if snap.complete.lookup(chunk).is_some() {
-                continue;
-            }
-            match snap.make_exception(&self.copier, chunk, None) {
-                Ok(_) => made = true,
-                Err(Errno::ENOSPC) => snap.invalidate(Errno::ENOMEM),
-                Err(_) => {}
+            let shift = snap.chunk_shift();
+            let (mut chunk, last) = (sector >> shift, (end - 1) >> shift);
+            let mut new_chunks = [0; EXCEPTION_BATCH];
+            while chunk <= last && snap.valid {
+                let mut batch: heapless::Vec<Chunk, EXCEPTION_BATCH> = heapless::Vec::new();
+                while chunk <= last && !batch.is_full() {
+                    if snap.complete.lookup(chunk).is_none() {
+                        let _ = batch.push(chunk);
+                    }
+                    chunk += 1;
+                }
+                // An error has invalidated the snapshot, which ends the loop.
+                if let Ok(n) = snap.make_exceptions(&self.copier, &batch, None, &mut new_chunks) {
+                    made |= n > 0;
+                    if n < batch.len() {
+                        // __find_pending_exception failed: out of space.
+                        snap.invalidate(Errno::ENOMEM);
+                    }
+                }
             }
         }
         made
     }
 
-    /// `origin_map` for writes: split at the smallest chunk size of the
-    /// origin's snapshots, copy to every snapshot, then write the origin.
+    /// `origin_map` for writes: every snapshot gets its copies of the
+    /// chunks the write covers (the kernel splits the bio at the smallest
+    /// chunk size and does this per piece), then the origin is written.
     pub fn origin_write(&self, origin: &D, sector: u64, buf: &[u8], flags: ReqFlags) -> Result<()> {
         let reg = self.reg.down_read();
-        let boundary = reg.minimum_chunk_size(origin.bdev_id()) as u64;
-        for (s, r) in split_io(sector, buf.len(), boundary) {
-            self.origin_write_locked(&reg, origin.bdev_id(), s);
-            origin.write(s, buf.get(r).ok_or(Errno::EINVAL)?, flags)?;
-        }
-        Ok(())
+        self.origin_write_locked(&reg, origin.bdev_id(), sector, (buf.len() >> SECTOR_SHIFT) as u64);
+        origin.write(sector, buf, flags)
     }
 
     /// A flush through a snapshot (the COW), or a merge target (both devices).
@@ -743,13 +748,8 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         let dest = old_chunk << shift;
         let count = io_size.min(snap.origin.size_sectors().saturating_sub(dest));
         // Reallocate exceptions needed in other snapshots first
-        // (origin_write_extent), one minimum chunk at a time.
-        let step = reg.minimum_chunk_size(slot.origin_id).max(1) as u64;
-        let mut off = 0;
-        while off < io_size {
-            self.origin_write_locked(&reg, slot.origin_id, dest + off);
-            off += step;
-        }
+        // (origin_write_extent).
+        self.origin_write_locked(&reg, slot.origin_id, dest, io_size);
         let copied = self.copier.copy(&snap.cow, new_chunk << shift, &snap.origin, dest, count);
         if copied.is_err() {
             return Ok(shut(&mut snap, true, "Read error: shutting down merge."));

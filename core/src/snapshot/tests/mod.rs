@@ -385,3 +385,73 @@ fn discard_features() {
         .unwrap();
     assert_eq!(seen, [("origin", 0, 16384), ("cow3", 0, 8192)]);
 }
+
+/// An origin write over many chunks makes each snapshot's exceptions in
+/// batches of EXCEPTION_BATCH: the copies first (consecutive chunks in one
+/// run), then one PREFLUSH|FUA
+/// metadata write per batch (the kernel's commit batching), never the
+/// origin before its chunks are safe; running out of room midway
+/// invalidates the snapshot and still writes the origin.
+#[test]
+fn origin_write_batches_exceptions() {
+    use super::dm_snapshot::EXCEPTION_BATCH;
+    let lab = Lab::new(8192);
+    let a = lab.snap("origin cow1 P 16");
+    let b = lab.snap("origin cow2 P 8");
+    for d in &lab.devs[1..3] {
+        d.d.record_writes(true);
+    }
+    let chunks_a = 40u64; // 40 chunks of 16 sectors, 80 of 8
+    lab.origin_write(0, (chunks_a * 16 * 512) as usize, 0x22);
+    assert!(all(&lab.origin(0, (chunks_a * 16 * 512) as usize), 0x22));
+    for id in [a, b] {
+        assert!(all(&lab.read(id, 0, (chunks_a * 16 * 512) as usize).unwrap(), 0x11));
+    }
+    let log = |d: &Dev| {
+        let mut v = Vec::new();
+        d.d.for_each_write(|r| v.push((r.sector, r.nr_sectors, r.flags)));
+        v
+    };
+    let durable = ReqFlags::PREFLUSH | ReqFlags::FUA;
+    for (dev, cs, nr, batches) in [(&lab.devs[1], 16u64, 40usize, 3usize), (&lab.devs[2], 8, 80, 5)] {
+        let w = log(dev);
+        let meta: Vec<_> = w.iter().filter(|x| x.2.contains(durable)).collect();
+        assert_eq!(meta.len(), batches, "one metadata write per batch of {EXCEPTION_BATCH}");
+        // Every batch: its copies (one write per run of chunks consecutive
+        // on both devices: one here), then its area write.
+        let mut groups = Vec::new();
+        let mut n = 0;
+        for x in &w {
+            if x.2.contains(durable) {
+                groups.push(n);
+                n = 0;
+            } else {
+                assert!(x.2.is_empty(), "{x:?}");
+                n += x.1 / cs;
+            }
+        }
+        assert_eq!(w.len(), 2 * batches, "one copy per run, one metadata write per batch");
+        assert_eq!(n, 0, "copies after the last metadata write");
+        let want: Vec<u64> = (0..nr).step_by(EXCEPTION_BATCH).map(|i| (nr - i).min(EXCEPTION_BATCH) as u64).collect();
+        assert_eq!(groups, want);
+    }
+    // 40 data chunks + header + one area, 16 sectors each; 80 + 2 of 8.
+    assert_eq!(lab.status(a, StatusType::Info), "672/8192 32");
+    assert_eq!(lab.status(b, StatusType::Info), "656/8192 16");
+    // Power cut: every exception made is in the metadata.
+    for d in &lab.devs[1..3] {
+        d.d.crash();
+    }
+    drop(lab.drv);
+    let lab2 = Lab { devs: lab.devs.clone(), drv: SnapshotDriver::new(SyncCopier::default()).unwrap() };
+    let a2 = lab2.snap("origin cow1 P 16");
+    assert_eq!(lab2.status(a2, StatusType::Info), "672/8192 32");
+    assert!(all(&lab2.read(a2, 0, (chunks_a * 16 * 512) as usize).unwrap(), 0x11));
+
+    // Room for 10 chunks (header, one area, 10 data chunks of 16 sectors).
+    let small = Lab::new(12 * 16);
+    let s = small.snap("origin cow1 P 16");
+    small.origin_write(0, 16 * 16 * 512, 0x33);
+    assert_eq!(small.status(s, StatusType::Info), "Invalid");
+    assert!(all(&small.origin(0, 16 * 16 * 512), 0x33), "the origin write is never failed");
+}
