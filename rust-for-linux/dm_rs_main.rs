@@ -28,6 +28,18 @@ mod b {
     include!("dm_bindings.rs");
 }
 
+/// `THIS_MODULE` for the C structures we fill (`target_type.module`,
+/// `kernel_param.mod`): NULL when built into the kernel.
+macro_rules! this_module {
+    () => {{
+        #[cfg(MODULE)]
+        let m = core::ptr::addr_of_mut!(crate::b::__this_module);
+        #[cfg(not(MODULE))]
+        let m = core::ptr::null_mut::<crate::b::module>();
+        m
+    }};
+}
+
 mod bio;
 mod kdev;
 mod param;

@@ -3,6 +3,8 @@
 //! `module!` has no parameters, so this is what `module_param(prefix,
 //! charp, 0444)` expands to, written out: a `struct kernel_param` in the
 //! `__param` section pointing at a `char *` the loader sets before init.
+//! Built into the kernel (`CONFIG_DM_RS=y`) it is `dm_rs.prefix=` on the
+//! kernel command line, as `MODULE_PARAM_PREFIX` makes it in C.
 
 use crate::b;
 use core::ffi::CStr;
@@ -17,11 +19,16 @@ struct Param(b::kernel_param);
 // SAFETY: read only by the module loader and by `prefix()` during init.
 unsafe impl Sync for Param {}
 
+#[cfg(MODULE)]
+const NAME: &CStr = c"prefix";
+#[cfg(not(MODULE))]
+const NAME: &CStr = c"dm_rs.prefix";
+
 #[link_section = "__param"]
 #[used]
 static PARAM: Param = Param(b::kernel_param {
-    name: c"prefix".as_ptr().cast(),
-    mod_: core::ptr::addr_of_mut!(b::__this_module),
+    name: NAME.as_ptr().cast(),
+    mod_: this_module!(),
     ops: core::ptr::addr_of!(b::param_ops_charp),
     perm: 0o444,
     level: -1,

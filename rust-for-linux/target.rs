@@ -353,7 +353,7 @@ impl<T: DmTarget> Registration<T> {
         let tt = b::target_type {
             name: n.as_ptr().cast(),
             version,
-            module: core::ptr::addr_of_mut!(b::__this_module),
+            module: this_module!(),
             ctr: Some(ctr_tramp::<T>),
             dtr: Some(dtr_tramp::<T>),
             map: Some(map_tramp::<T>),

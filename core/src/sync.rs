@@ -194,6 +194,21 @@ mod imp {
         unsafe { bindings::down_write(m.0.sem.get()) };
         WriteGuard(&m.0)
     }
+    pub fn write_nested<T>(m: &RwInner<T>, subclass: u32) -> WriteGuard<'_, T> {
+        // Without lockdep C's down_write_nested is down_write (a macro).
+        #[cfg(CONFIG_DEBUG_LOCK_ALLOC)]
+        // SAFETY: as in `read`.
+        unsafe {
+            bindings::down_write_nested(m.0.sem.get(), subclass as core::ffi::c_int)
+        };
+        #[cfg(not(CONFIG_DEBUG_LOCK_ALLOC))]
+        {
+            let _ = subclass;
+            // SAFETY: as in `read`.
+            unsafe { bindings::down_write(m.0.sem.get()) };
+        }
+        WriteGuard(&m.0)
+    }
 
     impl<T> Deref for ReadGuard<'_, T> {
         type Target = T;
@@ -228,6 +243,10 @@ mod imp {
         }
     }
 }
+
+/// lockdep's subclass for a second lock of one class (`SINGLE_DEPTH_NESTING`).
+#[cfg(all(kernel, not(loom)))]
+const SINGLE_DEPTH_NESTING: u32 = 1;
 
 /// `spinlock_t` protecting a `T`. Never sleep while holding the guard.
 #[derive(Debug)]
@@ -268,6 +287,16 @@ impl<T> RwSem<T> {
     }
     /// `down_write`.
     pub fn down_write(&self) -> RwSemWriteGuard<'_, T> {
+        imp::write(&self.0)
+    }
+    /// `down_write_nested(sem, SINGLE_DEPTH_NESTING)`: a second lock of
+    /// this class taken while holding one, always in the same order (a
+    /// handover's source, then its destination). Tells lockdep this is not
+    /// recursion; elsewhere the same as [`RwSem::down_write`].
+    pub fn down_write_nested(&self) -> RwSemWriteGuard<'_, T> {
+        #[cfg(all(kernel, not(loom)))]
+        return imp::write_nested(&self.0, SINGLE_DEPTH_NESTING);
+        #[cfg(not(all(kernel, not(loom))))]
         imp::write(&self.0)
     }
 }

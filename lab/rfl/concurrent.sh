@@ -24,7 +24,7 @@ ok=0
 if ! diff <(sed -n '/^== C/,/^== dm_rs/p' "$W/out" | sed '1d;$d') <(sed -n '/^== dm_rs/,/^bench/p' "$W/out" | sed '1d' | grep -v '^bench'); then
     echo "C and dm_rs differ"; ok=1
 fi
-if grep -E 'WARNING|BUG|lockdep|circular locking|recursive locking|kmemleak: unreferenced objects: [1-9]|rmmod dm_rs failed|Call Trace' "$W/console.log"; then
+if grep -E 'WARNING|BUG|circular locking|recursive locking|inconsistent lock state|suspicious RCU|blocked for more than|kmemleak: unreferenced objects: [1-9]|rmmod dm_rs failed|Call Trace' "$W/console.log"; then
     echo "the guest kernel complained"; ok=1
 fi
 "$ROOT/target/release/dmrs" cow check "$W/c2.img" || ok=1

@@ -379,8 +379,9 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         let sh = reg.find_sharing_cow(origin_id, cow_id);
         if let (Some(src), Some(dest)) = (sh.src, sh.dest) {
             if let (Some(a), Some(b)) = (reg.at(src), reg.at(dest)) {
+                // Source, then destination (`down_write_nested` as in C).
                 let mut s = a.snap.down_write();
-                let mut d = b.snap.down_write();
+                let mut d = b.snap.down_write_nested();
                 handover_exceptions(&mut s, &mut d);
             }
         }
@@ -551,7 +552,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         // Not remapped (or invalid): an origin write, which may trigger
         // exceptions in the other snapshots.
         let origin = slot.snap.down_read().origin.clone();
-        self.origin_write_locked(reg, origin.bdev_id(), sector, (piece.len() >> SECTOR_SHIFT) as u64);
+        self.origin_write_locked(reg, origin.bdev_id(), sector, (piece.len() >> SECTOR_SHIFT) as u64, false);
         origin.write(sector, piece, flags)
     }
 
@@ -559,8 +560,17 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
     /// sure every valid, active, non-merging snapshot of the origin has
     /// each chunk they touch before it changes, the chunks of one snapshot
     /// made in batches (one metadata write per batch). Never fails: a
-    /// snapshot that cannot copy is invalidated instead.
-    fn origin_write_locked(&self, reg: &Registry<D>, origin_id: u64, sector: u64, nr_sectors: u64) -> bool {
+    /// snapshot that cannot copy is invalidated instead. `in_merge`: called
+    /// by the merge, which holds the merging snapshot's lock (the kernel
+    /// drops it first; here lockdep is told the others nest inside it).
+    fn origin_write_locked(
+        &self,
+        reg: &Registry<D>,
+        origin_id: u64,
+        sector: u64,
+        nr_sectors: u64,
+        in_merge: bool,
+    ) -> bool {
         let mut made = false;
         for (_, slot) in reg.of_origin(origin_id) {
             // Don't make new exceptions in a merging snapshot: it has
@@ -568,7 +578,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
             if slot.is_merge {
                 continue;
             }
-            let mut snap = slot.snap.down_write();
+            let mut snap = if in_merge { slot.snap.down_write_nested() } else { slot.snap.down_write() };
             let end = sector.saturating_add(nr_sectors.max(1)).min(snap.ti_len);
             if sector >= end || !snap.valid || !snap.active {
                 continue;
@@ -602,7 +612,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
     /// chunk size and does this per piece), then the origin is written.
     pub fn origin_write(&self, origin: &D, sector: u64, buf: &[u8], flags: ReqFlags) -> Result<()> {
         let reg = self.reg.down_read();
-        self.origin_write_locked(&reg, origin.bdev_id(), sector, (buf.len() >> SECTOR_SHIFT) as u64);
+        self.origin_write_locked(&reg, origin.bdev_id(), sector, (buf.len() >> SECTOR_SHIFT) as u64, false);
         origin.write(sector, buf, flags)
     }
 
@@ -749,7 +759,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         let count = io_size.min(snap.origin.size_sectors().saturating_sub(dest));
         // Reallocate exceptions needed in other snapshots first
         // (origin_write_extent).
-        self.origin_write_locked(&reg, slot.origin_id, dest, io_size);
+        self.origin_write_locked(&reg, slot.origin_id, dest, io_size, true);
         let copied = self.copier.copy(&snap.cow, new_chunk << shift, &snap.origin, dest, count);
         if copied.is_err() {
             return Ok(shut(&mut snap, true, "Read error: shutting down merge."));
