@@ -25,7 +25,7 @@ mod b {
     type __kernel_size_t = usize;
     type __kernel_ssize_t = isize;
     type __kernel_ptrdiff_t = isize;
-    include!("dm_bindings.rs");
+    include!(concat!(env!("DMRS_OBJ"), "/dm_bindings.rs"));
 }
 
 /// `THIS_MODULE` for the C structures we fill (`target_type.module`,
