@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # initramfs.sh KOUT DM_RS_KO OUT: the guest initramfs for our kernel:
 # busybox, dmsetup, the C dm-snapshot/dm-clone modules of that build and
-# dm_rs.ko. /init loads the C modules, then `insmod dm_rs.ko prefix=<p>`
-# (kernel command line lab.prefix=, default none), runs /test.sh between
-# the same markers as the stock lab's, unloads dm_rs and prints the kernel
-# log lines that matter (dm messages, warnings, lockdep, kmemleak).
+# dm_rs.ko. /init loads the C modules (unless lab.noc is on the command
+# line), then `insmod dm_rs.ko prefix=<p>` (lab.prefix=, default none),
+# runs /test.sh between the same markers as the stock lab's, unloads
+# dm_rs and prints the kernel log lines that matter (dm messages, warnings,
+# lockdep, kmemleak).
 set -euo pipefail
 KOUT=$1 KO=$2 OUT=$3
 . "$(dirname "$0")/../rootfs.sh"
@@ -27,7 +28,9 @@ export DM_DISABLE_UDEV=1
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 dmesg -n 1
-for m in $(cat /lib/modules/load.list); do insmod /lib/modules/$m || echo "LAB: insmod $m failed"; done
+# lab.noc: leave the C targets out (dm_rs then takes the kernel's names).
+grep -q 'lab.noc' /proc/cmdline ||
+    for m in $(cat /lib/modules/load.list); do insmod /lib/modules/$m || echo "LAB: insmod $m failed"; done
 prefix=$(sed -n 's/.*lab.prefix=\([A-Za-z0-9_-]*\).*/\1/p' /proc/cmdline)
 insmod /lib/modules/dm_rs.ko ${prefix:+prefix=$prefix} || { echo "LAB: insmod dm_rs.ko failed"; dmesg | tail -5; }
 n=$(sed -n 's/.*lab.ndisks=\([0-9]*\).*/\1/p' /proc/cmdline)
