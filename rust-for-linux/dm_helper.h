@@ -4,6 +4,8 @@
 #include <linux/blkdev.h>
 #include <linux/device-mapper.h>
 #include <linux/dm-io.h>
+#include <linux/dm-kcopyd.h>
+#include <linux/completion.h>
 #include <linux/moduleparam.h>
 #include <linux/uio.h>
 #include <linux/workqueue.h>

@@ -41,6 +41,7 @@ macro_rules! this_module {
 }
 
 mod bio;
+mod kcopyd;
 mod kdev;
 mod param;
 mod target;
@@ -94,6 +95,7 @@ impl kernel::Module for DmRs {
         worker::wq_create()?;
         let r = (|| -> Result<Self> {
             kdev::client_create()?;
+            kcopyd::client_create()?;
             targets::global_init()?;
             Ok(DmRs {
                 regs: Some((
@@ -113,6 +115,7 @@ impl kernel::Module for DmRs {
 
 fn teardown() {
     targets::global_exit();
+    kcopyd::client_destroy();
     kdev::client_destroy();
     worker::wq_destroy();
 }

@@ -172,6 +172,10 @@ impl BlockDevice for KDev {
         }
     }
 
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        Some(self)
+    }
+
     fn discard(&self, sector: u64, nr_sectors: u64) -> Result<()> {
         // SAFETY: open device; GFP_KERNEL, we may sleep here.
         let r = unsafe { b::blkdev_issue_discard(self.bdev(), sector, nr_sectors, kernel::bindings::GFP_KERNEL) };

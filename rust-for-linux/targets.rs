@@ -10,7 +10,8 @@ use crate::worker::{Handler, Worker};
 use dmrs_core::clone::target::CloneTarget;
 use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::mem::try_zeroed;
-use dmrs_core::platform::{BlockDevice, DmDevice, QueueLimits, SyncCopier, SECTOR_SHIFT};
+use crate::kcopyd::KcopydCopier;
+use dmrs_core::platform::{BlockDevice, DmDevice, QueueLimits, SECTOR_SHIFT};
 use dmrs_core::snapshot::{ctr::parse_origin_args, MergeProgress, SnapId, SnapshotDriver};
 use dmrs_core::{Errno, TargetError};
 use kernel::prelude::*;
@@ -18,13 +19,13 @@ use kernel::sync::Arc;
 
 /// State shared by every table of the module.
 pub(crate) struct Global {
-    pub(crate) snap: SnapshotDriver<KDev, SyncCopier>,
+    pub(crate) snap: SnapshotDriver<KDev, KcopydCopier>,
 }
 
 static GLOBAL: core::sync::atomic::AtomicPtr<Global> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 pub(crate) fn global_init() -> Result {
-    let snap = SnapshotDriver::new(SyncCopier::default()).map_err(|_| ENOMEM)?;
+    let snap = SnapshotDriver::new(KcopydCopier::default()).map_err(|_| ENOMEM)?;
     let g = KBox::new(Global { snap }, GFP_KERNEL)?;
     GLOBAL.store(KBox::into_raw(g), core::sync::atomic::Ordering::Release);
     Ok(())
@@ -258,7 +259,7 @@ impl<const MERGE: bool> Drop for Snapshot<MERGE> {
 
 // ------------------------------------------------------------------- clone
 
-type Core = CloneTarget<KDev, SyncCopier>;
+type Core = CloneTarget<KDev, KcopydCopier>;
 
 struct CloneIo {
     c: Core,
@@ -318,7 +319,7 @@ impl DmTarget for Clone {
         let len = ctor.len();
         let name = ctor.md_name();
         let begin = ctor.begin();
-        let c = Core::ctr(len, argv, &mut |p| ctor.get_device(p), SyncCopier::default())?;
+        let c = Core::ctr(len, argv, &mut |p| ctor.get_device(p), KcopydCopier::default())?;
         let w = Worker::new(CloneIo { c, name, begin })
             .map_err(|_| TargetError::new(Errno::ENOMEM, "Failed to allocate clone structure"))?;
         ctor.set_num_flush_bios(1);

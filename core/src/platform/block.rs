@@ -52,6 +52,12 @@ pub trait BlockDevice: Send + Sync {
         Err(crate::errno::Errno::EOPNOTSUPP)
     }
 
+    /// The device as `Any`, for a platform's own copier: dm-kcopyd takes
+    /// the kernel's `block_device`s, which only the platform's type knows.
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        None
+    }
+
     /// The device's queue limits (`bdev_get_queue(bdev)->limits`).
     /// Default: no discard support, no I/O size preference.
     fn queue_limits(&self) -> QueueLimits {
@@ -99,6 +105,9 @@ impl<T: BlockDevice + ?Sized> BlockDevice for &T {
     }
     fn queue_limits(&self) -> QueueLimits {
         (**self).queue_limits()
+    }
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        (**self).as_any()
     }
 }
 

@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The core's chunk copier over dm-kcopyd, as dm-snap.c and dm-clone copy
+//! chunks and regions: kcopyd splits a copy into sub-jobs it keeps in
+//! flight together. The core's copies are synchronous, so each one waits
+//! for kcopyd's notify on a completion; callers are workers that may sleep.
+
+use crate::b;
+use crate::kdev::KDev;
+use dmrs_core::platform::{BlockDevice, ChunkCopier, SyncCopier};
+use dmrs_core::{Errno, Result};
+use kernel::ffi::{c_int, c_ulong, c_void};
+
+/// The module's one kcopyd client (kcopyd's own pages and job pool),
+/// created at init and destroyed at exit, after every target.
+static CLIENT: core::sync::atomic::AtomicPtr<b::dm_kcopyd_client> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+pub(crate) fn client_create() -> kernel::error::Result {
+    // SAFETY: plain constructor (no throttle); an ERR_PTR on failure.
+    let c = unsafe { b::dm_kcopyd_client_create(core::ptr::null_mut()) };
+    if c.is_null() || (c as isize) < 0 && (c as isize) >= -4095 {
+        return Err(kernel::error::code::ENOMEM);
+    }
+    CLIENT.store(c, core::sync::atomic::Ordering::Release);
+    Ok(())
+}
+
+pub(crate) fn client_destroy() {
+    let c = CLIENT.swap(core::ptr::null_mut(), core::sync::atomic::Ordering::AcqRel);
+    if !c.is_null() {
+        // SAFETY: created by `client_create`; no copy is in flight once
+        // every target is gone (each copy waits for its notify).
+        unsafe { b::dm_kcopyd_client_destroy(c) };
+    }
+}
+
+/// One copy's completion and result, on the waiting worker's stack.
+struct Done {
+    completion: b::completion,
+    read_err: c_int,
+    write_err: c_ulong,
+}
+
+/// `dm_kcopyd_notify_fn`: records the result and wakes the waiter; the
+/// waiter owns `Done` and frees it only after `complete` has returned.
+unsafe extern "C" fn notify(read_err: c_int, write_err: c_ulong, context: *mut c_void) {
+    let d = context.cast::<Done>();
+    // SAFETY: `context` is the `Done` of a copy whose waiter is blocked in
+    // `wait_for_completion` until `complete` below.
+    unsafe {
+        (*d).read_err = read_err;
+        (*d).write_err = write_err;
+        b::complete(core::ptr::addr_of_mut!((*d).completion));
+    }
+}
+
+/// Copies with dm-kcopyd between two devices the targets opened; any other
+/// pair (never in the module) falls back to a bounce-buffer copy.
+#[derive(Default)]
+pub(crate) struct KcopydCopier;
+
+impl ChunkCopier for KcopydCopier {
+    fn copy(
+        &self,
+        from: &dyn BlockDevice,
+        from_sector: u64,
+        to: &dyn BlockDevice,
+        to_sector: u64,
+        nr_sectors: u64,
+    ) -> Result<()> {
+        let devs = (
+            from.as_any().and_then(|a| a.downcast_ref::<KDev>()),
+            to.as_any().and_then(|a| a.downcast_ref::<KDev>()),
+        );
+        let (Some(src), Some(dst)) = devs else {
+            return SyncCopier::default().copy(from, from_sector, to, to_sector, nr_sectors);
+        };
+        if nr_sectors == 0 {
+            return Ok(());
+        }
+        let client = CLIENT.load(core::sync::atomic::Ordering::Acquire);
+        let mut from_region = b::dm_io_region { bdev: src.bdev(), sector: from_sector, count: nr_sectors };
+        let mut to_region = b::dm_io_region { bdev: dst.bdev(), sector: to_sector, count: nr_sectors };
+        let mut done = Done { completion: b::completion::default(), read_err: 0, write_err: 0 };
+        // `init_completion`'s static lockdep key (`LockClassKey` is a
+        // transparent `lock_class_key`).
+        let key = core::ptr::from_ref(kernel::static_lock_class!()).cast_mut().cast::<b::lock_class_key>();
+        // SAFETY: `init_completion`: `done` stays put (this frame) until the
+        // wait returns; the key is static, the name a C string.
+        unsafe { b::__init_swait_queue_head(&mut done.completion.wait, c"dm_rs_kcopyd".as_ptr().cast(), key) };
+        let ctx = core::ptr::addr_of_mut!(done).cast::<c_void>();
+        // SAFETY: open devices, regions and context live until `notify`
+        // completed `done`, which we wait for before returning.
+        unsafe {
+            b::dm_kcopyd_copy(client, &mut from_region, 1, &mut to_region, 0, Some(notify), ctx);
+            b::wait_for_completion(&mut done.completion);
+        }
+        if done.read_err != 0 || done.write_err != 0 {
+            Err(Errno::EIO)
+        } else {
+            Ok(())
+        }
+    }
+}
