@@ -17,10 +17,7 @@ static CLIENT: core::sync::atomic::AtomicPtr<b::dm_kcopyd_client> =
 
 pub(crate) fn client_create() -> kernel::error::Result {
     // SAFETY: plain constructor (no throttle); an ERR_PTR on failure.
-    let c = unsafe { b::dm_kcopyd_client_create(core::ptr::null_mut()) };
-    if c.is_null() || (c as isize) < 0 && (c as isize) >= -4095 {
-        return Err(kernel::error::code::ENOMEM);
-    }
+    let c = kernel::error::from_err_ptr(unsafe { b::dm_kcopyd_client_create(core::ptr::null_mut()) })?;
     CLIENT.store(c, core::sync::atomic::Ordering::Release);
     Ok(())
 }

@@ -13,11 +13,8 @@ static CLIENT: core::sync::atomic::AtomicPtr<b::dm_io_client> =
     core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 pub(crate) fn client_create() -> kernel::error::Result {
-    // SAFETY: plain constructor; NULL or an ERR_PTR on failure.
-    let c = unsafe { b::dm_io_client_create() };
-    if c.is_null() || (c as isize) < 0 && (c as isize) >= -4095 {
-        return Err(kernel::error::code::ENOMEM);
-    }
+    // SAFETY: plain constructor; an ERR_PTR on failure.
+    let c = kernel::error::from_err_ptr(unsafe { b::dm_io_client_create() })?;
     CLIENT.store(c, core::sync::atomic::Ordering::Release);
     Ok(())
 }
@@ -114,6 +111,19 @@ impl KDev {
     }
 }
 
+/// The fields of `struct queue_limits` the core reads.
+pub(crate) fn limits_from(l: &b::queue_limits) -> QueueLimits {
+    QueueLimits {
+        io_min: l.io_min,
+        io_opt: l.io_opt,
+        max_discard_sectors: l.max_discard_sectors,
+        max_hw_discard_sectors: l.max_hw_discard_sectors,
+        discard_granularity: l.discard_granularity,
+        discard_alignment: l.discard_alignment,
+        max_discard_segments: l.max_discard_segments,
+    }
+}
+
 fn opf(op: u32, flags: ReqFlags) -> u32 {
     let mut o = op;
     if flags.contains(ReqFlags::PREFLUSH) {
@@ -160,16 +170,7 @@ impl BlockDevice for KDev {
     fn queue_limits(&self) -> QueueLimits {
         // SAFETY: an open device has a queue; its limits are read as
         // `bdev_get_queue(bdev)->limits` is in C.
-        let l = unsafe { &(*(*self.bdev()).bd_queue).limits };
-        QueueLimits {
-            io_min: l.io_min,
-            io_opt: l.io_opt,
-            max_discard_sectors: l.max_discard_sectors,
-            max_hw_discard_sectors: l.max_hw_discard_sectors,
-            discard_granularity: l.discard_granularity,
-            discard_alignment: l.discard_alignment,
-            max_discard_segments: l.max_discard_segments,
-        }
+        limits_from(unsafe { &(*(*self.bdev()).bd_queue).limits })
     }
 
     fn as_any(&self) -> Option<&dyn core::any::Any> {

@@ -312,15 +312,7 @@ unsafe extern "C" fn iterate_devices_tramp<T: DmTarget>(
 unsafe extern "C" fn io_hints_tramp<T: DmTarget>(ti: *mut b::dm_target, limits: *mut b::queue_limits) {
     // SAFETY: dm core's limits for this target, ours for the call.
     let l = unsafe { &mut *limits };
-    let mut q = QueueLimits {
-        io_min: l.io_min,
-        io_opt: l.io_opt,
-        max_discard_sectors: l.max_discard_sectors,
-        max_hw_discard_sectors: l.max_hw_discard_sectors,
-        discard_granularity: l.discard_granularity,
-        discard_alignment: l.discard_alignment,
-        max_discard_segments: l.max_discard_segments,
-    };
+    let mut q = crate::kdev::limits_from(l);
     private::<T>(ti).io_hints(&mut q);
     l.io_min = q.io_min;
     l.io_opt = q.io_opt;
