@@ -594,13 +594,18 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
                     }
                     chunk += 1;
                 }
-                // An error has invalidated the snapshot, which ends the loop.
-                if let Ok(n) = snap.make_exceptions(&self.copier, &batch, None, &mut new_chunks) {
-                    made |= n > 0;
-                    if n < batch.len() {
-                        // __find_pending_exception failed: out of space.
-                        snap.invalidate(Errno::ENOMEM);
+                match snap.make_exceptions(&self.copier, &batch, None, &mut new_chunks) {
+                    Ok(n) => {
+                        made |= n > 0;
+                        if n < batch.len() {
+                            // __find_pending_exception failed: out of space.
+                            snap.invalidate(Errno::ENOMEM);
+                        }
                     }
+                    // Copy or commit errors have invalidated it already; a
+                    // refused batch must not leave its chunks uncopied.
+                    Err(e) if snap.valid => snap.invalidate(e),
+                    Err(_) => {}
                 }
             }
         }
