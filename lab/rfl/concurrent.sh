@@ -9,9 +9,8 @@ RFL=$(cd "$(dirname "$0")" && pwd)
 LAB=$(dirname "$RFL"); ROOT=$(dirname "$LAB")
 variant=${RFL_VARIANT:-release}
 W=$(mktemp -d /tmp/dmrs-conc.XXXXXX)
-KOUT=$("$RFL/build-kernel.sh" "$variant" | tail -1) || exit 1
-make -s -C "$ROOT/rust-for-linux" KDIR="$KOUT" >&2 || exit 1
-"$RFL/initramfs.sh" "$KOUT" "$ROOT/rust-for-linux/dm_rs.ko" "$W/base.cpio.gz" || exit 1
+. "$RFL/env.sh"
+KOUT=$(rfl_prepare "$variant" "$W/base.cpio.gz") || exit 1
 for d in o1 c1 o2 c2; do truncate -s 64M "$W/$d.img"; done
 { [ -n "${BENCH-1}" ] || echo "BENCH="; cat "$RFL/guest-concurrent.sh"; } > "$W/test.sh"
 LAB_KERNEL=$KOUT/arch/x86/boot/bzImage LAB_BASE=$W/base.cpio.gz LAB_APPEND=lab.prefix=r LAB_SMP=2 \
@@ -24,7 +23,7 @@ ok=0
 if ! diff <(sed -n '/^== C/,/^== dm_rs/p' "$W/out" | sed '1d;$d') <(sed -n '/^== dm_rs/,/^bench/p' "$W/out" | sed '1d' | grep -v '^bench'); then
     echo "C and dm_rs differ"; ok=1
 fi
-if grep -E 'WARNING|BUG|circular locking|recursive locking|inconsistent lock state|suspicious RCU|blocked for more than|kmemleak: unreferenced objects: [1-9]|rmmod dm_rs failed|Call Trace' "$W/console.log"; then
+if grep -E "$RFL_COMPLAINTS" "$W/console.log"; then
     echo "the guest kernel complained"; ok=1
 fi
 "$ROOT/target/release/dmrs" cow check "$W/c2.img" || ok=1

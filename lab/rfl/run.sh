@@ -23,16 +23,8 @@ mkdir -p "$OUT"
 (($#)) || set -- "$LAB"/scenarios/*.dmrs
 variant=${RFL_VARIANT:-release}
 
-if [ "$variant" = intree ]; then
-    # The kernel built with dm_rs in its tree (intree.sh), and that module.
-    KOUT=$("$RFL/intree.sh" | tail -1) || { echo "rfl: in-tree build failed"; exit 1; }
-    KO=$KOUT/drivers/md/dm-rs/dm_rs.ko
-else
-    KOUT=$("$RFL/build-kernel.sh" "$variant" | tail -1) || { echo "rfl: kernel build failed"; exit 1; }
-    make -s -C "$ROOT/rust-for-linux" KDIR="$KOUT" >&2 || { echo "rfl: dm_rs.ko build failed"; exit 1; }
-    KO=$ROOT/rust-for-linux/dm_rs.ko
-fi
-"$RFL/initramfs.sh" "$KOUT" "$KO" "$OUT/base.cpio.gz" || exit 1
+. "$RFL/env.sh"
+KOUT=$(rfl_prepare "$variant" "$OUT/base.cpio.gz") || exit 1
 export LAB_KERNEL=$KOUT/arch/x86/boot/bzImage LAB_BASE=$OUT/base.cpio.gz
 export LAB_APPEND="lab.prefix=r" LAB_SMP=${LAB_SMP:-2} LAB_TIMEOUT=${LAB_TIMEOUT:-600}
 pass=0 failed=0 failures=()
@@ -65,7 +57,7 @@ guest() {
         echo "  dm_rs run failed (rc=$rc); console tail:"; tail -15 "$rdir/.console$part.log" | sed 's/^/    /'
         return 1
     fi
-    if grep -E 'WARNING|BUG|circular locking|recursive locking|inconsistent lock state|suspicious RCU|blocked for more than|kmemleak: unreferenced objects: [1-9]|rmmod dm_rs failed|insmod dm_rs.ko failed|Call Trace' \
+    if grep -E "$RFL_COMPLAINTS" \
         "$rdir/.console$part.log" > "$rdir/.bad$part"; then
         echo "  the guest kernel complained:"; head -20 "$rdir/.bad$part" | sed 's/^/    /'; return 1
     fi

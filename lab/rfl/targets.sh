@@ -8,12 +8,11 @@
 # kmemleak object. RFL_VARIANT=release|debug. Exits 1 on any difference.
 set -uo pipefail
 RFL=$(cd "$(dirname "$0")" && pwd)
-LAB=$(dirname "$RFL"); ROOT=$(dirname "$LAB")
+LAB=$(dirname "$RFL")
 variant=${RFL_VARIANT:-release}
 W=$(mktemp -d /tmp/dmrs-targets.XXXXXX)
-KOUT=$("$RFL/build-kernel.sh" "$variant" | tail -1) || exit 1
-make -s -C "$ROOT/rust-for-linux" KDIR="$KOUT" >&2 || exit 1
-"$RFL/initramfs.sh" "$KOUT" "$ROOT/rust-for-linux/dm_rs.ko" "$W/base.cpio.gz" || exit 1
+. "$RFL/env.sh"
+KOUT=$(rfl_prepare "$variant" "$W/base.cpio.gz") || exit 1
 truncate -s 16M "$W/origin.img"; truncate -s 8M "$W/cow.img"
 cat > "$W/test.sh" <<'GUEST'
 dmsetup targets | grep -E '^(snapshot|snapshot-origin|snapshot-merge|clone) ' | sort
@@ -46,7 +45,7 @@ WANT
 ok=0
 [ $rc = 0 ] || { echo "guest failed (rc=$rc)"; tail -20 "$W/console.log"; ok=1; }
 diff "$W/want" "$W/out" || { echo "dm_rs under the kernel's names: unexpected output (< wanted, > got)"; ok=1; }
-if grep -E 'WARNING|BUG|circular locking|recursive locking|inconsistent lock state|suspicious RCU|kmemleak: unreferenced objects: [1-9]|rmmod dm_rs failed|insmod dm_rs.ko failed|Call Trace' "$W/console.log"; then
+if grep -E "$RFL_COMPLAINTS" "$W/console.log"; then
     echo "the guest kernel complained"; ok=1
 fi
 grep -h 'kmemleak: unreferenced' "$W/console.log"
