@@ -650,12 +650,17 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
             return Err(Errno::EIO);
         }
         let len = usize::try_from(nr_sectors << SECTOR_SHIFT).map_err(|_| Errno::EINVAL)?;
+        // One chunk of zeros for every whole chunk the discard covers.
+        let mut zeros = None;
         for (s, r) in split_io(sector, len, snap.chunk_size().max(1)) {
             let n = (r.len() >> SECTOR_SHIFT) as u64;
             if let Some(cow_sector) = snap.remap(s) {
                 if r.len() == snap.chunk_bytes() {
-                    let zeros = mem::try_zeroed(r.len())?;
-                    snap.cow.write(cow_sector, &zeros, ReqFlags::empty())?;
+                    let z = match zeros {
+                        Some(ref z) => z,
+                        None => zeros.insert(mem::try_zeroed(r.len())?),
+                    };
+                    snap.cow.write(cow_sector, z, ReqFlags::empty())?;
                 } else {
                     snap.cow.discard(cow_sector, n)?;
                 }
