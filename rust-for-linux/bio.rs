@@ -4,7 +4,8 @@
 
 use crate::b;
 use core::ptr::NonNull;
-use dmrs_core::platform::ReqFlags;
+use dmrs_core::dm::{BioInfo, BioOp};
+use dmrs_core::platform::{ReqFlags, SECTOR_SHIFT};
 use dmrs_core::Errno;
 
 /// Blk status codes (`BLK_STS_*` are casts bindgen cannot evaluate).
@@ -77,6 +78,24 @@ impl Bio {
             }
         }
         f
+    }
+
+    /// What the core's `map` reads, sectors relative to the target's
+    /// start `begin` (`dm_target_offset`).
+    pub(crate) fn info(&self, begin: u64) -> BioInfo {
+        let op = match self.op() {
+            Op::Read => BioOp::Read,
+            Op::Write if self.size() == 0 => BioOp::Flush,
+            Op::Write => BioOp::Write,
+            Op::Discard => BioOp::Discard,
+            Op::Other => BioOp::Other,
+        };
+        BioInfo {
+            op,
+            sector: self.sector().saturating_sub(begin),
+            nr_sectors: (self.size() >> SECTOR_SHIFT) as u64,
+            flags: self.flags(),
+        }
     }
 
     /// An iterator over the data pages, positioned at the bio's start.

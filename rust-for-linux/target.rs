@@ -13,6 +13,7 @@ use core::ffi::CStr;
 use kernel::ffi::{c_char, c_int, c_uint, c_void};
 use core::marker::PhantomData;
 use dmrs_core::args::Args;
+use dmrs_core::dm::PerBio;
 use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::platform::QueueLimits;
 use dmrs_core::{Errno, TargetError};
@@ -89,6 +90,13 @@ impl Ctor<'_> {
     pub(crate) fn set_flush_supported(&mut self) {
         self.ti.set_flush_supported(true);
     }
+
+    /// `ti->max_io_len`: dm core splits bios so none crosses a multiple of
+    /// `sectors` (the chunk or region size), so most fit one chunk and
+    /// `map` can remap them whole (0: no limit).
+    pub(crate) fn set_max_io_len(&mut self, sectors: u32) {
+        self.ti.max_io_len = sectors;
+    }
 }
 
 /// A device-mapper target type.
@@ -96,8 +104,14 @@ impl Ctor<'_> {
 pub(crate) trait DmTarget: Sized + Send + Sync {
     /// `ctr`: parse the table line's arguments.
     fn ctr(ctor: &mut Ctor<'_>, argv: &[&str]) -> core::result::Result<Self, TargetError>;
-    /// `map`: remap the bio, or keep it and end it later.
-    fn map(&self, bio: Bio) -> Mapped;
+    /// `map`: remap the bio, or keep it and end it later. `pb` is the
+    /// bio's per-bio data (zeroed), given back to `end_io`.
+    fn map(&self, bio: Bio, pb: &mut PerBio) -> Mapped;
+    /// `end_io`: a bio this target mapped completed (any context: never
+    /// sleep). dm core calls it for every bio of the target.
+    fn end_io(&self, _pb: &mut PerBio) {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
     /// `status` (INFO, TABLE, IMA).
     fn status(&self, ty: StatusType, out: &mut Emitter<'_>);
     /// `message`.
@@ -182,6 +196,9 @@ unsafe extern "C" fn ctr_tramp<T: DmTarget>(ti: *mut b::dm_target, argc: c_uint,
         set_error(ti, "Cannot allocate target context");
         return -(Errno::ENOMEM.0);
     };
+    // Every target gets per-bio data (`map` and `end_io` find it with
+    // `dm_per_bio_data`).
+    ti.per_io_data_size = core::mem::size_of::<PerBio>() as c_uint;
     let mut ctor = Ctor { ti, devs: KVec::new() };
     let r = T::ctr(&mut ctor, &words);
     let Ctor { ti, devs } = ctor;
@@ -216,13 +233,44 @@ unsafe extern "C" fn dtr_tramp<T: DmTarget>(ti: *mut b::dm_target) {
     }
 }
 
+/// The bio's per-bio data: `ctr_tramp` sized it for a [`PerBio`].
+///
+/// # Safety
+/// `bio` is a live bio dm core cloned for a target of this module.
+unsafe fn per_bio<'a>(bio: *mut b::bio) -> &'a mut PerBio {
+    // SAFETY: dm core reserved `per_io_data_size` bytes before the clone,
+    // suitably aligned, for the target that owns it until it completes.
+    unsafe { &mut *b::dm_per_bio_data(bio, core::mem::size_of::<PerBio>()).cast::<PerBio>() }
+}
+
 unsafe extern "C" fn map_tramp<T: DmTarget>(ti: *mut b::dm_target, bio: *mut b::bio) -> c_int {
+    if bio.is_null() {
+        return b::DM_MAPIO_KILL as c_int;
+    }
+    // SAFETY: a live clone of this target (dm core's contract for `map`);
+    // its per-bio data is uninitialised, so it is written before use.
+    let pb = unsafe {
+        let p = b::dm_per_bio_data(bio, core::mem::size_of::<PerBio>()).cast::<PerBio>();
+        p.write(PerBio::new());
+        &mut *p
+    };
     // SAFETY: dm core gives us a live bio to own until we end or remap it.
     let Some(bio) = (unsafe { Bio::from_raw(bio) }) else { return b::DM_MAPIO_KILL as c_int };
-    match private::<T>(ti).map(bio) {
+    match private::<T>(ti).map(bio, pb) {
         Mapped::Remapped => b::DM_MAPIO_REMAPPED as c_int,
         Mapped::Submitted => b::DM_MAPIO_SUBMITTED as c_int,
     }
+}
+
+unsafe extern "C" fn end_io_tramp<T: DmTarget>(
+    ti: *mut b::dm_target,
+    bio: *mut b::bio,
+    _error: *mut b::blk_status_t,
+) -> c_int {
+    // SAFETY: a completing clone of this target: `map_tramp` initialised
+    // its per-bio data.
+    private::<T>(ti).end_io(unsafe { per_bio(bio) });
+    b::DM_ENDIO_DONE as c_int
 }
 
 unsafe extern "C" fn status_tramp<T: DmTarget>(
@@ -349,6 +397,7 @@ impl<T: DmTarget> Registration<T> {
             ctr: Some(ctr_tramp::<T>),
             dtr: Some(dtr_tramp::<T>),
             map: Some(map_tramp::<T>),
+            end_io: if T::HAS_END_IO { Some(end_io_tramp::<T>) } else { None },
             status: Some(status_tramp::<T>),
             message: if T::HAS_MESSAGE { Some(message_tramp::<T>) } else { None },
             presuspend: if T::HAS_PRESUSPEND { Some(presuspend_tramp::<T>) } else { None },

@@ -6,6 +6,7 @@
 use crate::bio::{Bio, Op};
 use crate::kdev::KDev;
 use crate::target::{Ctor, DmTarget, Mapped};
+use dmrs_core::dm::{MapResult, PerBio};
 use crate::worker::{Handler, Worker};
 use dmrs_core::clone::target::CloneTarget;
 use dmrs_core::emit::{Emitter, StatusType};
@@ -68,6 +69,34 @@ fn rw(
     bio.end(r)
 }
 
+/// Carries out the core's `map` decision: a remapped bio is pointed at its
+/// device and sector and handed back to dm core with its data untouched;
+/// one that needs work goes to the target's worker.
+fn dispatch(r: MapResult<KDev>, mut bio: Bio, defer: impl FnOnce(Bio)) -> Mapped {
+    match r {
+        MapResult::Remapped { dev, sector } => {
+            bio.set_dev(dev.bdev());
+            if bio.size() != 0 {
+                bio.set_sector(sector);
+            }
+            bio.into_remapped();
+            Mapped::Remapped
+        }
+        MapResult::Submitted => {
+            defer(bio);
+            Mapped::Submitted
+        }
+        MapResult::Kill(e) => {
+            bio.end(Err(e));
+            Mapped::Submitted
+        }
+        MapResult::Done(r) => {
+            bio.end(r);
+            Mapped::Submitted
+        }
+    }
+}
+
 // ---------------------------------------------------------------- origin
 
 struct OriginIo {
@@ -101,19 +130,9 @@ impl DmTarget for Origin {
         Ok(Origin { w })
     }
 
-    fn map(&self, mut bio: Bio) -> Mapped {
-        // Reads and flushes go straight to the origin, as `origin_map`.
-        if bio.op() == Op::Write && bio.size() != 0 {
-            Worker::defer(&self.w, bio);
-            return Mapped::Submitted;
-        }
-        let s = bio.sector() - self.w.h.begin;
-        bio.set_dev(self.w.h.dev.bdev());
-        if bio.size() != 0 {
-            bio.set_sector(s);
-        }
-        bio.into_remapped();
-        Mapped::Remapped
+    fn map(&self, bio: Bio, _pb: &mut PerBio) -> Mapped {
+        let h = &self.w.h;
+        dispatch(g().snap.origin_map(&h.dev, &bio.info(h.begin)), bio, |bio| Worker::defer(&self.w, bio))
     }
 
     fn status(&self, ty: StatusType, out: &mut Emitter<'_>) {
@@ -208,12 +227,20 @@ impl<const MERGE: bool> DmTarget for Snapshot<MERGE> {
         if g().snap.snapshot_discards(id) == Ok(true) {
             ctor.set_num_discard_bios(1);
         }
+        // `dm_set_target_max_io_len(ti, chunk_size)`: bios fit one chunk, so
+        // `map` remaps them whole (a handover destination learns its chunk
+        // size at resume; until then its bios cross chunks and are deferred).
+        ctor.set_max_io_len(g().snap.snapshot_chunk_size(id).unwrap_or(0));
         Ok(Snapshot { w })
     }
 
-    fn map(&self, bio: Bio) -> Mapped {
-        Worker::defer(&self.w, bio);
-        Mapped::Submitted
+    fn map(&self, bio: Bio, pb: &mut PerBio) -> Mapped {
+        let h = &self.w.h;
+        dispatch(g().snap.snapshot_map(h.id, &bio.info(h.begin), pb), bio, |bio| Worker::defer(&self.w, bio))
+    }
+
+    fn end_io(&self, pb: &mut PerBio) {
+        g().snap.snapshot_end_io(pb)
     }
 
     fn status(&self, ty: StatusType, out: &mut Emitter<'_>) {
@@ -308,6 +335,10 @@ impl Handler for CloneIo {
     }
 }
 
+fn h_region_size(c: &Core) -> u32 {
+    u32::try_from(c.region_size()).unwrap_or(0)
+}
+
 /// `clone <metadata> <destination> <source> <region size> [...]`.
 pub(crate) struct Clone {
     w: Arc<Worker<CloneIo>>,
@@ -320,8 +351,11 @@ impl DmTarget for Clone {
         let name = ctor.md_name();
         let begin = ctor.begin();
         let c = Core::ctr(len, argv, &mut |p| ctor.get_device(p), KcopydCopier::default())?;
+        let region_size = h_region_size(&c);
         let w = Worker::new(CloneIo { c, name, begin })
             .map_err(|_| TargetError::new(Errno::ENOMEM, "Failed to allocate clone structure"))?;
+        // `dm_set_target_max_io_len(ti, region_size)`.
+        ctor.set_max_io_len(region_size);
         ctor.set_num_flush_bios(1);
         ctor.set_flush_supported();
         ctor.set_num_discard_bios(1);
@@ -329,9 +363,9 @@ impl DmTarget for Clone {
         Ok(Clone { w })
     }
 
-    fn map(&self, bio: Bio) -> Mapped {
-        Worker::defer(&self.w, bio);
-        Mapped::Submitted
+    fn map(&self, bio: Bio, _pb: &mut PerBio) -> Mapped {
+        let h = &self.w.h;
+        dispatch(h.c.map(&bio.info(h.begin)), bio, |bio| Worker::defer(&self.w, bio))
     }
 
     fn status(&self, ty: StatusType, out: &mut Emitter<'_>) {

@@ -39,6 +39,7 @@ extern crate alloc;
 
 pub mod args;
 pub mod clone;
+pub mod dm;
 pub mod emit;
 pub mod endian;
 pub mod errno;

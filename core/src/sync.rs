@@ -80,6 +80,19 @@ mod imp {
     pub fn write<T>(m: &RwInner<T>) -> WriteGuard<'_, T> {
         m.write()
     }
+    pub fn try_read<T>(m: &RwInner<T>) -> Option<ReadGuard<'_, T>> {
+        m.try_read()
+    }
+    /// No scheduler here: let the other threads run.
+    pub fn sleep_short() {
+        #[cfg(not(test))]
+        core::hint::spin_loop();
+        #[cfg(test)]
+        {
+            extern crate std;
+            std::thread::yield_now();
+        }
+    }
 }
 
 #[cfg(loom)]
@@ -109,6 +122,16 @@ mod imp {
     }
     pub fn write<T>(m: &RwInner<T>) -> WriteGuard<'_, T> {
         m.write().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn try_read<T>(m: &RwInner<T>) -> Option<ReadGuard<'_, T>> {
+        match m.try_read() {
+            Ok(g) => Some(g),
+            Err(loom::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(loom::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+    pub fn sleep_short() {
+        loom::thread::yield_now();
     }
 }
 
@@ -193,6 +216,18 @@ mod imp {
         // SAFETY: as in `read`.
         unsafe { bindings::down_write(m.0.sem.get()) };
         WriteGuard(&m.0)
+    }
+    pub fn try_read<T>(m: &RwInner<T>) -> Option<ReadGuard<'_, T>> {
+        // SAFETY: as in `read`; a guard is made only when the trylock succeeded.
+        match unsafe { bindings::down_read_trylock(m.0.sem.get()) } {
+            0 => None,
+            _ => Some(ReadGuard(&m.0)),
+        }
+    }
+    /// `fsleep(1000)` as `__check_for_conflicting_io` (msleep's minimum).
+    pub fn sleep_short() {
+        // SAFETY: process context (callers may sleep: they hold only rwsems).
+        unsafe { bindings::msleep(1) };
     }
     pub fn write_nested<T>(m: &RwInner<T>, subclass: u32) -> WriteGuard<'_, T> {
         // Without lockdep C's down_write_nested is down_write (a macro).
@@ -289,6 +324,11 @@ impl<T> RwSem<T> {
     pub fn down_write(&self) -> RwSemWriteGuard<'_, T> {
         imp::write(&self.0)
     }
+    /// `down_read_trylock`: `None` when a writer holds or waits for it.
+    /// For paths that must not wait (`map`): they defer the work instead.
+    pub fn try_down_read(&self) -> Option<RwSemReadGuard<'_, T>> {
+        imp::try_read(&self.0)
+    }
     /// `down_write_nested(sem, SINGLE_DEPTH_NESTING)`: a second lock of
     /// this class taken while holding one, always in the same order (a
     /// handover's source, then its destination). Tells lockdep this is not
@@ -299,6 +339,13 @@ impl<T> RwSem<T> {
         #[cfg(not(all(kernel, not(loom))))]
         imp::write(&self.0)
     }
+}
+
+/// Sleeps briefly (about a millisecond in the kernel, `fsleep(1000)`), for
+/// waits that poll a condition that is almost never true, as
+/// `__check_for_conflicting_io` does. Never call it under a [`SpinLock`].
+pub fn sleep_short() {
+    imp::sleep_short()
 }
 
 #[cfg(all(test, not(loom)))]

@@ -249,3 +249,31 @@ fn metadata_failure_goes_read_only() {
     c.read(0, &mut b).unwrap();
     assert_eq!(b[0], 0x5a, "the region was never committed: the reload shows it unhydrated");
 }
+
+#[test]
+fn map_remaps_hydrated_regions_and_source_reads() {
+    use dmrs_core::dm::{BioInfo, BioOp, MapResult};
+    let lab = Lab::new();
+    let c = lab.ctr("meta dest src 64").unwrap();
+    let bio = |op, sector, nr_sectors, flags| BioInfo { op, sector, nr_sectors, flags };
+    let m = |b: BioInfo| match c.map(&b) {
+        MapResult::Remapped { dev, sector } => format!("{}@{sector}", dev.name),
+        MapResult::Submitted => "submitted".into(),
+        MapResult::Kill(e) => format!("kill {}", e.name()),
+        MapResult::Done(r) => format!("done {r:?}"),
+    };
+    let none = ReqFlags::empty();
+    assert_eq!(m(bio(BioOp::Read, 128, 8, none)), "src@128", "unhydrated reads come from the source");
+    assert_eq!(m(bio(BioOp::Write, 128, 8, none)), "submitted", "the region is hydrated first");
+    c.write("c", 128, &[7u8; 4096], none).unwrap();
+    assert_eq!(m(bio(BioOp::Read, 128, 8, none)), "dest@128");
+    assert_eq!(m(bio(BioOp::Write, 136, 8, none)), "dest@136");
+    // FUA with the hydration not committed yet: commit first.
+    assert_eq!(m(bio(BioOp::Write, 136, 8, ReqFlags::FUA)), "submitted");
+    c.commit_metadata("c").unwrap();
+    assert_eq!(m(bio(BioOp::Write, 136, 8, ReqFlags::FUA)), "dest@136");
+    assert_eq!(m(bio(BioOp::Read, 120, 16, none)), "submitted", "crosses a region boundary");
+    assert_eq!(m(bio(BioOp::Flush, 0, 0, none)), "submitted");
+    assert_eq!(m(bio(BioOp::Discard, 0, 64, none)), "submitted");
+    assert_eq!(m(bio(BioOp::Read, 16380, 8, none)), "kill EIO", "beyond the target");
+}

@@ -9,6 +9,7 @@
 
 use super::metadata::CloneMetadata;
 use crate::args::kstrtouint;
+use crate::dm::{BioInfo, BioOp, MapResult};
 use crate::emit::{Emitter, StatusType};
 use crate::errno::{Errno, Result, TargetError};
 use crate::mem::TryVec;
@@ -292,6 +293,43 @@ impl<D: DmDevice, K: ChunkCopier> CloneTarget<D, K> {
         Ok(split_io(sector, len, self.region_size))
     }
 
+    /// `clone_map`: decides for a bio in the submitter's context. Reads and
+    /// writes of hydrated regions are remapped to the destination, reads of
+    /// the others to the source (which the clone never writes). Writes to
+    /// unhydrated regions (hydration first), flushes, FUA writes while the
+    /// metadata has uncommitted changes (`bio_triggers_commit`), discards
+    /// and bios crossing a region boundary are `Submitted`: the platform
+    /// runs them through [`Self::read`], [`Self::write`], [`Self::flush`]
+    /// or [`Self::discard`] in process context.
+    pub fn map(&self, bio: &BioInfo) -> MapResult<D> {
+        if self.mode() == Mode::Fail {
+            return MapResult::Kill(Errno::EIO);
+        }
+        let read = match bio.op {
+            BioOp::Read => true,
+            BioOp::Write => false,
+            BioOp::Flush | BioOp::Discard | BioOp::Other => return MapResult::Submitted,
+        };
+        if bio.end() > self.ti_len {
+            return MapResult::Kill(Errno::EIO);
+        }
+        let region = bio.sector >> self.region_shift;
+        if bio.nr_sectors == 0 || (bio.end() - 1) >> self.region_shift != region {
+            return MapResult::Submitted;
+        }
+        if self.cmd.is_region_hydrated(region) {
+            if !read && bio.flags.intersects(ReqFlags::FUA | ReqFlags::PREFLUSH) && self.cmd.changed_this_transaction()
+            {
+                return MapResult::Submitted;
+            }
+            return MapResult::Remapped { dev: self.dest.clone(), sector: bio.sector };
+        }
+        if read {
+            return MapResult::Remapped { dev: self.source.clone(), sector: bio.sector };
+        }
+        MapResult::Submitted
+    }
+
     /// `clone_map` for reads: hydrated regions from the destination, the
     /// rest from the source.
     pub fn read(&self, sector: u64, buf: &mut [u8]) -> Result<()> {
@@ -446,6 +484,11 @@ impl<D: DmDevice, K: ChunkCopier> CloneTarget<D, K> {
             && self.hydration_threshold.load(Ordering::Acquire) > 0
             && self.mode() == Mode::Write
             && !self.cmd.is_hydration_done()
+    }
+
+    /// Region size in sectors.
+    pub fn region_size(&self) -> u64 {
+        self.region_size
     }
 
     /// `(hydrated, total)` regions.

@@ -75,9 +75,10 @@ impl<D: DmDevice> DmSnapshot<D> {
         copier: &dyn ChunkCopier,
         chunk: Chunk,
         full: Option<&[u8]>,
+        conflicting_io: &dyn Fn(Chunk, Chunk),
     ) -> Result<Chunk> {
         let mut new_chunk = [0];
-        match self.make_exceptions(copier, &[chunk], full, &mut new_chunk)? {
+        match self.make_exceptions(copier, &[chunk], full, &mut new_chunk, conflicting_io)? {
             0 => Err(Errno::ENOSPC),
             _ => Ok(new_chunk[0]),
         }
@@ -91,6 +92,10 @@ impl<D: DmDevice> DmSnapshot<D> {
     /// after all the copied data — what the kernel's concurrent kcopyd
     /// completions give its commit batching. Then `pending_complete` for
     /// each: into the complete table. New chunks go to `new_chunks`.
+    /// Before that, `conflicting_io(first, last)` waits for bios remapped to
+    /// the origin on those chunks (`__check_for_conflicting_io` in
+    /// `pending_complete`): once an exception is visible, origin writes to
+    /// its chunk go ahead.
     ///
     /// Returns how many were made: fewer than asked means the store had no
     /// room for the next one (nothing allocated for it; the caller decides
@@ -102,6 +107,7 @@ impl<D: DmDevice> DmSnapshot<D> {
         chunks: &[Chunk],
         full: Option<&[u8]>,
         new_chunks: &mut [Chunk],
+        conflicting_io: &dyn Fn(Chunk, Chunk),
     ) -> Result<usize> {
         if chunks.len() > EXCEPTION_BATCH || new_chunks.len() < chunks.len() || (full.is_some() && chunks.len() != 1) {
             return Err(Errno::EINVAL);
@@ -158,6 +164,9 @@ impl<D: DmDevice> DmSnapshot<D> {
             // pending_complete(success = 0): read/write error.
             self.invalidate(Errno::EIO);
             return Err(Errno::EIO);
+        }
+        if let (Some(first), Some(last)) = (es.first(), es.last()) {
+            conflicting_io(first.old_chunk, last.old_chunk);
         }
         for (e, n) in es.iter().zip(new_chunks.iter_mut()) {
             if self.complete.insert(e.old_chunk, e.new_chunk).is_err() {

@@ -11,7 +11,9 @@
 
 use super::ctr::parse_snapshot_args;
 use super::dm_snapshot::{DmSnapshot, EXCEPTION_BATCH};
+use super::track::ChunkTracker;
 use super::DM_MSG_PREFIX;
+use crate::dm::{BioInfo, BioOp, MapResult, PerBio};
 use crate::emit::{Emitter, StatusType};
 use crate::errno::{Errno, Result, TargetError};
 use crate::exception::{Chunk, DM_CHUNK_CONSECUTIVE_BITS};
@@ -144,6 +146,8 @@ pub enum MergeProgress {
 pub struct SnapshotDriver<D: DmDevice, K: ChunkCopier> {
     reg: RwSem<Registry<D>>,
     copier: K,
+    /// Bios remapped past a chunk that may change (`tracked_chunk_hash`).
+    tracker: ChunkTracker,
     /// Only in loom builds, only set by loom-tests/tests/handover.rs: see
     /// [`Self::break_handover_for_loom`].
     #[cfg(loom)]
@@ -156,6 +160,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         Ok(SnapshotDriver {
             reg: RwSem::new(Registry { slots: TryVec::new(), order: TryVec::new(), next_gen: 1 }, &ORIGINS_LOCK)?,
             copier,
+            tracker: ChunkTracker::new(),
             #[cfg(loom)]
             broken_handover: false,
         })
@@ -417,6 +422,12 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         Ok(f(&reg, slot))
     }
 
+    /// The snapshot's chunk size in sectors (0 for a handover destination
+    /// until its resume).
+    pub fn snapshot_chunk_size(&self, id: SnapId) -> Result<u32> {
+        self.with_snapshot(id, |_, slot| slot.snap.down_read().store.chunk_size())
+    }
+
     /// Whether the table takes discards (`discard_zeroes_cow`): the
     /// constructor then asks dm core for discard bios.
     pub fn snapshot_discards(&self, id: SnapId) -> Result<bool> {
@@ -463,6 +474,105 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         self.with_snapshot(id, |_, slot| slot.snap.down_read().status(ty, out))
     }
 
+    /// `snapshot_map` and `snapshot_merge_map`: decides for a bio in the
+    /// submitter's context, without waiting for I/O.
+    ///
+    /// Remapped: reads and writes of chunks with a completed exception (to
+    /// the COW), reads of other chunks (to the origin, tracked until
+    /// [`Self::snapshot_end_io`] unless the target merges), flushes of a
+    /// snapshot (to the COW). Killed: any I/O to an invalid snapshot, writes
+    /// to an overflowed one. Everything else — writes that need an
+    /// exception, merge writes that are origin writes, discards, merge
+    /// flushes (both devices), bios crossing a chunk boundary — and any
+    /// bio that finds a lock held by a copy or a merge step, is
+    /// `Submitted`: the platform runs it through [`Self::snapshot_read`] /
+    /// [`Self::snapshot_write`] / [`Self::snapshot_flush`] /
+    /// [`Self::snapshot_discard`] in process context.
+    pub fn snapshot_map(&self, id: SnapId, bio: &BioInfo, pb: &mut PerBio) -> MapResult<D> {
+        *pb = PerBio::new();
+        let Some(reg) = self.reg.try_down_read() else { return MapResult::Submitted };
+        let Ok(slot) = reg.slot(id) else { return MapResult::Kill(Errno::EIO) };
+        let Some(snap) = slot.snap.try_down_read() else { return MapResult::Submitted };
+        let read = match bio.op {
+            BioOp::Read => true,
+            BioOp::Write => false,
+            BioOp::Flush if !snap.is_merge => return MapResult::Remapped { dev: snap.cow.clone(), sector: 0 },
+            BioOp::Flush | BioOp::Discard | BioOp::Other => return MapResult::Submitted,
+        };
+        if !snap.is_merge && (!snap.valid || (!read && snap.snapshot_overflowed)) {
+            return MapResult::Kill(Errno::EIO);
+        }
+        let shift = snap.chunk_shift();
+        if snap.chunk_size() == 0 || bio.nr_sectors == 0 || (bio.end() - 1) >> shift != bio.sector >> shift {
+            return MapResult::Submitted;
+        }
+        let chunk = bio.sector >> shift;
+        // A merge target with an invalid snapshot reads the origin.
+        if let Some(cow_sector) = snap.remap(bio.sector).filter(|_| snap.valid) {
+            if snap.is_merge && !read {
+                // A merge step copies this chunk back to the origin only
+                // after such writes have landed.
+                match self.tracker.track(id.index, chunk) {
+                    Some(t) => pb.tracked = t,
+                    None => return MapResult::Submitted,
+                }
+            }
+            return MapResult::Remapped { dev: snap.cow.clone(), sector: cow_sector };
+        }
+        if !read {
+            // An exception to make, or (merge) an origin write.
+            return MapResult::Submitted;
+        }
+        if !snap.is_merge {
+            // Until this read completes, no exception for the chunk may
+            // become visible (origin writes to it would then go ahead).
+            match self.tracker.track(id.index, chunk) {
+                Some(t) => pb.tracked = t,
+                None => return MapResult::Submitted,
+            }
+        }
+        MapResult::Remapped { dev: snap.origin.clone(), sector: bio.sector }
+    }
+
+    /// `snapshot_end_io`: a remapped bio completed (any context, never blocks).
+    pub fn snapshot_end_io(&self, pb: &mut PerBio) {
+        if pb.is_tracked() {
+            self.tracker.stop_tracking(pb.tracked);
+            *pb = PerBio::new();
+        }
+    }
+
+    /// `origin_map` + `do_origin`: reads and flushes go to the origin; a
+    /// write is remapped to it when no active, valid, non-merging snapshot
+    /// of the origin lacks an exception for a chunk it covers. Otherwise
+    /// (or when a lock is held by a copy) it is `Submitted`: the platform
+    /// runs it through [`Self::origin_write`], which makes the exceptions
+    /// first. Discards are not taken (`origin_ctr` asks for none).
+    pub fn origin_map(&self, origin: &D, bio: &BioInfo) -> MapResult<D> {
+        match bio.op {
+            BioOp::Read => return MapResult::Remapped { dev: origin.clone(), sector: bio.sector },
+            BioOp::Flush => return MapResult::Remapped { dev: origin.clone(), sector: 0 },
+            BioOp::Discard | BioOp::Other => return MapResult::Kill(Errno::EOPNOTSUPP),
+            BioOp::Write => {}
+        }
+        let Some(reg) = self.reg.try_down_read() else { return MapResult::Submitted };
+        for (_, slot) in reg.of_origin(origin.bdev_id()) {
+            if slot.is_merge {
+                continue;
+            }
+            let Some(snap) = slot.snap.try_down_read() else { return MapResult::Submitted };
+            let end = bio.end().max(bio.sector + 1).min(snap.ti_len);
+            if bio.sector >= end || !snap.valid || !snap.active {
+                continue;
+            }
+            let shift = snap.chunk_shift();
+            if (bio.sector >> shift..=(end - 1) >> shift).any(|c| snap.complete.lookup(c).is_none()) {
+                return MapResult::Submitted;
+            }
+        }
+        MapResult::Remapped { dev: origin.clone(), sector: bio.sector }
+    }
+
     /// Reads from a snapshot or merge target (`snapshot_map`,
     /// `snapshot_merge_map` for reads), chunk by chunk.
     pub fn snapshot_read(&self, id: SnapId, sector: u64, buf: &mut [u8]) -> Result<()> {
@@ -493,14 +603,14 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
             if slot.is_merge {
                 self.merge_write(&reg, slot, s, piece, flags)?;
             } else {
-                self.snap_write(slot, s, piece, flags)?;
+                self.snap_write(slot, id.index, s, piece, flags)?;
             }
         }
         Ok(())
     }
 
     /// `snapshot_map` for one write within a chunk.
-    fn snap_write(&self, slot: &Slot<D>, sector: u64, piece: &[u8], flags: ReqFlags) -> Result<()> {
+    fn snap_write(&self, slot: &Slot<D>, slot_index: u32, sector: u64, piece: &[u8], flags: ReqFlags) -> Result<()> {
         let mut snap = slot.snap.down_write();
         if !snap.valid || snap.snapshot_overflowed {
             return Err(Errno::EIO);
@@ -510,7 +620,8 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         }
         let chunk = sector >> snap.chunk_shift();
         let full = piece.len() == snap.chunk_bytes();
-        match snap.make_exception(&self.copier, chunk, full.then_some(piece)) {
+        let wait = |first, last| self.tracker.wait(slot_index, first, last);
+        match snap.make_exception(&self.copier, chunk, full.then_some(piece), &wait) {
             Ok(new_chunk) => {
                 if full {
                     // start_full_bio: the data went out as the copy; honour
@@ -572,7 +683,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         in_merge: bool,
     ) -> bool {
         let mut made = false;
-        for (_, slot) in reg.of_origin(origin_id) {
+        for (index, slot) in reg.of_origin(origin_id) {
             // Don't make new exceptions in a merging snapshot: it has
             // effectively been deleted.
             if slot.is_merge {
@@ -594,7 +705,8 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
                     }
                     chunk += 1;
                 }
-                match snap.make_exceptions(&self.copier, &batch, None, &mut new_chunks) {
+                let wait = |first, last| self.tracker.wait(index, first, last);
+                match snap.make_exceptions(&self.copier, &batch, None, &mut new_chunks, &wait) {
                     Ok(n) => {
                         made |= n > 0;
                         if n < batch.len() {
@@ -767,6 +879,10 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         let io_size = n << shift;
         let dest = old_chunk << shift;
         let count = io_size.min(snap.origin.size_sectors().saturating_sub(dest));
+        // Writes remapped to these chunks' COW copies must land before the
+        // copy reads them (the kernel waits the same way). New ones cannot
+        // start: `map` does not get the lock we hold.
+        self.tracker.wait(id.index, old_chunk, old_chunk + n - 1);
         // Reallocate exceptions needed in other snapshots first
         // (origin_write_extent).
         self.origin_write_locked(&reg, slot.origin_id, dest, io_size, true);
@@ -787,6 +903,32 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
             }
         }
         Ok(MergeProgress::Merged(run.nr_consecutive))
+    }
+}
+
+#[cfg(test)]
+impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
+    /// Runs `f` holding the registry lock exclusively (as a handover does)
+    /// or, with `snapshot`, a snapshot's lock exclusively (as a copy does).
+    pub(crate) fn with_lock_held<R>(&self, snapshot: Option<SnapId>, f: impl FnOnce() -> R) -> R {
+        match snapshot {
+            None => {
+                let _g = self.reg.down_write();
+                f()
+            }
+            Some(id) => {
+                let reg = self.reg.down_read();
+                let _s = reg.slot(id).map(|s| s.snap.down_write());
+                f()
+            }
+        }
+    }
+
+    /// Changes a snapshot's state directly.
+    pub(crate) fn with_snap_mut<R>(&self, id: SnapId, f: impl FnOnce(&mut DmSnapshot<D>) -> R) -> R {
+        let reg = self.reg.down_read();
+        let mut s = reg.slot(id).map(|s| s.snap.down_write()).unwrap_or_else(|_| panic!("no snapshot {id:?}"));
+        f(&mut s)
     }
 }
 

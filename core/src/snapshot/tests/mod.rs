@@ -3,6 +3,7 @@
 //! several snapshots, snapshot writes, overflow and invalidation, handover
 //! and its cancellation, merging.
 
+extern crate std;
 use super::*;
 use crate::emit::{Emitter, StatusType};
 use crate::errno::{Errno, Result};
@@ -454,4 +455,126 @@ fn origin_write_batches_exceptions() {
     small.origin_write(0, 16 * 16 * 512, 0x33);
     assert_eq!(small.status(s, StatusType::Info), "Invalid");
     assert!(all(&small.origin(0, 16 * 16 * 512), 0x33), "the origin write is never failed");
+}
+
+fn bio(op: crate::dm::BioOp, sector: u64, nr_sectors: u64) -> crate::dm::BioInfo {
+    crate::dm::BioInfo { op, sector, nr_sectors, flags: ReqFlags::empty() }
+}
+
+/// Where `map` sent a bio: device name and sector, or what else it did.
+fn mapped(r: crate::dm::MapResult<Dev>) -> String {
+    use crate::dm::MapResult;
+    match r {
+        MapResult::Remapped { dev, sector } => alloc::format!("{}@{}", dev.name, sector),
+        MapResult::Submitted => "submitted".to_string(),
+        MapResult::Kill(e) => alloc::format!("kill {}", e.name()),
+        MapResult::Done(r) => alloc::format!("done {r:?}"),
+    }
+}
+
+#[test]
+fn map_remaps_what_needs_no_copy_and_defers_the_rest() {
+    use crate::dm::{BioOp, PerBio};
+    let lab = Lab::new(8192);
+    let id = lab.snap("origin cow1 P 16");
+    lab.origin_write(32, 512, 0x22); // chunk 2 gets COW chunk 2 (0: header, 1: area)
+    let mut pb = PerBio::new();
+    let m = |op, s, n, pb: &mut PerBio| mapped(lab.drv.snapshot_map(id, &bio(op, s, n), pb));
+    // Reads of an uncopied chunk go to the origin, tracked until end_io.
+    assert_eq!(m(BioOp::Read, 0, 8, &mut pb), "origin@0");
+    assert!(pb.is_tracked());
+    lab.drv.snapshot_end_io(&mut pb);
+    assert!(!pb.is_tracked());
+    // Reads and writes of a copied chunk go to its COW chunk, untracked.
+    assert_eq!(m(BioOp::Read, 36, 4, &mut pb), "cow1@36");
+    assert!(!pb.is_tracked());
+    assert_eq!(m(BioOp::Write, 32, 16, &mut pb), "cow1@32");
+    // A write to an uncopied chunk needs an exception: deferred.
+    assert_eq!(m(BioOp::Write, 64, 8, &mut pb), "submitted");
+    // A bio across a chunk boundary is split by the deferred path.
+    assert_eq!(m(BioOp::Read, 8, 16, &mut pb), "submitted");
+    assert_eq!(m(BioOp::Flush, 0, 0, &mut pb), "cow1@0");
+    assert_eq!(m(BioOp::Discard, 0, 16, &mut pb), "submitted");
+    // Origin writes: remapped where every snapshot has its copy.
+    let om = |s, n| mapped(lab.drv.origin_map(&lab.devs[0], &bio(BioOp::Write, s, n)));
+    assert_eq!(om(32, 16), "origin@32");
+    assert_eq!(om(32, 32), "submitted", "chunk 3 has no copy yet");
+    assert_eq!(om(16000, 8), "submitted");
+    assert_eq!(mapped(lab.drv.origin_map(&lab.devs[0], &bio(BioOp::Read, 64, 8))), "origin@64");
+    // Past the snapshot's length nothing needs copying.
+    assert_eq!(om(16384, 8), "origin@16384");
+    // A lock held by a copy or a merge step: deferred, never waited for.
+    for held in [None, Some(id)] {
+        lab.drv.with_lock_held(held, || {
+            assert_eq!(m(BioOp::Read, 36, 4, &mut pb), "submitted");
+            assert_eq!(om(32, 16), "submitted");
+        });
+    }
+    // Invalid: killed; overflowed (PO): writes killed, reads still served.
+    let po = lab.snap("origin cow2 PO 16");
+    lab.drv.with_snap_mut(po, |s| s.snapshot_overflowed = true);
+    assert_eq!(mapped(lab.drv.snapshot_map(po, &bio(BioOp::Write, 32, 8), &mut pb)), "kill EIO");
+    assert_eq!(mapped(lab.drv.snapshot_map(po, &bio(BioOp::Read, 32, 8), &mut pb)), "origin@32");
+    lab.drv.snapshot_end_io(&mut pb);
+    lab.drv.with_snap_mut(id, |s| s.invalidate(Errno::EIO));
+    assert_eq!(m(BioOp::Read, 36, 4, &mut pb), "kill EIO");
+}
+
+#[test]
+fn merge_map_reads_both_ways_and_tracks_cow_writes() {
+    use crate::dm::{BioOp, PerBio};
+    let lab = Lab::new(8192);
+    let id = lab.snap("origin cow1 P 16");
+    lab.origin_write(32, 512, 0x22);
+    lab.drv.set_suspended(id, true).unwrap();
+    let mid = lab.ctr(true, "origin cow1 P 16").unwrap();
+    lab.drv.snapshot_preresume(mid).unwrap();
+    lab.drv.snapshot_resume(mid).unwrap();
+    lab.drv.snapshot_dtr(id);
+    let mut pb = PerBio::new();
+    let m = |op, s, n, pb: &mut PerBio| mapped(lab.drv.snapshot_map(mid, &bio(op, s, n), pb));
+    assert_eq!(m(BioOp::Read, 0, 8, &mut pb), "origin@0");
+    assert!(!pb.is_tracked(), "the kernel tracks no merge reads");
+    assert_eq!(m(BioOp::Read, 32, 8, &mut pb), "cow1@32");
+    assert_eq!(m(BioOp::Write, 0, 8, &mut pb), "submitted", "an origin write");
+    assert_eq!(m(BioOp::Flush, 0, 0, &mut pb), "submitted", "both devices are flushed");
+    assert_eq!(m(BioOp::Write, 32, 8, &mut pb), "cow1@32");
+    assert!(pb.is_tracked());
+    // The merge of chunk 2 waits for that write to land.
+    let drv = &lab.drv;
+    std::thread::scope(|sc| {
+        let h = sc.spawn(|| drv.merge_step(mid).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert!(!h.is_finished(), "merged under a write still in flight");
+        lab.devs[1].write(32, &[0x33u8; 4096], ReqFlags::empty()).unwrap();
+        drv.snapshot_end_io(&mut pb);
+        assert_eq!(h.join().unwrap(), MergeProgress::Merged(1));
+    });
+    assert!(all(&lab.origin(32, 4096), 0x33), "the write made it into the merged origin");
+}
+
+#[test]
+fn an_exception_waits_for_origin_reads_in_flight() {
+    use crate::dm::{BioOp, MapResult, PerBio};
+    let lab = Lab::new(8192);
+    let id = lab.snap("origin cow1 P 16");
+    let mut pb = PerBio::new();
+    let MapResult::Remapped { dev, sector } = lab.drv.snapshot_map(id, &bio(BioOp::Read, 64, 16), &mut pb) else {
+        panic!("an uncopied chunk's read is remapped")
+    };
+    assert_eq!((dev.name, sector), ("origin", 64));
+    let drv = &lab.drv;
+    std::thread::scope(|sc| {
+        let writer = sc.spawn(|| lab.origin_write(64, 8192, 0x44));
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert!(!writer.is_finished(), "the origin changed under a snapshot read in flight");
+        // The read is still served from the unchanged origin.
+        let mut b = vec![0u8; 8192];
+        dev.read(sector, &mut b).unwrap();
+        assert!(all(&b, 0x11));
+        drv.snapshot_end_io(&mut pb);
+        writer.join().unwrap();
+    });
+    assert!(all(&lab.read(id, 64, 8192).unwrap(), 0x11));
+    assert!(all(&lab.origin(64, 8192), 0x44));
 }
