@@ -2,8 +2,7 @@
 # the origin and the snapshot, for the C targets (T=) and dm_rs (T=r), on
 # disks $O (origin, 64 MiB) and $C (COW). Prints, per target set, the
 # snapshot status and checksums of what the origin and the snapshot read
-# back; they must be equal for C and Rust. Then first-write COW
-# throughput through snapshot-origin, 4 KiB and 64 KiB writes.
+# back; they must be equal for C and Rust. (Throughput: bench.sh.)
 export DM_DISABLE_UDEV=1
 pat() { yes "$(printf "%-15.15s" "$1")" | head -c "$2"; }
 run() { # run PREFIX ORIGIN_DEV COW_DEV
@@ -37,26 +36,9 @@ run() { # run PREFIX ORIGIN_DEV COW_DEV
     echo "snap:   $(dd if=/dev/mapper/snap bs=1M count=64 2>/dev/null | md5sum | cut -c1-32)"
     dmsetup remove snap; dmsetup remove origin
 }
-bench() { # bench PREFIX ORIGIN COW BS: first-write COW MB/s through snapshot-origin
-    p=$1 O=$2 C=$3 bs=$4
-    if [ -n "$p" ]; then so=${p}snap-origin; sn=${p}snapshot; else so=snapshot-origin; sn=snapshot; fi
-    dd if=/dev/zero of=$C bs=4096 count=1 conv=notrunc 2>/dev/null
-    dmsetup create origin --table "0 131072 $so $O"; dmsetup suspend origin
-    dmsetup create snap --table "0 131072 $sn $O $C P 16"; dmsetup resume origin
-    t0=$(cut -d' ' -f1 /proc/uptime)
-    dd if=/dev/zero of=/dev/mapper/origin bs=$bs count=$((16777216 / bs)) oflag=direct 2>/dev/null
-    t1=$(cut -d' ' -f1 /proc/uptime)
-    echo "bench ${p:-c} $bs $(awk -v a=$t0 -v b=$t1 'BEGIN{printf "%.2f", 16/(b-a)}')"
-    dmsetup remove snap; dmsetup remove origin
-}
 for w in 0 1 2 3; do pat ORIGIN$w 8192 > /tmp/pat.O$w; done
 for w in 0 1; do pat SNAP$w 12288 > /tmp/pat.S$w; done
 dd if=/dev/zero of=/dev/vda bs=1M count=64 2>/dev/null; pat BASE 67108864 > /dev/vda
 dd if=/dev/vda of=/dev/vdc bs=1M count=64 2>/dev/null
 echo "== C"; run "" /dev/vda /dev/vdb || exit 1
 echo "== dm_rs"; run r /dev/vdc /dev/vdd || exit 1
-if [ -n "${BENCH-1}" ]; then
-    for i in 1 2 3 4 5; do
-        for bs in 4096 65536; do bench "" /dev/vda /dev/vdb $bs; bench r /dev/vdc /dev/vdd $bs; done
-    done
-fi
