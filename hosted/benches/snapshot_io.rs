@@ -4,7 +4,10 @@
 //! - first writes through `snapshot-origin` (each chunk copied to the COW and
 //!   committed before the write), 4 KiB and 64 KiB writes, chunk size 16;
 //! - the same writes once the chunks are already copied;
-//! - plain writes to the origin file, as the baseline.
+//! - plain writes to the origin file, as the baseline;
+//! - 4 threads of random 4 KiB reads (half the chunks copied) and of
+//!   overwrites of copied chunks through the snapshot (remapped by `map` to
+//!   the origin or the COW file), against the same I/O on the plain file.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dmrs_hosted::cli::pattern;
@@ -75,5 +78,65 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// xorshift64: offsets that do not follow the page cache's read-ahead.
+fn offsets(seed: u64, n: usize, span: u64) -> Vec<u64> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % (span / 4096)) * 4096
+        })
+        .collect()
+}
+
+const THREADS: u64 = 4;
+const OPS: usize = 1024;
+
+fn parallel(op: &(dyn Fn(u64) + Sync), span: u64) {
+    std::thread::scope(|sc| {
+        for t in 0..THREADS {
+            let offs = offsets(t + 1, OPS, span);
+            sc.spawn(move || offs.iter().for_each(|&o| op(o)));
+        }
+    });
+}
+
+fn bench_parallel(c: &mut Criterion) {
+    let base = std::env::var_os("DMRS_BENCH_DIR").unwrap_or_else(|| ".".into());
+    let mut g = c.benchmark_group("random_4k_4_threads_16MiB");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(THREADS * OPS as u64 * 4096));
+    let d = tempfile::tempdir_in(&base).unwrap();
+    let dm = setup(d.path());
+    let data = pattern("NEW", 4096);
+    // The first half of the origin is copied to the COW.
+    for off in (0..ORIGIN / 2).step_by(65536) {
+        dm.write("base", off, &pattern("COPIED", 65536)).unwrap();
+    }
+    g.bench_function("snapshot_read", |b| b.iter(|| parallel(&|o| drop(dm.read("snap", o, 4096).unwrap()), ORIGIN)));
+    g.bench_function("snapshot_overwrite_copied", |b| {
+        b.iter(|| parallel(&|o| dm.write("snap", o, &data).unwrap(), ORIGIN / 2))
+    });
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(d.path().join("origin.img")).unwrap();
+    use std::os::unix::fs::FileExt;
+    g.bench_function("plain_file_read", |b| {
+        b.iter(|| {
+            parallel(
+                &|o| {
+                    let mut buf = vec![0u8; 4096];
+                    f.read_exact_at(&mut buf, o).unwrap()
+                },
+                ORIGIN,
+            )
+        })
+    });
+    g.bench_function("plain_file_overwrite", |b| {
+        b.iter(|| parallel(&|o| f.write_all_at(&data, o).unwrap(), ORIGIN / 2))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_parallel);
 criterion_main!(benches);

@@ -5,9 +5,10 @@
 //! keeps it for a whole script; single `dmrs` commands rebuild it from the
 //! state journal first (see `state.rs`).
 
+use dmrs_core::dm::{BioInfo, BioOp, MapResult, PerBio};
 use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::mem::TryVec;
-use dmrs_core::platform::{BlockDevice, DmDevice, QueueLimits, ReqFlags, SyncCopier, SECTOR_SIZE};
+use dmrs_core::platform::{split_io, BlockDevice, DmDevice, QueueLimits, ReqFlags, SyncCopier, SECTOR_SIZE};
 use dmrs_core::snapshot::{self, ctr::parse_origin_args, MergeProgress, SnapId, SnapshotDriver, Volatile};
 use dmrs_core::{Errno, Result as KResult, TargetError};
 use std::collections::{BTreeMap, HashMap};
@@ -93,6 +94,24 @@ fn err(errno: Errno, msg: impl Into<String>) -> DmError {
 type Result<T> = std::result::Result<T, DmError>;
 
 type Clone = dmrs_core::clone::target::CloneTarget<HostDev, SyncCopier>;
+
+/// A bio's data: where a read lands or what a write carries.
+enum Io<'a> {
+    Read(&'a mut [u8]),
+    Write(&'a [u8]),
+}
+
+impl Io<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Io::Read(b) => b.len(),
+            Io::Write(b) => b.len(),
+        }
+    }
+    fn is_read(&self) -> bool {
+        matches!(self, Io::Read(_))
+    }
+}
 
 enum Target {
     Origin(HostDev),
@@ -415,17 +434,63 @@ impl DeviceMapper {
         err(e, format!("dmrs: {name}: {}", strerror(e)))
     }
 
+    /// dm core's part of a read or write: the buffer is split where the
+    /// target's `max_io_len` splits bios (chunk or region size), each piece
+    /// goes through the target's `map`, and a remapped piece is file I/O on
+    /// the device `map` chose (then `end_io`); the others run the target's
+    /// deferred path, as the kernel module's worker does.
+    fn submit(&self, name: &str, t: &Table, sector: u64, mut data: Io<'_>) -> KResult<()> {
+        let boundary = match &t.target {
+            Target::Origin(_) => 0,
+            Target::Snapshot(id) => self.snap.snapshot_chunk_size(*id)? as u64,
+            Target::Clone(c) => c.region_size(),
+        };
+        let len = data.len();
+        let pieces: Vec<(u64, std::ops::Range<usize>)> =
+            if boundary == 0 { vec![(sector, 0..len)] } else { split_io(sector, len, boundary).collect() };
+        for (s, r) in pieces {
+            let info = BioInfo {
+                op: if data.is_read() { BioOp::Read } else { BioOp::Write },
+                sector: s,
+                nr_sectors: (r.len() / SECTOR_SIZE) as u64,
+                flags: ReqFlags::empty(),
+            };
+            let mut pb = PerBio::new();
+            let decision = match &t.target {
+                Target::Origin(d) => self.snap.origin_map(d, &info),
+                Target::Snapshot(id) => self.snap.snapshot_map(*id, &info, &mut pb),
+                Target::Clone(c) => c.map(&info),
+            };
+            let r = match (decision, &mut data) {
+                (MapResult::Remapped { dev, sector }, Io::Read(b)) => dev.read(sector, &mut b[r]),
+                (MapResult::Remapped { dev, sector }, Io::Write(b)) => dev.write(sector, &b[r], info.flags),
+                (MapResult::Kill(e), _) => Err(e),
+                (MapResult::Done(res), _) => res,
+                (MapResult::Submitted, Io::Read(b)) => match &t.target {
+                    Target::Origin(d) => d.read(s, &mut b[r]),
+                    Target::Snapshot(id) => self.snap.snapshot_read(*id, s, &mut b[r]),
+                    Target::Clone(c) => c.read(s, &mut b[r]),
+                },
+                (MapResult::Submitted, Io::Write(b)) => match &t.target {
+                    Target::Origin(d) => self.snap.origin_write(d, s, &b[r], info.flags),
+                    Target::Snapshot(id) => self.snap.snapshot_write(*id, s, &b[r], info.flags),
+                    Target::Clone(c) => c.write(name, s, &b[r], info.flags),
+                },
+            };
+            if let Target::Snapshot(_) = &t.target {
+                self.snap.snapshot_end_io(&mut pb);
+            }
+            r?;
+        }
+        Ok(())
+    }
+
     /// Reads `len` bytes at byte `offset` of device `name`.
     pub fn read(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let t = self.live(name)?;
         let sector = Self::check_range(t, name, offset, len)?;
         let mut buf = vec![0u8; len];
-        match &t.target {
-            Target::Origin(d) => d.read(sector, &mut buf),
-            Target::Snapshot(id) => self.snap.snapshot_read(*id, sector, &mut buf),
-            Target::Clone(c) => c.read(sector, &mut buf),
-        }
-        .map_err(|e| Self::io_err(name, e))?;
+        self.submit(name, t, sector, Io::Read(&mut buf)).map_err(|e| Self::io_err(name, e))?;
         Ok(buf)
     }
 
@@ -433,12 +498,7 @@ impl DeviceMapper {
     pub fn write(&self, name: &str, offset: u64, data: &[u8]) -> Result<()> {
         let t = self.live(name)?;
         let sector = Self::check_range(t, name, offset, data.len())?;
-        match &t.target {
-            Target::Origin(d) => self.snap.origin_write(d, sector, data, ReqFlags::empty()),
-            Target::Snapshot(id) => self.snap.snapshot_write(*id, sector, data, ReqFlags::empty()),
-            Target::Clone(c) => c.write(name, sector, data, ReqFlags::empty()),
-        }
-        .map_err(|e| Self::io_err(name, e))
+        self.submit(name, t, sector, Io::Write(data)).map_err(|e| Self::io_err(name, e))
     }
 
     /// Flushes device `name` (fsync on a dm device: an empty PREFLUSH bio).

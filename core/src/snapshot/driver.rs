@@ -152,6 +152,9 @@ pub struct SnapshotDriver<D: DmDevice, K: ChunkCopier> {
     /// [`Self::break_handover_for_loom`].
     #[cfg(loom)]
     broken_handover: bool,
+    /// Only in loom builds: see [`Self::break_tracking_for_loom`].
+    #[cfg(loom)]
+    broken_tracking: bool,
 }
 
 impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
@@ -163,6 +166,8 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
             tracker: ChunkTracker::new(),
             #[cfg(loom)]
             broken_handover: false,
+            #[cfg(loom)]
+            broken_tracking: false,
         })
     }
 
@@ -175,6 +180,24 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
     #[cfg(loom)]
     pub fn break_handover_for_loom(&mut self) {
         self.broken_handover = true;
+    }
+
+    /// Test hook, compiled only with `--cfg loom`: exceptions become visible
+    /// without waiting for tracked reads of their chunk (no
+    /// `__check_for_conflicting_io`). The tracked-chunk model's
+    /// `#[should_panic]` variant uses it.
+    #[cfg(loom)]
+    pub fn break_tracking_for_loom(&mut self) {
+        self.broken_tracking = true;
+    }
+
+    /// `__check_for_conflicting_io` for snapshot `index`, chunks `first..=last`.
+    fn check_for_conflicting_io(&self, index: u32, first: Chunk, last: Chunk) {
+        #[cfg(loom)]
+        if self.broken_tracking {
+            return;
+        }
+        self.tracker.wait(index, first, last)
     }
 
     /// `snapshot_ctr` (or the `snapshot-merge` constructor when `merge`):
@@ -620,7 +643,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         }
         let chunk = sector >> snap.chunk_shift();
         let full = piece.len() == snap.chunk_bytes();
-        let wait = |first, last| self.tracker.wait(slot_index, first, last);
+        let wait = |first, last| self.check_for_conflicting_io(slot_index, first, last);
         match snap.make_exception(&self.copier, chunk, full.then_some(piece), &wait) {
             Ok(new_chunk) => {
                 if full {
@@ -705,7 +728,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
                     }
                     chunk += 1;
                 }
-                let wait = |first, last| self.tracker.wait(index, first, last);
+                let wait = |first, last| self.check_for_conflicting_io(index, first, last);
                 match snap.make_exceptions(&self.copier, &batch, None, &mut new_chunks, &wait) {
                     Ok(n) => {
                         made |= n > 0;
@@ -882,7 +905,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         // Writes remapped to these chunks' COW copies must land before the
         // copy reads them (the kernel waits the same way). New ones cannot
         // start: `map` does not get the lock we hold.
-        self.tracker.wait(id.index, old_chunk, old_chunk + n - 1);
+        self.check_for_conflicting_io(id.index, old_chunk, old_chunk + n - 1);
         // Reallocate exceptions needed in other snapshots first
         // (origin_write_extent).
         self.origin_write_locked(&reg, slot.origin_id, dest, io_size, true);
