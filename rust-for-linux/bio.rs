@@ -145,6 +145,17 @@ impl Bio {
         bio.bi_bdev = bdev;
     }
 
+    /// `submit_bio_noacct`: issues a bio this target kept
+    /// (`DM_MAPIO_SUBMITTED`) once it is remapped; its completion reaches
+    /// dm core as for any other.
+    pub(crate) fn submit(self) {
+        let p = self.0.as_ptr();
+        core::mem::forget(self);
+        // SAFETY: we own the bio; the block layer owns it from here and
+        // ends it exactly once.
+        unsafe { b::submit_bio_noacct(p) };
+    }
+
     /// Gives the bio back to dm core, remapped (the caller returns
     /// `DM_MAPIO_REMAPPED`).
     pub(crate) fn into_remapped(self) {
@@ -190,6 +201,12 @@ pub(crate) struct BioList {
 
 // SAFETY: the list owns the bios it holds.
 unsafe impl Send for BioList {}
+
+impl Default for BioList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl BioList {
     pub(crate) const fn new() -> Self {

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! The core's chunk copier over dm-kcopyd, as dm-snap.c and dm-clone copy
-//! chunks and regions: kcopyd splits a copy into sub-jobs it keeps in
-//! flight together. The core's copies are synchronous, so each one waits
-//! for kcopyd's notify on a completion; callers are workers that may sleep.
+//! Copies over dm-kcopyd, as dm-snap.c and dm-clone copy chunks and
+//! regions (kcopyd splits a copy into sub-jobs it keeps in flight
+//! together): [`start_copy`] hands a snapshot exception's copy to kcopyd and
+//! returns; kcopyd's notify calls the snapshot driver's `copy_callback` from
+//! its own thread (process context). [`KcopydCopier`] waits for its copy
+//! (merge steps and clone hydration, in a worker that may sleep).
 
 use crate::b;
 use crate::kdev::KDev;
@@ -49,6 +51,25 @@ unsafe extern "C" fn notify(read_err: c_int, write_err: c_ulong, context: *mut c
         (*d).write_err = write_err;
         b::complete(core::ptr::addr_of_mut!((*d).completion));
     }
+}
+
+/// `copy_callback` through kcopyd's notify: `context` is the core's copy
+/// context, carried in the pointer.
+unsafe extern "C" fn snapshot_notify(read_err: c_int, write_err: c_ulong, context: *mut c_void) {
+    crate::targets::g().snap.copy_callback(context as u64, read_err == 0 && write_err == 0);
+}
+
+/// `dm_kcopyd_copy` of `nr_sectors` from `from` to `to`; completion goes to
+/// the snapshot driver's `copy_callback(context, ok)`.
+pub(crate) fn start_copy(from: &KDev, from_sector: u64, to: &KDev, to_sector: u64, nr_sectors: u64, context: u64) {
+    let client = CLIENT.load(core::sync::atomic::Ordering::Acquire);
+    let mut from_region = b::dm_io_region { bdev: from.bdev(), sector: from_sector, count: nr_sectors };
+    let mut to_region = b::dm_io_region { bdev: to.bdev(), sector: to_sector, count: nr_sectors };
+    // SAFETY: open devices; kcopyd copies the regions before it returns and
+    // keeps only `context`, a plain number.
+    unsafe {
+        b::dm_kcopyd_copy(client, &mut from_region, 1, &mut to_region, 0, Some(snapshot_notify), context as *mut c_void)
+    };
 }
 
 /// Copies with dm-kcopyd between two devices the targets opened; any other

@@ -4,29 +4,69 @@
 //! dm-snap.c's `_origins`) and `clone`.
 
 use crate::bio::{Bio, Op};
+use dmrs_core::dm::BioOp;
 use crate::kdev::KDev;
 use crate::target::{Ctor, DmTarget, Mapped};
-use dmrs_core::dm::{MapResult, PerBio};
+use dmrs_core::dm::{IoPlatform, MapResult, PerBio, Queued};
 use crate::worker::{Handler, Worker};
 use dmrs_core::clone::target::CloneTarget;
 use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::mem::try_zeroed;
 use crate::kcopyd::KcopydCopier;
-use dmrs_core::platform::{BlockDevice, DmDevice, QueueLimits, SECTOR_SHIFT};
+use dmrs_core::platform::{DmDevice, QueueLimits, SECTOR_SHIFT};
 use dmrs_core::snapshot::{ctr::parse_origin_args, MergeProgress, SnapId, SnapshotDriver};
 use dmrs_core::{Errno, TargetError};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
+/// The core's I/O platform in the kernel: `struct bio` and `bio_list`,
+/// `submit_bio_noacct`, `bio_endio`, dm-kcopyd.
+pub(crate) struct KIo;
+
+impl IoPlatform for KIo {
+    type Dev = KDev;
+    type Bio = Bio;
+    type BioList = crate::bio::BioList;
+
+    fn bio_list_add(list: &mut Self::BioList, bio: Bio) {
+        list.push(bio)
+    }
+    fn bio_list_pop(list: &mut Self::BioList) -> Option<Bio> {
+        list.pop()
+    }
+    fn bio_sectors(bio: &Bio) -> (u64, u64) {
+        (bio.sector(), (bio.size() >> SECTOR_SHIFT) as u64)
+    }
+    fn remap(bio: &mut Bio, dev: &KDev, sector: u64) {
+        bio.set_dev(dev.bdev());
+        if bio.size() != 0 {
+            bio.set_sector(sector);
+        }
+    }
+    fn submit(&self, bio: Bio) {
+        bio.submit()
+    }
+    fn endio(&self, bio: Bio, r: dmrs_core::Result<()>) {
+        bio.end(r)
+    }
+    fn start_copy(&self, from: &KDev, from_sector: u64, to: &KDev, to_sector: u64, nr: u64, ctx: u64) -> Option<bool> {
+        crate::kcopyd::start_copy(from, from_sector, to, to_sector, nr, ctx);
+        None
+    }
+    fn copy(&self, from: &KDev, from_sector: u64, to: &KDev, to_sector: u64, nr: u64) -> dmrs_core::Result<()> {
+        dmrs_core::platform::ChunkCopier::copy(&KcopydCopier, from, from_sector, to, to_sector, nr)
+    }
+}
+
 /// State shared by every table of the module.
 pub(crate) struct Global {
-    pub(crate) snap: SnapshotDriver<KDev, KcopydCopier>,
+    pub(crate) snap: SnapshotDriver<KIo>,
 }
 
 static GLOBAL: core::sync::atomic::AtomicPtr<Global> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 pub(crate) fn global_init() -> Result {
-    let snap = SnapshotDriver::new(KcopydCopier::default()).map_err(|_| ENOMEM)?;
+    let snap = SnapshotDriver::new(KIo).map_err(|_| ENOMEM)?;
     let g = KBox::new(Global { snap }, GFP_KERNEL)?;
     GLOBAL.store(KBox::into_raw(g), core::sync::atomic::Ordering::Release);
     Ok(())
@@ -40,7 +80,7 @@ pub(crate) fn global_exit() {
     }
 }
 
-fn g() -> &'static Global {
+pub(crate) fn g() -> &'static Global {
     // SAFETY: set before the targets are registered, freed after they are gone.
     unsafe { &*GLOBAL.load(core::sync::atomic::Ordering::Acquire) }
 }
@@ -71,8 +111,8 @@ fn rw(
 
 /// Carries out the core's `map` decision: a remapped bio is pointed at its
 /// device and sector and handed back to dm core with its data untouched;
-/// one that needs work goes to the target's worker.
-fn dispatch(r: MapResult<KDev>, mut bio: Bio, defer: impl FnOnce(Bio)) -> Mapped {
+/// one that needs work goes to `work` (the core's bio path, or the worker).
+fn dispatch(r: MapResult<KDev>, mut bio: Bio, work: impl FnOnce(Bio) -> Mapped) -> Mapped {
     match r {
         MapResult::Remapped { dev, sector } => {
             bio.set_dev(dev.bdev());
@@ -82,10 +122,7 @@ fn dispatch(r: MapResult<KDev>, mut bio: Bio, defer: impl FnOnce(Bio)) -> Mapped
             bio.into_remapped();
             Mapped::Remapped
         }
-        MapResult::Submitted => {
-            defer(bio);
-            Mapped::Submitted
-        }
+        MapResult::Submitted => work(bio),
         MapResult::Kill(e) => {
             bio.end(Err(e));
             Mapped::Submitted
@@ -97,6 +134,39 @@ fn dispatch(r: MapResult<KDev>, mut bio: Bio, defer: impl FnOnce(Bio)) -> Mapped
     }
 }
 
+/// Carries out what the core did with a bio it took for work: issue it
+/// (from `map`: hand it back remapped), keep nothing (queued on an
+/// exception), defer it to the worker, or end it.
+fn queued(q: Queued<Bio>, from_map: bool, defer: impl FnOnce(Bio)) -> Mapped {
+    match q {
+        Queued::Remapped(bio) if from_map => {
+            bio.into_remapped();
+            Mapped::Remapped
+        }
+        Queued::Remapped(bio) => {
+            bio.submit();
+            Mapped::Submitted
+        }
+        Queued::Queued => Mapped::Submitted,
+        Queued::Retry(bio) => {
+            defer(bio);
+            Mapped::Submitted
+        }
+        Queued::End(bio, r) => {
+            bio.end(r);
+            Mapped::Submitted
+        }
+    }
+}
+
+/// Points `bio` at `dev` at the target-relative sector, as the core
+/// expects the bios it queues.
+fn to_relative(mut bio: Bio, dev: &KDev, begin: u64) -> Bio {
+    let s = bio.sector().saturating_sub(begin);
+    KIo::remap(&mut bio, dev, s);
+    bio
+}
+
 // ---------------------------------------------------------------- origin
 
 struct OriginIo {
@@ -106,11 +176,11 @@ struct OriginIo {
 }
 
 impl Handler for OriginIo {
+    /// An origin write whose `map` found a snapshot lock held: the same
+    /// `do_origin`, allowed to wait for the lock.
     fn handle(&self, bio: Bio) {
-        let s = bio.sector() - self.begin;
-        let flags = bio.flags();
-        let dev = &self.dev;
-        rw(bio, s, |s, b| dev.read(s, b), |s, b| g().snap.origin_write(dev, s, b, flags))
+        let bio = to_relative(bio, &self.dev, self.begin);
+        queued(g().snap.origin_write_bio(&self.dev, bio, true), false, |bio| bio.end(Err(Errno::EIO)));
     }
 }
 
@@ -132,7 +202,15 @@ impl DmTarget for Origin {
 
     fn map(&self, bio: Bio, _pb: &mut PerBio) -> Mapped {
         let h = &self.w.h;
-        dispatch(g().snap.origin_map(&h.dev, &bio.info(h.begin)), bio, |bio| Worker::defer(&self.w, bio))
+        dispatch(g().snap.origin_map(&h.dev, &bio.info(h.begin)), bio, |bio| {
+            // Exceptions to make first: `do_origin` queues the bio on one
+            // and starts the copies, unless a snapshot lock is held.
+            let bio = to_relative(bio, &h.dev, h.begin);
+            queued(g().snap.origin_write_bio(&h.dev, bio, false), true, |mut bio| {
+                bio.set_sector(bio.sector() + h.begin);
+                Worker::defer(&self.w, bio)
+            })
+        })
     }
 
     fn status(&self, ty: StatusType, out: &mut Emitter<'_>) {
@@ -164,13 +242,27 @@ struct SnapIo {
     id: SnapId,
     begin: u64,
     len: u64,
+    merge: bool,
 }
 
 impl Handler for SnapIo {
-    fn handle(&self, bio: Bio) {
+    fn handle(&self, mut bio: Bio) {
         let s = g();
-        let sector = bio.sector() - self.begin;
+        let sector = bio.sector().saturating_sub(self.begin);
         let flags = bio.flags();
+        if !self.merge && bio.op() == Op::Write && bio.size() != 0 {
+            // The bio path, waiting for locks; a bio across chunks or a
+            // full pool takes the synchronous path below.
+            bio.set_sector(sector);
+            match s.snap.snapshot_write_bio(self.id, bio, true) {
+                Queued::Retry(b) => bio = b,
+                q => {
+                    queued(q, false, |b| b.end(Err(Errno::EIO)));
+                    return;
+                }
+            }
+            bio.set_sector(sector + self.begin);
+        }
         match bio.op() {
             Op::Write if bio.size() == 0 => {
                 let r = s.snap.snapshot_flush(self.id);
@@ -210,7 +302,7 @@ impl<const MERGE: bool> DmTarget for Snapshot<MERGE> {
         let len = ctor.len();
         let id = g().snap.snapshot_ctr(MERGE, len, argv, &mut |p| ctor.get_device(p))?;
         let begin = ctor.begin();
-        let w = match Worker::new(SnapIo { id, begin, len }) {
+        let w = match Worker::new(SnapIo { id, begin, len, merge: MERGE }) {
             Ok(w) => w,
             Err(_) => {
                 g().snap.snapshot_dtr(id);
@@ -236,7 +328,20 @@ impl<const MERGE: bool> DmTarget for Snapshot<MERGE> {
 
     fn map(&self, bio: Bio, pb: &mut PerBio) -> Mapped {
         let h = &self.w.h;
-        dispatch(g().snap.snapshot_map(h.id, &bio.info(h.begin), pb), bio, |bio| Worker::defer(&self.w, bio))
+        let info = bio.info(h.begin);
+        dispatch(g().snap.snapshot_map(h.id, &info, pb), bio, |mut bio| {
+            if !MERGE && info.op == BioOp::Write {
+                // An exception to make: the bio waits on it, pointed at
+                // its COW chunk, and is issued when it completes.
+                bio.set_sector(info.sector);
+                return queued(g().snap.snapshot_write_bio(h.id, bio, false), true, |mut bio| {
+                    bio.set_sector(info.sector + h.begin);
+                    Worker::defer(&self.w, bio)
+                });
+            }
+            Worker::defer(&self.w, bio);
+            Mapped::Submitted
+        })
     }
 
     fn end_io(&self, pb: &mut PerBio) {
@@ -365,7 +470,10 @@ impl DmTarget for Clone {
 
     fn map(&self, bio: Bio, _pb: &mut PerBio) -> Mapped {
         let h = &self.w.h;
-        dispatch(h.c.map(&bio.info(h.begin)), bio, |bio| Worker::defer(&self.w, bio))
+        dispatch(h.c.map(&bio.info(h.begin)), bio, |bio| {
+            Worker::defer(&self.w, bio);
+            Mapped::Submitted
+        })
     }
 
     fn status(&self, ty: StatusType, out: &mut Emitter<'_>) {

@@ -83,6 +83,9 @@ mod imp {
     pub fn try_read<T>(m: &RwInner<T>) -> Option<ReadGuard<'_, T>> {
         m.try_read()
     }
+    pub fn try_write<T>(m: &RwInner<T>) -> Option<WriteGuard<'_, T>> {
+        m.try_write()
+    }
     /// No scheduler here: let the other threads run.
     pub fn sleep_short() {
         #[cfg(not(test))]
@@ -127,6 +130,9 @@ mod imp {
         // Poisoned only after a panic in another model thread (reported
         // by loom itself): treat it as contended.
         m.try_read().ok()
+    }
+    pub fn try_write<T>(m: &RwInner<T>) -> Option<WriteGuard<'_, T>> {
+        m.try_write().ok()
     }
     pub fn sleep_short() {
         loom::thread::yield_now();
@@ -220,6 +226,13 @@ mod imp {
         match unsafe { bindings::down_read_trylock(m.0.sem.get()) } {
             0 => None,
             _ => Some(ReadGuard(&m.0)),
+        }
+    }
+    pub fn try_write<T>(m: &RwInner<T>) -> Option<WriteGuard<'_, T>> {
+        // SAFETY: as in `read`; a guard is made only when the trylock succeeded.
+        match unsafe { bindings::down_write_trylock(m.0.sem.get()) } {
+            0 => None,
+            _ => Some(WriteGuard(&m.0)),
         }
     }
     /// `fsleep(1000)` as `__check_for_conflicting_io` (msleep's minimum).
@@ -326,6 +339,10 @@ impl<T> RwSem<T> {
     /// For paths that must not wait (`map`): they defer the work instead.
     pub fn try_down_read(&self) -> Option<RwSemReadGuard<'_, T>> {
         imp::try_read(&self.0)
+    }
+    /// `down_write_trylock`.
+    pub fn try_down_write(&self) -> Option<RwSemWriteGuard<'_, T>> {
+        imp::try_write(&self.0)
     }
     /// `down_write_nested(sem, SINGLE_DEPTH_NESTING)`: a second lock of
     /// this class taken while holding one, always in the same order (a

@@ -4,6 +4,7 @@
 //! written after it was taken (no reader sees a half-copied chunk).
 #![allow(clippy::disallowed_types, clippy::disallowed_methods, clippy::disallowed_macros)] // a std test
 
+use dmrs_core::dm::SyncIo;
 use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::platform::{BlockDevice, RamDev, ReqFlags, SyncCopier};
 use dmrs_core::snapshot::SnapshotDriver;
@@ -12,7 +13,7 @@ use dmrs_core::snapshot::SnapshotDriver;
 fn concurrent_writers_make_one_copy_per_chunk() {
     let origin = RamDev::from_bytes(&vec![0x11u8; 8 << 20], 512).unwrap().named("origin");
     let cow = RamDev::new(65536, 512).unwrap().named("cow");
-    let drv = SnapshotDriver::new(SyncCopier::default()).unwrap();
+    let drv = SnapshotDriver::new(SyncIo::<_, SyncCopier>::default()).unwrap();
     let s = drv
         .snapshot_ctr(false, 16384, &["origin", "cow", "P", "16"], &mut |p| {
             Ok(if p == "origin" { &origin } else { &cow })

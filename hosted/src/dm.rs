@@ -5,7 +5,7 @@
 //! keeps it for a whole script; single `dmrs` commands rebuild it from the
 //! state journal first (see `state.rs`).
 
-use dmrs_core::dm::{BioInfo, BioOp, MapResult, PerBio};
+use dmrs_core::dm::{BioInfo, BioOp, MapResult, PerBio, SyncIo};
 use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::mem::TryVec;
 use dmrs_core::platform::{split_io, BlockDevice, DmDevice, QueueLimits, ReqFlags, SyncCopier, SECTOR_SIZE};
@@ -144,7 +144,7 @@ pub const TARGETS: [(&str, [u32; 3]); 4] = [
 /// Named devices and the snapshot driver behind them.
 pub struct DeviceMapper {
     devices: BTreeMap<String, Device>,
-    snap: SnapshotDriver<HostDev, SyncCopier>,
+    snap: SnapshotDriver<SyncIo<HostDev>>,
     files: HashMap<PathBuf, Arc<FileDev>>,
 }
 
@@ -158,7 +158,7 @@ fn status_text(f: impl FnOnce(&mut Emitter<'_>)) -> String {
 impl DeviceMapper {
     /// No devices.
     pub fn new() -> Result<Self> {
-        let snap = SnapshotDriver::new(SyncCopier::default()).map_err(|e| err(e, "out of memory"))?;
+        let snap = SnapshotDriver::new(SyncIo::default()).map_err(|e| err(e, "out of memory"))?;
         Ok(DeviceMapper { devices: BTreeMap::new(), snap, files: HashMap::new() })
     }
 

@@ -22,6 +22,7 @@
 //! source already invalid and the destination not yet active.
 #![cfg(loom)]
 
+use dmrs_core::dm::SyncIo;
 use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::platform::{BlockDevice, RamDev, ReqFlags, SyncCopier};
 use dmrs_core::snapshot::SnapshotDriver;
@@ -35,8 +36,8 @@ use loom::thread;
 const ARGS: [&str; 4] = ["origin", "cow", "P", "2"];
 const LEN: u64 = 8;
 
-fn driver(broken: bool) -> SnapshotDriver<Dev, SyncCopier> {
-    let mut drv = SnapshotDriver::new(SyncCopier::default()).unwrap();
+fn driver(broken: bool) -> SnapshotDriver<SyncIo<Dev>> {
+    let mut drv = SnapshotDriver::new(SyncIo::<_, SyncCopier>::default()).unwrap();
     if broken {
         drv.break_handover_for_loom();
     }

@@ -9,6 +9,7 @@
 //! snapshot's lock across a merge step).
 #![cfg(loom)]
 
+use dmrs_core::dm::SyncIo;
 use dmrs_core::platform::{BlockDevice, RamDev, ReqFlags, SyncCopier};
 use dmrs_core::snapshot::{MergeProgress, SnapshotDriver};
 use dmrs_loom_tests::Dev;
@@ -21,7 +22,7 @@ fn model(unlocked_writer: bool) {
     b.check(move || {
         let origin = Dev::new(RamDev::from_bytes(&[0x11; 32 * 512], 512).unwrap(), 1, "origin");
         let cow = Dev::new(RamDev::new(16, 512).unwrap(), 2, "cow");
-        let drv = Arc::new(SnapshotDriver::new(SyncCopier::default()).unwrap());
+        let drv = Arc::new(SnapshotDriver::new(SyncIo::<_, SyncCopier>::default()).unwrap());
         let (o, c) = (origin.clone(), cow.clone());
         let mut get = |p: &str| Ok(if p == "origin" { o.clone() } else { c.clone() });
         let snap = drv.snapshot_ctr(false, 32, &["origin", "cow", "P", "2"], &mut get).unwrap();

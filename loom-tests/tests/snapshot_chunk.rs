@@ -14,6 +14,7 @@
 //! same chunk".
 #![cfg(loom)]
 
+use dmrs_core::dm::SyncIo;
 use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::platform::{BlockDevice, RamDev, ReqFlags, SyncCopier};
 use dmrs_core::snapshot::{SnapId, SnapshotDriver};
@@ -21,13 +22,13 @@ use dmrs_loom_tests::Dev;
 use loom::sync::Arc;
 use loom::thread;
 
-type Driver = SnapshotDriver<Dev, SyncCopier>;
+type Driver = SnapshotDriver<SyncIo<Dev>>;
 
 fn setup() -> (Arc<Driver>, SnapId, Dev) {
     let origin = Dev::new(RamDev::from_bytes(&[0x11; 16 * 512 * 2], 512).unwrap(), 1, "origin");
     // Chunk 2 sectors: header, area, then data chunks.
     let cow = Dev::new(RamDev::new(16, 512).unwrap(), 2, "cow");
-    let drv = Arc::new(SnapshotDriver::new(SyncCopier::default()).unwrap());
+    let drv = Arc::new(SnapshotDriver::new(SyncIo::<_, SyncCopier>::default()).unwrap());
     let (o, c) = (origin.clone(), cow.clone());
     let id = drv
         .snapshot_ctr(false, 32, &["origin", "cow", "P", "2"], &mut |p| {

@@ -16,7 +16,7 @@
 //! skips that wait (`SnapshotDriver::break_tracking_for_loom`).
 #![cfg(loom)]
 
-use dmrs_core::dm::{BioInfo, BioOp, MapResult, PerBio};
+use dmrs_core::dm::{BioInfo, BioOp, MapResult, PerBio, SyncIo};
 use dmrs_core::platform::{BlockDevice, RamDev, ReqFlags, SyncCopier};
 use dmrs_core::snapshot::SnapshotDriver;
 use dmrs_loom_tests::Dev;
@@ -33,7 +33,7 @@ fn model(broken: bool) {
     b.check(move || {
         let origin = Dev::new(RamDev::from_bytes(&[0x11; 16 * 512 * 2], 512).unwrap(), 1, "origin");
         let cow = Dev::new(RamDev::new(16, 512).unwrap(), 2, "cow");
-        let mut drv = SnapshotDriver::new(SyncCopier::default()).unwrap();
+        let mut drv = SnapshotDriver::new(SyncIo::<_, SyncCopier>::default()).unwrap();
         if broken {
             drv.break_tracking_for_loom();
         }

@@ -100,3 +100,118 @@ impl PerBio {
         self.tracked != 0
     }
 }
+
+/// What a platform gives the targets to move bios and data: its bio and
+/// `bio_list` types, issuing and ending bios (`submit_bio_noacct`,
+/// `bio_endio`) and copies (dm-kcopyd). The kernel module implements it
+/// over `struct bio` and kcopyd; [`SyncIo`] has no bios of its own and
+/// copies inline (the hosted shim, tests, loom).
+pub trait IoPlatform: Send + Sync {
+    /// A device the targets hold.
+    type Dev: crate::platform::DmDevice;
+    /// An owned bio, from `map` until it is issued or ended.
+    type Bio: Send;
+    /// `struct bio_list`: a FIFO of bios; adding never allocates.
+    type BioList: Default + Send;
+
+    /// `bio_list_add`.
+    fn bio_list_add(list: &mut Self::BioList, bio: Self::Bio);
+    /// `bio_list_pop`.
+    fn bio_list_pop(list: &mut Self::BioList) -> Option<Self::Bio>;
+    /// The bio's first sector on the device it points at and its length
+    /// in sectors (`bi_sector`, `bio_sectors`).
+    fn bio_sectors(bio: &Self::Bio) -> (u64, u64);
+    /// Points `bio` at `dev`, `sector` (`bio_set_dev`, `bi_sector`).
+    fn remap(bio: &mut Self::Bio, dev: &Self::Dev, sector: u64);
+    /// `submit_bio_noacct`: issues a remapped bio.
+    fn submit(&self, bio: Self::Bio);
+    /// `bio_endio` with this result.
+    fn endio(&self, bio: Self::Bio, r: Result<()>);
+    /// `dm_kcopyd_copy`: starts copying `nr_sectors`. Returns `Some(ok)`
+    /// when the copy is already complete; `None` when the platform will
+    /// report it later to the target that started it (`copy_callback`
+    /// with `context`), from a context that may sleep.
+    fn start_copy(
+        &self,
+        from: &Self::Dev,
+        from_sector: u64,
+        to: &Self::Dev,
+        to_sector: u64,
+        nr_sectors: u64,
+        context: u64,
+    ) -> Option<bool>;
+    /// A copy that is complete when it returns (a merge step waits for it).
+    fn copy(&self, from: &Self::Dev, from_sector: u64, to: &Self::Dev, to_sector: u64, nr_sectors: u64) -> Result<()>;
+}
+
+/// The bio type of a platform without bios of its own: none exists.
+#[derive(Debug)]
+pub enum NoBio {}
+
+/// A platform whose I/O is done by the callers themselves, synchronously
+/// (the hosted shim, tests, loom): no bios are queued in the core, copies
+/// complete inline with the [`crate::platform::ChunkCopier`] `K`.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncIo<D, K = crate::platform::SyncCopier> {
+    copier: K,
+    _d: core::marker::PhantomData<fn() -> D>,
+}
+
+impl<D, K: Default> Default for SyncIo<D, K> {
+    fn default() -> Self {
+        Self::new(K::default())
+    }
+}
+
+impl<D, K> SyncIo<D, K> {
+    /// Copies with `copier`.
+    pub fn new(copier: K) -> Self {
+        SyncIo { copier, _d: core::marker::PhantomData }
+    }
+}
+
+impl<D: crate::platform::DmDevice, K: crate::platform::ChunkCopier> IoPlatform for SyncIo<D, K> {
+    type Dev = D;
+    type Bio = NoBio;
+    type BioList = ();
+
+    fn bio_list_add(_: &mut (), bio: NoBio) {
+        match bio {}
+    }
+    fn bio_list_pop(_: &mut ()) -> Option<NoBio> {
+        None
+    }
+    fn bio_sectors(bio: &NoBio) -> (u64, u64) {
+        match *bio {}
+    }
+    fn remap(bio: &mut NoBio, _: &D, _: u64) {
+        match *bio {}
+    }
+    fn submit(&self, bio: NoBio) {
+        match bio {}
+    }
+    fn endio(&self, bio: NoBio, _: Result<()>) {
+        match bio {}
+    }
+    fn start_copy(&self, from: &D, from_sector: u64, to: &D, to_sector: u64, nr: u64, _: u64) -> Option<bool> {
+        Some(self.copier.copy(from, from_sector, to, to_sector, nr).is_ok())
+    }
+    fn copy(&self, from: &D, from_sector: u64, to: &D, to_sector: u64, nr: u64) -> Result<()> {
+        self.copier.copy(from, from_sector, to, to_sector, nr)
+    }
+}
+
+/// What happened to a bio a target took for work.
+#[derive(Debug)]
+pub enum Queued<B> {
+    /// Remapped (the platform's `remap` was done): issue it.
+    Remapped(B),
+    /// The target keeps it: it is issued or ended when its exception
+    /// completes.
+    Queued,
+    /// A lock was held by a copy or a merge step and the caller may not
+    /// wait: run it again from process context (`blocking`).
+    Retry(B),
+    /// End it with this result.
+    End(B, Result<()>),
+}

@@ -10,18 +10,19 @@
 //! (merging snapshot, then the others', one at a time).
 
 use super::ctr::parse_snapshot_args;
-use super::dm_snapshot::{DmSnapshot, EXCEPTION_BATCH};
+use super::dm_snapshot::DmSnapshot;
+use super::pending::PendingTable;
 use super::track::ChunkTracker;
 use super::DM_MSG_PREFIX;
-use crate::dm::{BioInfo, BioOp, MapResult, PerBio};
+use crate::dm::{BioInfo, BioOp, IoPlatform, MapResult, PerBio, Queued};
 use crate::emit::{Emitter, StatusType};
 use crate::errno::{Errno, Result, TargetError};
-use crate::exception::{Chunk, DM_CHUNK_CONSECUTIVE_BITS};
+use crate::exception::{Chunk, DmException, DM_CHUNK_CONSECUTIVE_BITS};
 use crate::exception_store::{ExceptionStore, Metadata};
 use crate::exception_table::{table_sizes, ExceptionTable};
 use crate::mem::{self, TryVec};
-use crate::platform::{split_io, ChunkCopier, DmDevice, QueueLimits, ReqFlags, SECTOR_SHIFT};
-use crate::sync::{LockClass, RwSem, RwSemReadGuard};
+use crate::platform::{split_io, BlockDevice, DmDevice, QueueLimits, ReqFlags, SECTOR_SHIFT};
+use crate::sync::{AtomicU64, LockClass, Ordering, RwSem, RwSemReadGuard};
 
 /// `_origins_lock`.
 static ORIGINS_LOCK: LockClass = LockClass::new(c"dmrs_origins_lock");
@@ -35,18 +36,18 @@ pub struct SnapId {
     gen: u32,
 }
 
-struct Slot<D: DmDevice> {
+struct Slot<P: IoPlatform> {
     gen: u32,
     origin_id: u64,
     cow_id: u64,
     /// Copy of the store's chunk size, for the registry's ordering.
     chunk_size: u32,
     is_merge: bool,
-    snap: RwSem<DmSnapshot<D>>,
+    snap: RwSem<DmSnapshot<P>>,
 }
 
-struct Registry<D: DmDevice> {
-    slots: TryVec<Option<Slot<D>>>,
+struct Registry<P: IoPlatform> {
+    slots: TryVec<Option<Slot<P>>>,
     /// Registered slots, largest chunk size first (`__insert_snapshot`).
     order: TryVec<u32>,
     next_gen: u32,
@@ -61,20 +62,20 @@ struct Sharing {
     merge: Option<u32>,
 }
 
-impl<D: DmDevice> Registry<D> {
-    fn slot(&self, id: SnapId) -> Result<&Slot<D>> {
+impl<P: IoPlatform> Registry<P> {
+    fn slot(&self, id: SnapId) -> Result<&Slot<P>> {
         match self.slots.get(id.index as usize) {
             Some(Some(s)) if s.gen == id.gen => Ok(s),
             _ => Err(Errno::ENODEV),
         }
     }
 
-    fn at(&self, index: u32) -> Option<&Slot<D>> {
+    fn at(&self, index: u32) -> Option<&Slot<P>> {
         self.slots.get(index as usize).and_then(|s| s.as_ref())
     }
 
     /// Snapshots of `origin_id` in registry order.
-    fn of_origin(&self, origin_id: u64) -> impl Iterator<Item = (u32, &Slot<D>)> {
+    fn of_origin(&self, origin_id: u64) -> impl Iterator<Item = (u32, &Slot<P>)> {
         self.order.iter().filter_map(move |&i| self.at(i).filter(|s| s.origin_id == origin_id).map(|s| (i, s)))
     }
 
@@ -143,9 +144,13 @@ pub enum MergeProgress {
 
 /// All snapshot targets of one platform instance (the kernel module's
 /// globals, or one hosted process).
-pub struct SnapshotDriver<D: DmDevice, K: ChunkCopier> {
-    reg: RwSem<Registry<D>>,
-    copier: K,
+pub struct SnapshotDriver<P: IoPlatform> {
+    reg: RwSem<Registry<P>>,
+    /// Bios, copies (kcopyd) and their completions.
+    platform: P,
+    /// `_pending_exceptions_done_count`: bumped whenever a pending
+    /// exception completes; synchronous callers wait for it to move.
+    pending_done: AtomicU64,
     /// Bios remapped past a chunk that may change (`tracked_chunk_hash`).
     tracker: ChunkTracker,
     /// Only in loom builds, only set by loom-tests/tests/handover.rs: see
@@ -157,18 +162,24 @@ pub struct SnapshotDriver<D: DmDevice, K: ChunkCopier> {
     broken_tracking: bool,
 }
 
-impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
-    /// An empty registry using `copier` for chunk copies.
-    pub fn new(copier: K) -> Result<Self> {
+impl<P: IoPlatform> SnapshotDriver<P> {
+    /// An empty registry on `platform`.
+    pub fn new(platform: P) -> Result<Self> {
         Ok(SnapshotDriver {
             reg: RwSem::new(Registry { slots: TryVec::new(), order: TryVec::new(), next_gen: 1 }, &ORIGINS_LOCK)?,
-            copier,
+            platform,
+            pending_done: AtomicU64::new(0),
             tracker: ChunkTracker::new(),
             #[cfg(loom)]
             broken_handover: false,
             #[cfg(loom)]
             broken_tracking: false,
         })
+    }
+
+    /// The platform the driver moves bios and copies with.
+    pub fn platform(&self) -> &P {
+        &self.platform
     }
 
     /// Test hook, compiled only with `--cfg loom`: breaks this driver's
@@ -207,7 +218,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         merge: bool,
         ti_len: u64,
         argv: &[&str],
-        get_device: &mut dyn FnMut(&str) -> Result<D>,
+        get_device: &mut dyn FnMut(&str) -> Result<P::Dev>,
     ) -> core::result::Result<SnapId, TargetError> {
         let a = parse_snapshot_args(argv)?;
         let origin = get_device(a.origin_path).map_err(|e| TargetError::new(e, "Cannot get origin device"))?;
@@ -243,6 +254,11 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
             discard_passdown_origin: a.discard_passdown_origin,
             store,
             complete,
+            pending: PendingTable::new()
+                .map_err(|_| TargetError::new(Errno::ENOMEM, "Could not allocate snapshot pending exception pool"))?,
+            exception_start_sequence: 0,
+            exception_complete_sequence: 0,
+            merging: None,
             running_merge: false,
         };
         let nomem = TargetError::new(Errno::ENOMEM, "Snapshot origin struct allocation failed");
@@ -362,9 +378,23 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
                     crate::dm_err!(DM_MSG_PREFIX, "Cancelling snapshot handover.");
                 }
             }
-            slot.snap.down_write().running_merge = false;
+            let mut s = slot.snap.down_write();
+            s.running_merge = false;
+            // Origin writes make no more exceptions in it.
+            s.active = false;
         }
+        // Exceptions started by origin writes complete first (their
+        // origin bios are retried and skip this snapshot now).
+        self.wait_pending_drained(id);
         self.unregister(id);
+    }
+
+    /// Waits until snapshot `id` has no pending exception (the kernel's
+    /// `snapshot_dtr` polls `pending_exceptions_count` the same way).
+    fn wait_pending_drained(&self, id: SnapId) {
+        while self.with_snapshot(id, |_, slot| slot.snap.down_read().pending.count()).unwrap_or(0) != 0 {
+            crate::sync::sleep_short();
+        }
     }
 
     /// Tells the driver whether the target's table is suspended.
@@ -399,12 +429,27 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
     /// with the now known chunk size and activates; a merge target starts
     /// merging.
     pub fn snapshot_resume(&self, id: SnapId) -> Result<()> {
-        let mut reg = self.reg.down_write();
-        let (origin_id, cow_id) = {
-            let s = reg.slot(id)?;
-            (s.origin_id, s.cow_id)
+        let (mut reg, sh) = loop {
+            let reg = self.reg.down_write();
+            let (origin_id, cow_id) = {
+                let s = reg.slot(id)?;
+                (s.origin_id, s.cow_id)
+            };
+            let sh = reg.find_sharing_cow(origin_id, cow_id);
+            // The kernel suspends the origin internally for a handover,
+            // which lets the source's exceptions in flight complete; here
+            // the source's pending exceptions must drain before its tables
+            // move (new ones need the registry lock, held from now on).
+            let busy = match (sh.src, sh.dest) {
+                (Some(src), Some(_)) => reg.at(src).map(|s| s.snap.down_read().pending.count()).unwrap_or(0) != 0,
+                _ => false,
+            };
+            if !busy {
+                break (reg, sh);
+            }
+            drop(reg);
+            crate::sync::sleep_short();
         };
-        let sh = reg.find_sharing_cow(origin_id, cow_id);
         if let (Some(src), Some(dest)) = (sh.src, sh.dest) {
             if let (Some(a), Some(b)) = (reg.at(src), reg.at(dest)) {
                 // Source, then destination (`down_write_nested` as in C).
@@ -438,7 +483,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
     fn with_snapshot<T>(
         &self,
         id: SnapId,
-        f: impl FnOnce(&RwSemReadGuard<'_, Registry<D>>, &Slot<D>) -> T,
+        f: impl FnOnce(&RwSemReadGuard<'_, Registry<P>>, &Slot<P>) -> T,
     ) -> Result<T> {
         let reg = self.reg.down_read();
         let slot = reg.slot(id)?;
@@ -482,7 +527,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         &self,
         id: SnapId,
         ti_len: u64,
-        f: &mut dyn FnMut(&D, u64, u64) -> core::result::Result<(), R>,
+        f: &mut DeviceCallout<'_, P::Dev, R>,
     ) -> Result<core::result::Result<(), R>> {
         let (origin, cow) = self.with_snapshot(id, |_, slot| {
             let s = slot.snap.down_read();
@@ -511,7 +556,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
     /// `Submitted`: the platform runs it through [`Self::snapshot_read`] /
     /// [`Self::snapshot_write`] / [`Self::snapshot_flush`] /
     /// [`Self::snapshot_discard`] in process context.
-    pub fn snapshot_map(&self, id: SnapId, bio: &BioInfo, pb: &mut PerBio) -> MapResult<D> {
+    pub fn snapshot_map(&self, id: SnapId, bio: &BioInfo, pb: &mut PerBio) -> MapResult<P::Dev> {
         *pb = PerBio::new();
         let Some(reg) = self.reg.try_down_read() else { return MapResult::Submitted };
         let Ok(slot) = reg.slot(id) else { return MapResult::Kill(Errno::EIO) };
@@ -533,6 +578,10 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         // A merge target with an invalid snapshot reads the origin.
         if let Some(cow_sector) = snap.remap(bio.sector).filter(|_| snap.valid) {
             if snap.is_merge && !read {
+                if matches!(snap.merging, Some((first, n)) if chunk >= first && chunk < first + n) {
+                    // Queued until the merge of this chunk is done.
+                    return MapResult::Submitted;
+                }
                 // A merge step copies this chunk back to the origin only
                 // after such writes have landed.
                 match self.tracker.track(id.index, chunk) {
@@ -571,7 +620,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
     /// (or when a lock is held by a copy) it is `Submitted`: the platform
     /// runs it through [`Self::origin_write`], which makes the exceptions
     /// first. Discards are not taken (`origin_ctr` asks for none).
-    pub fn origin_map(&self, origin: &D, bio: &BioInfo) -> MapResult<D> {
+    pub fn origin_map(&self, origin: &P::Dev, bio: &BioInfo) -> MapResult<P::Dev> {
         match bio.op {
             BioOp::Read => return MapResult::Remapped { dev: origin.clone(), sector: bio.sector },
             BioOp::Flush => return MapResult::Remapped { dev: origin.clone(), sector: 0 },
@@ -616,143 +665,456 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
         Ok(())
     }
 
-    /// Writes to a snapshot or merge target, chunk by chunk.
+    /// Writes to a snapshot or merge target, chunk by chunk, for callers
+    /// without bios (the hosted shim, tests): waits for the exceptions the
+    /// write needs.
     pub fn snapshot_write(&self, id: SnapId, sector: u64, buf: &[u8], flags: ReqFlags) -> Result<()> {
-        let reg = self.reg.down_read();
-        let slot = reg.slot(id)?;
-        let cs = slot.snap.down_read().chunk_size().max(1);
+        let (cs, is_merge) = self.with_snapshot(id, |_, slot| {
+            let s = slot.snap.down_read();
+            (s.chunk_size().max(1), s.is_merge)
+        })?;
         for (s, r) in split_io(sector, buf.len(), cs) {
             let piece = buf.get(r).ok_or(Errno::EINVAL)?;
-            if slot.is_merge {
-                self.merge_write(&reg, slot, s, piece, flags)?;
+            if is_merge {
+                self.merge_write(id, s, piece, flags)?;
             } else {
-                self.snap_write(slot, id.index, s, piece, flags)?;
+                self.snap_write(id, s, piece, flags)?;
             }
         }
         Ok(())
     }
 
-    /// `snapshot_map` for one write within a chunk.
-    fn snap_write(&self, slot: &Slot<D>, slot_index: u32, sector: u64, piece: &[u8], flags: ReqFlags) -> Result<()> {
-        let mut snap = slot.snap.down_write();
-        if !snap.valid || snap.snapshot_overflowed {
-            return Err(Errno::EIO);
+    /// `snapshot_map` for one write within a chunk, waiting instead of
+    /// queuing: a whole-chunk write is itself the copy (`start_full_bio`).
+    fn snap_write(&self, id: SnapId, sector: u64, piece: &[u8], flags: ReqFlags) -> Result<()> {
+        enum Next<D> {
+            Wait,
+            Start,
+            Full(D, u64, u64),
         }
-        if let Some(cow_sector) = snap.remap(sector) {
-            return snap.cow.write(cow_sector, piece, flags);
-        }
-        let chunk = sector >> snap.chunk_shift();
-        let full = piece.len() == snap.chunk_bytes();
-        let wait = |first, last| self.check_for_conflicting_io(slot_index, first, last);
-        match snap.make_exception(&self.copier, chunk, full.then_some(piece), &wait) {
-            Ok(new_chunk) => {
-                if full {
-                    // start_full_bio: the data went out as the copy; honour
-                    // the bio's flush semantics on the COW.
-                    if flags.contains(ReqFlags::FUA) {
-                        snap.cow.flush()?;
-                    }
-                    Ok(())
-                } else {
-                    let off = sector & (snap.chunk_size() - 1);
-                    snap.cow.write((new_chunk << snap.chunk_shift()) + off, piece, flags)
+        loop {
+            let seen = self.pending_done.load(Ordering::Acquire);
+            let next = {
+                let reg = self.reg.down_read();
+                let slot = reg.slot(id)?;
+                let mut snap = slot.snap.down_write();
+                if !snap.valid || snap.snapshot_overflowed {
+                    return Err(Errno::EIO);
                 }
-            }
-            Err(Errno::ENOSPC) => {
-                if snap.store.userspace_supports_overflow() {
-                    if snap.valid && !snap.snapshot_overflowed {
-                        snap.snapshot_overflowed = true;
-                        crate::dm_err!(DM_MSG_PREFIX, "Snapshot overflowed: Unable to allocate exception.");
-                    }
-                } else {
-                    snap.invalidate(Errno::ENOMEM);
-                }
-                Err(Errno::EIO)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// `snapshot_merge_map` for one write within a chunk.
-    fn merge_write(&self, reg: &Registry<D>, slot: &Slot<D>, sector: u64, piece: &[u8], flags: ReqFlags) -> Result<()> {
-        {
-            let snap = slot.snap.down_write();
-            if snap.valid {
                 if let Some(cow_sector) = snap.remap(sector) {
                     return snap.cow.write(cow_sector, piece, flags);
                 }
+                let chunk = sector >> snap.chunk_shift();
+                if snap.pending.lookup(chunk).is_some() {
+                    Next::Wait
+                } else {
+                    match self.find_pending(&mut snap, chunk) {
+                        Ok(Some(ps)) if piece.len() == snap.chunk_bytes() => {
+                            let cs = snap.chunk_size();
+                            let pe = snap.pending.get_mut(ps).ok_or(Errno::EIO)?;
+                            pe.started = true;
+                            let to = pe.e.new_chunk.checked_mul(cs).ok_or(Errno::EIO)?;
+                            Next::Full(snap.cow.clone(), to, copy_context(id, ps))
+                        }
+                        Ok(Some(_)) => Next::Start,
+                        Ok(None) => Next::Wait,
+                        Err(_) => {
+                            self.no_room(&mut snap);
+                            return Err(Errno::EIO);
+                        }
+                    }
+                }
+            };
+            match next {
+                Next::Wait => self.wait_pending_done(seen),
+                Next::Start => self.start_copies(id.index),
+                Next::Full(cow, to, ctx) => {
+                    // The data goes out as the copy; honour the bio's FUA.
+                    let ok = cow.write(to, piece, ReqFlags::empty()).is_ok()
+                        && (!flags.contains(ReqFlags::FUA) || cow.flush().is_ok());
+                    self.copy_callback(ctx, ok);
+                    return match self.with_snapshot(id, |_, slot| slot.snap.down_read().valid)? {
+                        true => Ok(()),
+                        false => Err(Errno::EIO),
+                    };
+                }
             }
         }
-        // Not remapped (or invalid): an origin write, which may trigger
-        // exceptions in the other snapshots.
-        let origin = slot.snap.down_read().origin.clone();
-        self.origin_write_locked(reg, origin.bdev_id(), sector, (piece.len() >> SECTOR_SHIFT) as u64, false);
-        origin.write(sector, piece, flags)
     }
 
-    /// `__origin_write` for the sectors `sector..sector + nr_sectors`: makes
-    /// sure every valid, active, non-merging snapshot of the origin has
-    /// each chunk they touch before it changes, the chunks of one snapshot
-    /// made in batches (one metadata write per batch). Never fails: a
-    /// snapshot that cannot copy is invalidated instead. `in_merge`: called
-    /// by the merge, which holds the merging snapshot's lock (the kernel
-    /// drops it first; here lockdep is told the others nest inside it).
-    fn origin_write_locked(
+    /// `__find_pending_exception`: the pending exception of `chunk`, or a
+    /// new one (`prepare_exception` picks its COW chunk, a sequence number
+    /// orders its commit). `Ok(None)`: the pool is exhausted.
+    /// `Err`: the store has no room.
+    fn find_pending(&self, snap: &mut DmSnapshot<P>, chunk: Chunk) -> Result<Option<u32>> {
+        if let Some(ps) = snap.pending.lookup(chunk) {
+            return Ok(Some(ps));
+        }
+        if snap.pending.is_full() {
+            return Ok(None);
+        }
+        let mut e = DmException::new(chunk, 0);
+        snap.store.prepare_exception(&mut e)?;
+        let seq = snap.exception_start_sequence;
+        snap.exception_start_sequence += 1;
+        Ok(snap.pending.insert(e, seq))
+    }
+
+    /// No room for another exception: `PO` overflows on a snapshot write,
+    /// anything else invalidates (`__invalidate_snapshot(s, -ENOMEM)`).
+    fn no_room(&self, snap: &mut DmSnapshot<P>) {
+        if snap.store.userspace_supports_overflow() {
+            if snap.valid && !snap.snapshot_overflowed {
+                snap.snapshot_overflowed = true;
+                crate::dm_err!(DM_MSG_PREFIX, "Snapshot overflowed: Unable to allocate exception.");
+            }
+        } else {
+            snap.invalidate(Errno::ENOMEM);
+        }
+    }
+
+    /// Waits until some pending exception completed after `seen` was read
+    /// (`wait_event(_pending_exceptions_done, ...)`).
+    fn wait_pending_done(&self, seen: u64) {
+        while self.pending_done.load(Ordering::Acquire) == seen {
+            crate::sync::sleep_short();
+        }
+    }
+
+    /// `start_copy` for every pending exception of snapshot `index` not
+    /// started yet, in allocation order, with no lock held (a copy may
+    /// complete before `start_copy` returns).
+    fn start_copies(&self, index: u32) {
+        loop {
+            let job = {
+                let reg = self.reg.down_read();
+                let Some(slot) = reg.at(index) else { return };
+                let id = SnapId { index, gen: slot.gen };
+                let mut snap = slot.snap.down_write();
+                let Some(ps) = snap.pending.next_unstarted() else { return };
+                let (shift, cs, origin_size) = (snap.chunk_shift(), snap.chunk_size(), snap.origin.size_sectors());
+                let Some(pe) = snap.pending.get_mut(ps) else { return };
+                pe.started = true;
+                let from = pe.e.old_chunk << shift;
+                // The last chunk of the origin may be short.
+                let count = cs.min(origin_size.saturating_sub(from));
+                let to = pe.e.new_chunk.checked_mul(cs);
+                (snap.origin.clone(), snap.cow.clone(), from, to, count, copy_context(id, ps))
+            };
+            let (origin, cow, from, to, count, ctx) = job;
+            let done = match to {
+                Some(to) => self.platform.start_copy(&origin, from, &cow, to, count, ctx),
+                None => Some(false),
+            };
+            if let Some(ok) = done {
+                self.copy_callback(ctx, ok);
+            }
+        }
+    }
+
+    /// `copy_callback` + `complete_exception`: a copy started with
+    /// `context` finished. Copies are committed in allocation order; every
+    /// exception the store reports durable is completed
+    /// (`pending_complete`), then its bios are released. May sleep; hold
+    /// no lock of this driver.
+    pub fn copy_callback(&self, context: u64, ok: bool) {
+        let (index, gen, ps) = split_context(context);
+        let mut released = Released::<P>::default();
+        {
+            let reg = self.reg.down_read();
+            let Some(slot) = reg.at(index).filter(|s| s.gen & CONTEXT_GEN_MASK == gen) else { return };
+            let mut guard = slot.snap.down_write();
+            let snap = &mut *guard;
+            if let Some(pe) = snap.pending.get_mut(ps) {
+                pe.copied = Some(ok);
+            }
+            while let Some(next) = snap.pending.copied_with_sequence(snap.exception_complete_sequence) {
+                snap.exception_complete_sequence += 1;
+                let Some(pe) = snap.pending.get(next) else { break };
+                let (e, valid) = (pe.e, pe.copied == Some(true));
+                let DmSnapshot { store, pending, .. } = &mut *snap;
+                store.commit_exception(&e, valid, next, &mut |s, v| {
+                    if let Some(p) = pending.get_mut(s) {
+                        p.committed = Some(v);
+                    }
+                });
+            }
+            while let Some(done) = snap.pending.next_committed() {
+                self.pending_complete(index, snap, done, &mut released);
+            }
+            released.origin = Some(snap.origin.clone());
+        }
+        self.release(released);
+    }
+
+    /// `pending_complete`: the exception in `ps` is durable (or failed).
+    /// Once no read remapped to the origin covers its chunk it goes into
+    /// the complete table; its snapshot writes are issued (or failed) and
+    /// its origin writes retried — by [`Self::release`], outside the locks.
+    fn pending_complete(&self, index: u32, snap: &mut DmSnapshot<P>, ps: u32, out: &mut Released<P>) {
+        let Some(mut pe) = snap.pending.remove(ps) else { return };
+        let mut ok = pe.committed == Some(true);
+        if !ok {
+            // Read/write error: the snapshot is unusable.
+            snap.invalidate(Errno::EIO);
+        } else if snap.valid {
+            self.check_for_conflicting_io(index, pe.e.old_chunk, pe.e.old_chunk);
+            if snap.complete.insert(pe.e.old_chunk, pe.e.new_chunk).is_err() {
+                snap.invalidate(Errno::ENOMEM);
+                ok = false;
+            }
+        } else {
+            ok = false;
+        }
+        let to = if ok { &mut out.submit } else { &mut out.error };
+        while let Some(b) = P::bio_list_pop(&mut pe.snapshot_bios) {
+            P::bio_list_add(to, b);
+        }
+        while let Some(b) = P::bio_list_pop(&mut pe.origin_bios) {
+            P::bio_list_add(&mut out.retry, b);
+        }
+        self.pending_done.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Issues, fails and retries what completed exceptions released
+    /// (`flush_bios`, `error_bios`, `retry_origin_bios`).
+    fn release(&self, mut r: Released<P>) {
+        while let Some(b) = P::bio_list_pop(&mut r.submit) {
+            self.platform.submit(b);
+        }
+        while let Some(b) = P::bio_list_pop(&mut r.error) {
+            self.platform.endio(b, Err(Errno::EIO));
+        }
+        if let Some(origin) = r.origin {
+            while let Some(b) = P::bio_list_pop(&mut r.retry) {
+                match self.origin_write_bio(&origin, b, true) {
+                    Queued::Remapped(b) => self.platform.submit(b),
+                    Queued::End(b, res) => self.platform.endio(b, res),
+                    Queued::Queued | Queued::Retry(_) => {}
+                }
+            }
+        }
+    }
+
+    /// `do_origin` + `__origin_write` for an origin write of `nr_sectors`
+    /// at `sector`: every valid, active, non-merging snapshot of the origin
+    /// must have an exception for each chunk it covers. Missing ones are
+    /// allocated (all of them before any copy starts, so a persistent
+    /// store commits them together) and started; `bio`, if given, is
+    /// queued on the first exception it needs and retried when that one
+    /// completes. Without `blocking`, a snapshot lock held by a copy's
+    /// commit or a merge gives `Origin::Busy` (the caller defers).
+    fn do_origin(
         &self,
-        reg: &Registry<D>,
         origin_id: u64,
         sector: u64,
         nr_sectors: u64,
-        in_merge: bool,
-    ) -> bool {
-        let mut made = false;
-        for (index, slot) in reg.of_origin(origin_id) {
-            // Don't make new exceptions in a merging snapshot: it has
-            // effectively been deleted.
-            if slot.is_merge {
-                continue;
-            }
-            let mut snap = if in_merge { slot.snap.down_write_nested() } else { slot.snap.down_write() };
-            let end = sector.saturating_add(nr_sectors.max(1)).min(snap.ti_len);
-            if sector >= end || !snap.valid || !snap.active {
-                continue;
-            }
-            let shift = snap.chunk_shift();
-            let (mut chunk, last) = (sector >> shift, (end - 1) >> shift);
-            let mut new_chunks = [0; EXCEPTION_BATCH];
-            while chunk <= last && snap.valid {
-                let mut batch: heapless::Vec<Chunk, EXCEPTION_BATCH> = heapless::Vec::new();
-                while chunk <= last && !batch.is_full() {
-                    if snap.complete.lookup(chunk).is_none() {
-                        let _ = batch.push(chunk);
-                    }
-                    chunk += 1;
+        bio: &mut Option<P::Bio>,
+        blocking: bool,
+    ) -> Origin {
+        let mut waits = false;
+        let mut busy = false;
+        let mut to_start: heapless::Vec<u32, 8> = heapless::Vec::new();
+        let mut start_all = false;
+        {
+            let reg = self.reg.down_read();
+            for (index, slot) in reg.of_origin(origin_id) {
+                // Don't make new exceptions in a merging snapshot: it has
+                // effectively been deleted.
+                if slot.is_merge {
+                    continue;
                 }
-                let wait = |first, last| self.check_for_conflicting_io(index, first, last);
-                match snap.make_exceptions(&self.copier, &batch, None, &mut new_chunks, &wait) {
-                    Ok(n) => {
-                        made |= n > 0;
-                        if n < batch.len() {
-                            // __find_pending_exception failed: out of space.
-                            snap.invalidate(Errno::ENOMEM);
+                let mut snap = if blocking {
+                    slot.snap.down_write()
+                } else {
+                    match slot.snap.try_down_write() {
+                        Some(g) => g,
+                        None => {
+                            busy = true;
+                            break;
                         }
                     }
-                    // Copy or commit errors have invalidated it already; a
-                    // refused batch must not leave its chunks uncopied.
-                    Err(e) if snap.valid => snap.invalidate(e),
-                    Err(_) => {}
+                };
+                let end = sector.saturating_add(nr_sectors.max(1)).min(snap.ti_len);
+                if sector >= end || !snap.valid || !snap.active {
+                    continue;
+                }
+                let shift = snap.chunk_shift();
+                let mut allocated = false;
+                for chunk in sector >> shift..=(end - 1) >> shift {
+                    if snap.complete.lookup(chunk).is_some() {
+                        continue;
+                    }
+                    let ps = match self.find_pending(&mut snap, chunk) {
+                        Ok(Some(ps)) => Some(ps),
+                        // Pool exhausted: wait behind one in flight.
+                        Ok(None) => snap.pending.any_started().or_else(|| snap.pending.next_unstarted()),
+                        // No room: invalidate, which writes the header —
+                        // not from `map` (a bio submitted there waits for
+                        // `map` to return): the caller defers instead.
+                        Err(_) if !blocking => {
+                            busy = true;
+                            break;
+                        }
+                        Err(_) => {
+                            // __insert_pending_exception failed.
+                            snap.invalidate(Errno::ENOMEM);
+                            break;
+                        }
+                    };
+                    allocated = true;
+                    waits |= ps.is_some();
+                    if let (Some(ps), Some(b)) = (ps, bio.take()) {
+                        match snap.pending.get_mut(ps) {
+                            Some(pe) => P::bio_list_add(&mut pe.origin_bios, b),
+                            None => *bio = Some(b),
+                        }
+                    }
+                }
+                if allocated && to_start.push(index).is_err() {
+                    start_all = true;
+                }
+                if busy {
+                    break;
                 }
             }
         }
-        made
+        // The exception the bio waits for starts last (`pe_to_start_last`)
+        // only in spirit: all start now, none waits for another.
+        if start_all {
+            let all: heapless::Vec<u32, 64> = {
+                let reg = self.reg.down_read();
+                reg.of_origin(origin_id).map(|(i, _)| i).take(64).collect()
+            };
+            all.iter().for_each(|&i| self.start_copies(i));
+        } else {
+            to_start.iter().for_each(|&i| self.start_copies(i));
+        }
+        if busy {
+            Origin::Busy
+        } else if waits {
+            Origin::Waits
+        } else {
+            Origin::Clear
+        }
     }
 
-    /// `origin_map` for writes: every snapshot gets its copies of the
-    /// chunks the write covers (the kernel splits the bio at the smallest
-    /// chunk size and does this per piece), then the origin is written.
-    pub fn origin_write(&self, origin: &D, sector: u64, buf: &[u8], flags: ReqFlags) -> Result<()> {
-        let reg = self.reg.down_read();
-        self.origin_write_locked(&reg, origin.bdev_id(), sector, (buf.len() >> SECTOR_SHIFT) as u64, false);
+    /// An origin write with its bio (the module's `origin_map` and worker,
+    /// and retries): remapped to the origin when no exception is missing,
+    /// else queued on one (`Queued`), or `Retry` when not `blocking` and a
+    /// snapshot lock is held by a copy's commit.
+    pub fn origin_write_bio(&self, origin: &P::Dev, mut bio: P::Bio, blocking: bool) -> Queued<P::Bio> {
+        let (sector, nr) = P::bio_sectors(&bio);
+        let mut slot = Some(bio);
+        let r = self.do_origin(origin.bdev_id(), sector, nr, &mut slot, blocking);
+        match (slot, r) {
+            (None, _) => Queued::Queued,
+            (Some(b), Origin::Busy) => Queued::Retry(b),
+            (Some(b), Origin::Clear) => {
+                bio = b;
+                P::remap(&mut bio, origin, sector);
+                Queued::Remapped(bio)
+            }
+            // Not queued although exceptions were missing (pool exhausted
+            // with nothing in flight to wait on, or the snapshot was just
+            // invalidated): go round again.
+            (Some(b), Origin::Waits) => self.origin_write_bio(origin, b, blocking),
+        }
+    }
+
+    /// A write to a snapshot with its bio (the module's `snapshot_map` for
+    /// writes that need an exception): pointed at the exception's COW
+    /// chunk and queued on it, issued when it completes. The bio covers
+    /// one chunk. A merge target's writes are not taken here.
+    pub fn snapshot_write_bio(&self, id: SnapId, mut bio: P::Bio, blocking: bool) -> Queued<P::Bio> {
+        let (sector, _) = P::bio_sectors(&bio);
+        {
+            let reg = self.reg.down_read();
+            let Ok(slot) = reg.slot(id) else { return Queued::End(bio, Err(Errno::EIO)) };
+            let mut snap = if blocking {
+                slot.snap.down_write()
+            } else {
+                match slot.snap.try_down_write() {
+                    Some(g) => g,
+                    None => return Queued::Retry(bio),
+                }
+            };
+            if snap.is_merge || !snap.valid || snap.snapshot_overflowed {
+                return Queued::End(bio, Err(Errno::EIO));
+            }
+            if let Some(cow_sector) = snap.remap(sector) {
+                P::remap(&mut bio, &snap.cow, cow_sector);
+                return Queued::Remapped(bio);
+            }
+            let chunk = sector >> snap.chunk_shift();
+            let ps = match self.find_pending(&mut snap, chunk) {
+                Ok(Some(ps)) => ps,
+                // Pool exhausted: try again once one completes.
+                Ok(None) => return Queued::Retry(bio),
+                // Invalidation writes the header: not from `map`.
+                Err(_) if !blocking => return Queued::Retry(bio),
+                Err(_) => {
+                    self.no_room(&mut snap);
+                    return Queued::End(bio, Err(Errno::EIO));
+                }
+            };
+            let (cs, mask) = (snap.chunk_size(), snap.chunk_size() - 1);
+            let cow = snap.cow.clone();
+            let Some(pe) = snap.pending.get_mut(ps) else { return Queued::End(bio, Err(Errno::EIO)) };
+            let Some(to) = pe.e.new_chunk.checked_mul(cs) else { return Queued::End(bio, Err(Errno::EIO)) };
+            P::remap(&mut bio, &cow, to + (sector & mask));
+            P::bio_list_add(&mut pe.snapshot_bios, bio);
+        }
+        self.start_copies(id.index);
+        Queued::Queued
+    }
+
+    /// A write through a merge target that is not remapped to the COW: an
+    /// origin write (the other snapshots get their copies first). One
+    /// remapped to a chunk being merged waits for that merge step.
+    fn merge_write(&self, id: SnapId, sector: u64, piece: &[u8], flags: ReqFlags) -> Result<()> {
+        let origin = loop {
+            let r = self.with_snapshot(id, |_, slot| {
+                let snap = slot.snap.down_write();
+                let chunk = sector >> snap.chunk_shift();
+                if matches!(snap.merging, Some((first, n)) if chunk >= first && chunk < first + n) {
+                    return Err(Errno::EAGAIN);
+                }
+                if snap.valid {
+                    if let Some(cow_sector) = snap.remap(sector) {
+                        return snap.cow.write(cow_sector, piece, flags).map(|_| None);
+                    }
+                }
+                Ok(Some(snap.origin.clone()))
+            })?;
+            match r {
+                Err(Errno::EAGAIN) => crate::sync::sleep_short(),
+                Err(e) => return Err(e),
+                Ok(None) => return Ok(()),
+                Ok(Some(origin)) => break origin,
+            }
+        };
+        self.origin_write(&origin, sector, piece, flags)
+    }
+
+    /// Makes sure every snapshot of the origin has its copy of every chunk
+    /// in `sector..sector + nr_sectors` (`origin_write_extent` and the
+    /// merge's wait for `_pending_exceptions_done`). Never fails: a
+    /// snapshot that cannot copy is invalidated instead.
+    fn origin_write_extent(&self, origin_id: u64, sector: u64, nr_sectors: u64) {
+        loop {
+            let seen = self.pending_done.load(Ordering::Acquire);
+            match self.do_origin(origin_id, sector, nr_sectors, &mut None, true) {
+                Origin::Clear => return,
+                Origin::Waits | Origin::Busy => self.wait_pending_done(seen),
+            }
+        }
+    }
+
+    /// `origin_map` for writes by callers without bios: every snapshot gets
+    /// its copies of the chunks the write covers, then the origin is written.
+    pub fn origin_write(&self, origin: &P::Dev, sector: u64, buf: &[u8], flags: ReqFlags) -> Result<()> {
+        self.origin_write_extent(origin.bdev_id(), sector, (buf.len() >> SECTOR_SHIFT) as u64);
         origin.write(sector, buf, flags)
     }
 
@@ -867,13 +1229,7 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
     /// (after other snapshots got their copies), the origin is flushed, and
     /// only then the store forgets them on disk and in memory.
     pub fn merge_step(&self, id: SnapId) -> Result<MergeProgress> {
-        let reg = self.reg.down_read();
-        let slot = reg.slot(id)?;
-        let mut snap = slot.snap.down_write();
-        if !snap.running_merge {
-            return Ok(MergeProgress::Done);
-        }
-        let shut = |snap: &mut DmSnapshot<D>, failed: bool, msg: &str| {
+        let shut = |snap: &mut DmSnapshot<P>, failed: bool, msg: &str| {
             if !msg.is_empty() {
                 crate::dm_err!(DM_MSG_PREFIX, "{}", msg);
             }
@@ -881,39 +1237,56 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
                 snap.merge_failed = true;
             }
             snap.running_merge = false;
+            snap.merging = None;
             if failed {
                 MergeProgress::Failed
             } else {
                 MergeProgress::Done
             }
         };
-        if !snap.valid {
-            return Ok(shut(&mut snap, false, "Snapshot is invalid: can't merge"));
-        }
-        let run = match snap.store.prepare_merge() {
-            Ok(Some(run)) => run,
-            Ok(None) => return Ok(shut(&mut snap, false, "")),
-            Err(_) => return Ok(shut(&mut snap, true, "Read error in exception store: shutting down merge")),
+        // snapshot_merge_next_chunks: pick the run under the lock and mark
+        // it merging (writes to it now wait), then work without locks.
+        let (run, origin_id, origin, cow, shift) = {
+            let reg = self.reg.down_read();
+            let slot = reg.slot(id)?;
+            let mut snap = slot.snap.down_write();
+            if !snap.running_merge {
+                return Ok(MergeProgress::Done);
+            }
+            if !snap.valid {
+                return Ok(shut(&mut snap, false, "Snapshot is invalid: can't merge"));
+            }
+            let run = match snap.store.prepare_merge() {
+                Ok(Some(run)) => run,
+                Ok(None) => return Ok(shut(&mut snap, false, "")),
+                Err(_) => return Ok(shut(&mut snap, true, "Read error in exception store: shutting down merge")),
+            };
+            let n = run.nr_consecutive as u64;
+            snap.merging = Some((run.last_old_chunk + 1 - n, n));
+            (run, slot.origin_id, snap.origin.clone(), snap.cow.clone(), snap.chunk_shift())
         };
         let n = run.nr_consecutive as u64;
         let old_chunk = run.last_old_chunk + 1 - n;
         let new_chunk = run.last_new_chunk + 1 - n;
-        let shift = snap.chunk_shift();
         let io_size = n << shift;
         let dest = old_chunk << shift;
-        let count = io_size.min(snap.origin.size_sectors().saturating_sub(dest));
-        // Writes remapped to these chunks' COW copies must land before the
-        // copy reads them (the kernel waits the same way). New ones cannot
-        // start: `map` does not get the lock we hold.
+        let count = io_size.min(origin.size_sectors().saturating_sub(dest));
+        // Writes remapped to these chunks' COW copies before they were
+        // marked merging must land before the copy reads them.
         self.check_for_conflicting_io(id.index, old_chunk, old_chunk + n - 1);
-        // Reallocate exceptions needed in other snapshots first
-        // (origin_write_extent).
-        self.origin_write_locked(&reg, slot.origin_id, dest, io_size, true);
-        let copied = self.copier.copy(&snap.cow, new_chunk << shift, &snap.origin, dest, count);
+        // Reallocate exceptions needed in other snapshots first and wait
+        // for them (origin_write_extent).
+        self.origin_write_extent(origin_id, dest, io_size);
+        let copied = self.platform.copy(&cow, new_chunk << shift, &origin, dest, count);
+        let flushed = copied.is_ok() && origin.flush().is_ok();
+        // merge_callback
+        let reg = self.reg.down_read();
+        let slot = reg.slot(id)?;
+        let mut snap = slot.snap.down_write();
         if copied.is_err() {
             return Ok(shut(&mut snap, true, "Read error: shutting down merge."));
         }
-        if snap.origin.flush().is_err() {
+        if !flushed {
             return Ok(shut(&mut snap, true, "Flush after merge failed: shutting down merge"));
         }
         if snap.store.commit_merge(run.nr_consecutive).is_err() {
@@ -925,12 +1298,13 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
                 return Ok(shut(&mut snap, true, ""));
             }
         }
+        snap.merging = None;
         Ok(MergeProgress::Merged(run.nr_consecutive))
     }
 }
 
 #[cfg(test)]
-impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
+impl<P: IoPlatform> SnapshotDriver<P> {
     /// Runs `f` holding the registry lock exclusively (as a handover does)
     /// or, with `snapshot`, a snapshot's lock exclusively (as a copy does).
     pub(crate) fn with_lock_held<R>(&self, snapshot: Option<SnapId>, f: impl FnOnce() -> R) -> R {
@@ -948,17 +1322,63 @@ impl<D: DmDevice, K: ChunkCopier> SnapshotDriver<D, K> {
     }
 
     /// Changes a snapshot's state directly.
-    pub(crate) fn with_snap_mut<R>(&self, id: SnapId, f: impl FnOnce(&mut DmSnapshot<D>) -> R) -> R {
+    pub(crate) fn with_snap_mut<R>(&self, id: SnapId, f: impl FnOnce(&mut DmSnapshot<P>) -> R) -> R {
         let reg = self.reg.down_read();
         let mut s = reg.slot(id).map(|s| s.snap.down_write()).unwrap_or_else(|_| panic!("no snapshot {id:?}"));
         f(&mut s)
     }
 }
 
+/// `iterate_devices_callout_fn`: a device, its start and length.
+pub type DeviceCallout<'a, D, R> = dyn FnMut(&D, u64, u64) -> core::result::Result<(), R> + 'a;
+
+/// What [`SnapshotDriver::do_origin`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// Every snapshot has its copies: the origin may be written.
+    Clear,
+    /// Some exception is pending (the bio, if any, was queued on one).
+    Waits,
+    /// A snapshot lock was held (only without `blocking`).
+    Busy,
+}
+
+/// Bios released by completed exceptions, handled outside the locks.
+struct Released<P: IoPlatform> {
+    submit: P::BioList,
+    error: P::BioList,
+    retry: P::BioList,
+    origin: Option<P::Dev>,
+}
+
+impl<P: IoPlatform> Default for Released<P> {
+    fn default() -> Self {
+        Released {
+            submit: P::BioList::default(),
+            error: P::BioList::default(),
+            retry: P::BioList::default(),
+            origin: None,
+        }
+    }
+}
+
+/// Bits of a copy's context holding the snapshot's generation.
+const CONTEXT_GEN_MASK: u32 = 0xff_ffff;
+
+/// A copy's context: registry index (24 bits), generation (24 bits),
+/// pending slot (16 bits).
+fn copy_context(id: SnapId, slot: u32) -> u64 {
+    ((id.index as u64 & 0xff_ffff) << 40) | (((id.gen & CONTEXT_GEN_MASK) as u64) << 16) | (slot as u64 & 0xffff)
+}
+
+fn split_context(c: u64) -> (u32, u32, u32) {
+    ((c >> 40) as u32, ((c >> 16) as u32) & CONTEXT_GEN_MASK, (c & 0xffff) as u32)
+}
+
 /// `__handover_exceptions`: the destination takes the source's exception
 /// table and store (keeping its own table's `PO` choice) and its state; the
 /// source becomes invalid in memory only.
-fn handover_exceptions<D: DmDevice>(src: &mut DmSnapshot<D>, dest: &mut DmSnapshot<D>) {
+fn handover_exceptions<P: IoPlatform>(src: &mut DmSnapshot<P>, dest: &mut DmSnapshot<P>) {
     core::mem::swap(&mut src.complete, &mut dest.complete);
     core::mem::swap(&mut src.store, &mut dest.store);
     // Each side goes on using the COW device its own table opened.

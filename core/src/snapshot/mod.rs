@@ -20,6 +20,7 @@
 pub mod ctr;
 pub mod dm_snapshot;
 pub mod driver;
+pub mod pending;
 pub mod track;
 
 pub use driver::{MergeProgress, SnapId, SnapshotDriver, Volatile};

@@ -5,9 +5,10 @@
 
 extern crate std;
 use super::*;
+use crate::dm::SyncIo;
 use crate::emit::{Emitter, StatusType};
 use crate::errno::{Errno, Result};
-use crate::platform::{BlockDevice, DmDevice, QueueLimits, RamDev, ReqFlags, SyncCopier};
+use crate::platform::{BlockDevice, DmDevice, QueueLimits, RamDev, ReqFlags};
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec;
@@ -55,7 +56,7 @@ const NAMES: [&str; 5] = ["origin", "cow1", "cow2", "cow3", "cow4"];
 /// An origin of 8 MiB filled with byte 0x11 and four COWs of `cow_sectors`.
 struct Lab {
     devs: Vec<Dev>,
-    drv: SnapshotDriver<Dev, SyncCopier>,
+    drv: SnapshotDriver<SyncIo<Dev>>,
 }
 
 impl Lab {
@@ -69,7 +70,7 @@ impl Lab {
             };
             devs.push(Dev { d: Arc::new(d), id: i as u64 + 1, name });
         }
-        Lab { devs, drv: SnapshotDriver::new(SyncCopier::default()).unwrap() }
+        Lab { devs, drv: SnapshotDriver::new(SyncIo::default()).unwrap() }
     }
 
     fn ctr(&self, merge: bool, table: &str) -> core::result::Result<SnapId, &'static str> {
@@ -395,7 +396,6 @@ fn discard_features() {
 /// invalidates the snapshot and still writes the origin.
 #[test]
 fn origin_write_batches_exceptions() {
-    use super::dm_snapshot::EXCEPTION_BATCH;
     let lab = Lab::new(8192);
     let a = lab.snap("origin cow1 P 16");
     let b = lab.snap("origin cow2 P 8");
@@ -414,27 +414,18 @@ fn origin_write_batches_exceptions() {
         v
     };
     let durable = ReqFlags::PREFLUSH | ReqFlags::FUA;
-    for (dev, cs, nr, batches) in [(&lab.devs[1], 16u64, 40usize, 3usize), (&lab.devs[2], 8, 80, 5)] {
+    // Every exception of one origin write is pending before the first copy
+    // starts, so the persistent store commits them together: every copy,
+    // then one PREFLUSH|FUA area write per snapshot (as concurrent kcopyd
+    // completions give the kernel's batches).
+    for (dev, cs, nr) in [(&lab.devs[1], 16u64, 40usize), (&lab.devs[2], 8, 80)] {
         let w = log(dev);
-        let meta: Vec<_> = w.iter().filter(|x| x.2.contains(durable)).collect();
-        assert_eq!(meta.len(), batches, "one metadata write per batch of {EXCEPTION_BATCH}");
-        // Every batch: its copies (one write per run of chunks consecutive
-        // on both devices: one here), then its area write.
-        let mut groups = Vec::new();
-        let mut n = 0;
-        for x in &w {
-            if x.2.contains(durable) {
-                groups.push(n);
-                n = 0;
-            } else {
-                assert!(x.2.is_empty(), "{x:?}");
-                n += x.1 / cs;
-            }
+        assert_eq!(w.len(), nr + 1, "one copy per chunk, one metadata write");
+        for (i, x) in w[..nr].iter().enumerate() {
+            assert!(x.2.is_empty(), "{x:?}");
+            assert_eq!((x.0, x.1), ((i as u64 + 2) * cs, cs), "copies in allocation order");
         }
-        assert_eq!(w.len(), 2 * batches, "one copy per run, one metadata write per batch");
-        assert_eq!(n, 0, "copies after the last metadata write");
-        let want: Vec<u64> = (0..nr).step_by(EXCEPTION_BATCH).map(|i| (nr - i).min(EXCEPTION_BATCH) as u64).collect();
-        assert_eq!(groups, want);
+        assert!(w[nr].2.contains(durable), "the area write comes after every copy");
     }
     // 40 data chunks + header + one area, 16 sectors each; 80 + 2 of 8.
     assert_eq!(lab.status(a, StatusType::Info), "672/8192 32");
@@ -444,7 +435,7 @@ fn origin_write_batches_exceptions() {
         d.d.crash();
     }
     drop(lab.drv);
-    let lab2 = Lab { devs: lab.devs.clone(), drv: SnapshotDriver::new(SyncCopier::default()).unwrap() };
+    let lab2 = Lab { devs: lab.devs.clone(), drv: SnapshotDriver::new(SyncIo::default()).unwrap() };
     let a2 = lab2.snap("origin cow1 P 16");
     assert_eq!(lab2.status(a2, StatusType::Info), "672/8192 32");
     assert!(all(&lab2.read(a2, 0, (chunks_a * 16 * 512) as usize).unwrap(), 0x11));
@@ -577,4 +568,161 @@ fn an_exception_waits_for_origin_reads_in_flight() {
     });
     assert!(all(&lab.read(id, 64, 8192).unwrap(), 0x11));
     assert!(all(&lab.origin(64, 8192), 0x44));
+}
+
+/// A copy in flight: from, sector, to, sector, sectors, context.
+type CopyJob = (Dev, u64, Dev, u64, u64, u64);
+
+/// A platform with bios and asynchronous copies, driven by the test: bios
+/// are numbered, `submit`/`endio` are logged, copies wait in `jobs` until
+/// the test completes them (in any order) through `copy_callback`.
+#[derive(Default)]
+struct TestIo {
+    log: std::sync::Mutex<Vec<String>>,
+    jobs: std::sync::Mutex<Vec<CopyJob>>,
+}
+
+#[derive(Debug)]
+struct TestBio {
+    id: u32,
+    sector: u64,
+    nr: u64,
+    dev: &'static str,
+}
+
+impl crate::dm::IoPlatform for TestIo {
+    type Dev = Dev;
+    type Bio = TestBio;
+    type BioList = Vec<TestBio>;
+    fn bio_list_add(l: &mut Vec<TestBio>, b: TestBio) {
+        l.push(b)
+    }
+    fn bio_list_pop(l: &mut Vec<TestBio>) -> Option<TestBio> {
+        (!l.is_empty()).then(|| l.remove(0))
+    }
+    fn bio_sectors(b: &TestBio) -> (u64, u64) {
+        (b.sector, b.nr)
+    }
+    fn remap(b: &mut TestBio, dev: &Dev, sector: u64) {
+        b.dev = dev.name;
+        b.sector = sector;
+    }
+    fn submit(&self, b: TestBio) {
+        self.log.lock().unwrap().push(alloc::format!("submit {} {}@{}", b.id, b.dev, b.sector));
+    }
+    fn endio(&self, b: TestBio, r: Result<()>) {
+        self.log.lock().unwrap().push(alloc::format!("end {} {r:?}", b.id));
+    }
+    fn start_copy(&self, from: &Dev, fs: u64, to: &Dev, ts: u64, n: u64, ctx: u64) -> Option<bool> {
+        self.jobs.lock().unwrap().push((from.clone(), fs, to.clone(), ts, n, ctx));
+        None
+    }
+    fn copy(&self, from: &Dev, fs: u64, to: &Dev, ts: u64, n: u64) -> Result<()> {
+        crate::platform::ChunkCopier::copy(&crate::platform::SyncCopier::default(), from, fs, to, ts, n)
+    }
+}
+
+/// Runs the copy of origin chunk `old` (chunk size 16) and reports it.
+fn complete_copy(drv: &SnapshotDriver<TestIo>, io: &TestIo, old: u64) {
+    let job = {
+        let mut jobs = io.jobs.lock().unwrap();
+        let i = jobs.iter().position(|j| j.1 == old * 16).expect("no such copy in flight");
+        jobs.remove(i)
+    };
+    let (from, fs, to, ts, n, ctx) = job;
+    let ok = crate::platform::ChunkCopier::copy(&crate::platform::SyncCopier::default(), &from, fs, &to, ts, n).is_ok();
+    drv.copy_callback(ctx, ok);
+}
+
+fn async_lab(cow_sectors: u64) -> (Lab, SnapshotDriver<TestIo>, SnapId) {
+    let lab = Lab::new(cow_sectors);
+    let drv = SnapshotDriver::new(TestIo::default()).unwrap();
+    let devs = lab.devs.clone();
+    let id = drv
+        .snapshot_ctr(false, 16384, &["origin", "cow1", "P", "16"], &mut |p| {
+            devs.iter().find(|d| d.name == p).cloned().ok_or(Errno::ENOENT)
+        })
+        .unwrap();
+    drv.snapshot_resume(id).unwrap();
+    (lab, drv, id)
+}
+
+fn origin_bio(id: u32, sector: u64) -> TestBio {
+    TestBio { id, sector, nr: 8, dev: "origin" }
+}
+
+#[test]
+fn copies_complete_out_of_order_and_commit_in_order() {
+    use crate::dm::Queued;
+    let (lab, drv, id) = async_lab(8192);
+    lab.devs[1].d.record_writes(true);
+    for (n, chunk) in [(1, 0u64), (2, 1)] {
+        assert!(matches!(drv.origin_write_bio(&lab.devs[0], origin_bio(n, chunk * 16), false), Queued::Queued));
+    }
+    // A second write to chunk 1 waits on the same exception.
+    assert!(matches!(drv.origin_write_bio(&lab.devs[0], origin_bio(3, 16), false), Queued::Queued));
+    assert_eq!(drv.platform().jobs.lock().unwrap().len(), 2, "one copy per chunk, both in flight");
+    // Chunk 1's copy finishes first: it must wait for chunk 0's commit.
+    complete_copy(&drv, drv.platform(), 1);
+    assert!(drv.platform().log.lock().unwrap().is_empty(), "nothing released before chunk 0 commits");
+    let mut writes = Vec::new();
+    lab.devs[1].d.for_each_write(|r| writes.push(r.flags));
+    assert!(writes.iter().all(|f| f.is_empty()), "no metadata written yet: {writes:?}");
+    complete_copy(&drv, drv.platform(), 0);
+    assert_eq!(
+        *drv.platform().log.lock().unwrap(),
+        ["submit 1 origin@0", "submit 2 origin@16", "submit 3 origin@16"],
+        "origin writes retried once their exceptions are durable"
+    );
+    let mut writes = Vec::new();
+    lab.devs[1].d.for_each_write(|r| writes.push((r.sector, r.flags)));
+    assert_eq!(writes.len(), 3, "two copies, one area write for both: {writes:?}");
+    assert!(writes[2].1.contains(ReqFlags::PREFLUSH | ReqFlags::FUA));
+    // The area lists them in allocation order (merge relies on it).
+    let mut area = [0u8; 512];
+    lab.devs[1].read(16, &mut area).unwrap();
+    let entry = |i: usize| u64::from_le_bytes(area[i * 16..i * 16 + 8].try_into().unwrap());
+    assert_eq!((entry(0), entry(1)), (0, 1));
+    let mut st = [0u8; 64];
+    let mut e = Emitter::new(&mut st);
+    drv.snapshot_status(id, StatusType::Info, &mut e).unwrap();
+    assert_eq!(e.as_str(), "64/8192 32");
+}
+
+#[test]
+fn snapshot_writes_wait_on_their_exception_pointed_at_the_cow() {
+    use crate::dm::Queued;
+    let (_lab, drv, id) = async_lab(8192);
+    let bio = TestBio { id: 7, sector: 36, nr: 4, dev: "snap" };
+    assert!(matches!(drv.snapshot_write_bio(id, bio, false), Queued::Queued));
+    // The origin write to the same chunk waits on the same exception.
+    assert!(matches!(drv.origin_write_bio(&_lab.devs[0], origin_bio(8, 32), false), Queued::Queued));
+    complete_copy(&drv, drv.platform(), 2);
+    assert_eq!(*drv.platform().log.lock().unwrap(), ["submit 7 cow1@36", "submit 8 origin@32"]);
+}
+
+#[test]
+fn map_context_never_writes_metadata() {
+    use crate::dm::Queued;
+    // Room for one data chunk: header, area, one chunk.
+    let (lab, drv, id) = async_lab(3 * 16);
+    assert!(matches!(drv.origin_write_bio(&lab.devs[0], origin_bio(1, 0), false), Queued::Queued));
+    complete_copy(&drv, drv.platform(), 0);
+    lab.devs[1].d.record_writes(true);
+    // No room for chunk 1: invalidating writes the header, which a bio
+    // submitted from `map` would wait for until `map` returns.
+    let Queued::Retry(bio) = drv.origin_write_bio(&lab.devs[0], origin_bio(2, 16), false) else {
+        panic!("map must defer")
+    };
+    let mut n = 0;
+    lab.devs[1].d.for_each_write(|_| n += 1);
+    assert_eq!(n, 0, "map wrote to the COW");
+    let Queued::Retry(bio) = drv.snapshot_write_bio(id, TestBio { id: 3, ..bio }, false) else {
+        panic!("map must defer")
+    };
+    // From process context the snapshot is invalidated and the write goes on.
+    assert!(matches!(drv.origin_write_bio(&lab.devs[0], TestBio { id: 2, ..bio }, true), Queued::Remapped(_)));
+    let mut n = 0;
+    lab.devs[1].d.for_each_write(|_| n += 1);
+    assert_eq!(n, 1, "the header, marked invalid");
 }
