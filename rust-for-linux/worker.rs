@@ -52,6 +52,9 @@ pub(crate) fn wq_flush() {
     unsafe { crate::b::__flush_workqueue(WQ.load(Ordering::Acquire)) };
 }
 
+/// Background steps one run of a work item may take.
+const BACKGROUND_STEPS: usize = 32;
+
 /// What a target does with its bios in process context.
 pub(crate) trait Handler: Send + Sync + 'static {
     /// Runs the core for one bio and ends it.
@@ -93,9 +96,19 @@ impl<H: Handler> WorkItem for Worker<H> {
             }
         }
         this.h.idle();
-        if !this.stopped.load(Ordering::Acquire) && this.h.background() {
-            Self::kick(&this);
+        // Background steps (a merge run, a hydration batch) go on here
+        // while no bio waits, a bounded number before the work item yields:
+        // requeueing after every step costs a round trip through the
+        // workqueue per region.
+        for _ in 0..BACKGROUND_STEPS {
+            if this.stopped.load(Ordering::Acquire) || !this.h.background() {
+                return;
+            }
+            if !this.queue.lock().is_empty() {
+                break;
+            }
         }
+        Self::kick(&this);
     }
 }
 

@@ -2,12 +2,15 @@
 //! The snapshot driver: every snapshot and merge target, the origin
 //! registry that links them to their origin (`_origins` under
 //! `_origins_lock`), and the entry points a platform calls: ctr/dtr,
-//! preresume/resume, map (read, write, flush, discard), status, merge.
+//! preresume/resume, `map` and `end_io`, the bio paths for writes that need
+//! an exception (`origin_write_bio`, `snapshot_write_bio`) and their
+//! completion (`copy_callback`), blocking reads and writes for callers
+//! without bios, status, merge.
 //!
 //! Lock order: `_origins_lock` (the registry `RwSem`) → a snapshot's lock.
 //! Two snapshot locks are only held together by handover (source, then
-//! destination, under the registry write lock) and by a merge step
-//! (merging snapshot, then the others', one at a time).
+//! destination, under the registry write lock). No lock is held while a
+//! copy is started (it may complete at once) or while waiting for one.
 
 use super::ctr::parse_snapshot_args;
 use super::dm_snapshot::DmSnapshot;
@@ -160,6 +163,12 @@ pub struct SnapshotDriver<P: IoPlatform> {
     /// Only in loom builds: see [`Self::break_tracking_for_loom`].
     #[cfg(loom)]
     broken_tracking: bool,
+    /// Only in loom builds: see [`Self::break_commit_order_for_loom`].
+    #[cfg(loom)]
+    broken_commit_order: bool,
+    /// Only in loom builds: see [`Self::break_pending_lookup_for_loom`].
+    #[cfg(loom)]
+    broken_pending_lookup: bool,
 }
 
 impl<P: IoPlatform> SnapshotDriver<P> {
@@ -174,6 +183,10 @@ impl<P: IoPlatform> SnapshotDriver<P> {
             broken_handover: false,
             #[cfg(loom)]
             broken_tracking: false,
+            #[cfg(loom)]
+            broken_commit_order: false,
+            #[cfg(loom)]
+            broken_pending_lookup: false,
         })
     }
 
@@ -200,6 +213,35 @@ impl<P: IoPlatform> SnapshotDriver<P> {
     #[cfg(loom)]
     pub fn break_tracking_for_loom(&mut self) {
         self.broken_tracking = true;
+    }
+
+    /// Test hook, compiled only with `--cfg loom`: each exception is
+    /// committed as soon as its copy finishes, ignoring allocation order.
+    /// The async-exceptions model's `#[should_panic]` variant uses it.
+    #[cfg(loom)]
+    pub fn break_commit_order_for_loom(&mut self) {
+        self.broken_commit_order = true;
+    }
+
+    /// Test hook, compiled only with `--cfg loom`: a write needing an
+    /// exception never finds the one already pending for its chunk, and
+    /// allocates another ("dm snapshot: avoid having two exceptions for
+    /// the same chunk").
+    #[cfg(loom)]
+    pub fn break_pending_lookup_for_loom(&mut self) {
+        self.broken_pending_lookup = true;
+    }
+
+    /// The next exception to commit: the one after the last committed in
+    /// allocation order, once its copy has finished. (Broken on purpose
+    /// under loom: the one whose copy just finished, once.)
+    fn next_to_commit(&self, snap: &DmSnapshot<P>, just_copied: &mut Option<u32>) -> Option<u32> {
+        #[cfg(loom)]
+        if self.broken_commit_order {
+            return just_copied.take();
+        }
+        let _ = just_copied;
+        snap.pending.copied_with_sequence(snap.exception_complete_sequence)
     }
 
     /// `__check_for_conflicting_io` for snapshot `index`, chunks `first..=last`.
@@ -747,7 +789,11 @@ impl<P: IoPlatform> SnapshotDriver<P> {
     /// orders its commit). `Ok(None)`: the pool is exhausted.
     /// `Err`: the store has no room.
     fn find_pending(&self, snap: &mut DmSnapshot<P>, chunk: Chunk) -> Result<Option<u32>> {
-        if let Some(ps) = snap.pending.lookup(chunk) {
+        #[cfg(loom)]
+        let lookup = if self.broken_pending_lookup { None } else { snap.pending.lookup(chunk) };
+        #[cfg(not(loom))]
+        let lookup = snap.pending.lookup(chunk);
+        if let Some(ps) = lookup {
             return Ok(Some(ps));
         }
         if snap.pending.is_full() {
@@ -828,7 +874,8 @@ impl<P: IoPlatform> SnapshotDriver<P> {
             if let Some(pe) = snap.pending.get_mut(ps) {
                 pe.copied = Some(ok);
             }
-            while let Some(next) = snap.pending.copied_with_sequence(snap.exception_complete_sequence) {
+            let mut just_copied = Some(ps);
+            while let Some(next) = self.next_to_commit(snap, &mut just_copied) {
                 snap.exception_complete_sequence += 1;
                 let Some(pe) = snap.pending.get(next) else { break };
                 let (e, valid) = (pe.e, pe.copied == Some(true));

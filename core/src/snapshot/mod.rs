@@ -7,15 +7,14 @@
 //! - [`driver`]: the origin registry (`_origins`, `_origins_lock`), map,
 //!   status, handover, merge.
 //!
-//! I/O is synchronous: the calling thread does the copy (kcopyd's job) and
-//! the commit before its write proceeds. The exclusion the kernel gets from
-//! pending exceptions and tracked chunks comes from the snapshot's `RwSem`:
-//! a read of an unmapped chunk holds it shared while reading the origin; an
-//! exception is made (copy + commit + table insert) under it exclusively,
-//! so exactly one copy is made per chunk and no reader sees a half-copied
-//! chunk; origin writes hold `_origins_lock` shared from the copies to their
-//! own write, and handover takes it exclusively (the kernel's internal
-//! suspend of the origin).
+//! - [`pending`]: pending exceptions and their pool;
+//! - [`track`]: tracked chunks (reads remapped to the origin in flight).
+//!
+//! The I/O model is dm-snap.c's: `map` remaps what needs no copy; writes
+//! that need one wait on a pending exception whose copy runs without any
+//! lock held and completes through `copy_callback` (in allocation order),
+//! after which the waiting bios are issued. core/README.md has the whole
+//! picture.
 
 pub mod ctr;
 pub mod dm_snapshot;
