@@ -112,8 +112,9 @@ pub(crate) trait DmTarget: Sized + Send + Sync {
     fn end_io(&self, _pb: &mut PerBio) {
         kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
     }
-    /// `status` (INFO, TABLE, IMA).
-    fn status(&self, ty: StatusType, out: &mut Emitter<'_>);
+    /// `status` (INFO, TABLE, IMA); `noflush`: `DM_STATUS_NOFLUSH_FLAG`
+    /// (`dmsetup status --noflush`: no metadata commit for it).
+    fn status(&self, ty: StatusType, noflush: bool, out: &mut Emitter<'_>);
     /// `message`.
     fn message(&self, _argv: &[&str]) -> core::result::Result<(), Errno> {
         kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
@@ -145,6 +146,9 @@ pub(crate) trait DmTarget: Sized + Send + Sync {
         kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 }
+
+/// `DM_STATUS_NOFLUSH_FLAG` (drivers/md/dm.h, not in the public headers).
+const DM_STATUS_NOFLUSH_FLAG: c_uint = 1 << 0;
 
 /// What `ti->private` points at.
 struct Private<T> {
@@ -276,7 +280,7 @@ unsafe extern "C" fn end_io_tramp<T: DmTarget>(
 unsafe extern "C" fn status_tramp<T: DmTarget>(
     ti: *mut b::dm_target,
     ty: b::status_type_t,
-    _flags: c_uint,
+    flags: c_uint,
     result: *mut c_char,
     maxlen: c_uint,
 ) {
@@ -292,7 +296,7 @@ unsafe extern "C" fn status_tramp<T: DmTarget>(
     };
     let n = {
         let mut e = Emitter::new(buf);
-        private::<T>(ti).status(ty, &mut e);
+        private::<T>(ti).status(ty, flags & DM_STATUS_NOFLUSH_FLAG != 0, &mut e);
         e.len()
     };
     // The emitter keeps room for the NUL.

@@ -213,7 +213,7 @@ impl DmTarget for Origin {
         })
     }
 
-    fn status(&self, ty: StatusType, out: &mut Emitter<'_>) {
+    fn status(&self, ty: StatusType, _noflush: bool, out: &mut Emitter<'_>) {
         if ty == StatusType::Table {
             dmrs_core::dmemit!(out, "{}", self.w.h.dev.name());
         }
@@ -348,7 +348,7 @@ impl<const MERGE: bool> DmTarget for Snapshot<MERGE> {
         g().snap.snapshot_end_io(pb)
     }
 
-    fn status(&self, ty: StatusType, out: &mut Emitter<'_>) {
+    fn status(&self, ty: StatusType, _noflush: bool, out: &mut Emitter<'_>) {
         let _ = g().snap.snapshot_status(self.w.h.id, ty, out);
     }
 
@@ -476,9 +476,10 @@ impl DmTarget for Clone {
         })
     }
 
-    fn status(&self, ty: StatusType, out: &mut Emitter<'_>) {
+    fn status(&self, ty: StatusType, noflush: bool, out: &mut Emitter<'_>) {
         let h = &self.w.h;
-        h.c.status(h.name(), ty, self.w.stopped(), out)
+        // clone_status commits unless told not to or suspended.
+        h.c.status(h.name(), ty, noflush || self.w.stopped(), out)
     }
 
     fn message(&self, argv: &[&str]) -> core::result::Result<(), Errno> {

@@ -65,7 +65,7 @@ clone_round() { # clone_round SIDE PREFIX META DEST
     dmsetup create clone --table "0 131072 ${p}clone $M $D /dev/vdi 64" || return 1
     # Background hydration of the whole 64 MiB (2048 regions of 32 KiB).
     while :; do
-        h=$(dmsetup status clone | cut -d" " -f7)
+        h=$(dmsetup status --noflush clone | cut -d" " -f7)
         [ "${h%/*}" = "${h#*/}" ] && break
         sleep 0.1
     done
