@@ -11,7 +11,7 @@
 //! Without `--cfg loom` the test files compile to nothing.
 
 #[cfg(loom)]
-pub use handle::Dev;
+pub use handle::{snapshot, Dev};
 
 #[cfg(loom)]
 mod handle {
@@ -46,6 +46,23 @@ mod handle {
         fn logical_block_size(&self) -> u32 {
             512
         }
+    }
+
+    /// `snapshot <origin> <cow> P <chunk>` of `len` sectors on `drv`, resumed.
+    pub fn snapshot<P: dmrs_core::dm::IoPlatform<Dev = Dev>>(
+        drv: &dmrs_core::snapshot::SnapshotDriver<P>,
+        origin: &Dev,
+        cow: &Dev,
+        len: u64,
+        chunk: &str,
+    ) -> dmrs_core::snapshot::SnapId {
+        let id = drv
+            .snapshot_ctr(false, len, &["origin", "cow", "P", chunk], &mut |p| {
+                Ok(if p == "origin" { origin.clone() } else { cow.clone() })
+            })
+            .unwrap();
+        drv.snapshot_resume(id).unwrap();
+        id
     }
 
     impl DmDevice for Dev {

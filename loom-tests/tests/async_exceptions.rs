@@ -20,30 +20,34 @@
 
 use dmrs_core::dm::Queued;
 use dmrs_core::platform::{BlockDevice, RamDev};
-use dmrs_core::snapshot::SnapshotDriver;
-use dmrs_loom_tests::{AsyncIo, Dev, TestBio};
+use dmrs_core::snapshot::{SnapId, SnapshotDriver};
+use dmrs_loom_tests::{snapshot, AsyncIo, Dev, TestBio};
 use loom::sync::Arc;
 use loom::thread;
+
+type Driver = SnapshotDriver<AsyncIo>;
+
+/// An origin of 8 chunks of 2 sectors (bytes 0x11) and a snapshot of it on
+/// a 16-sector COW (header chunk 0, area in chunk 1 at sector 2), on the
+/// asynchronous platform; `hook` may break the driver first.
+fn setup(hook: impl FnOnce(&mut Driver)) -> (Arc<Driver>, SnapId, Dev) {
+    let origin = Dev::new(RamDev::from_bytes(&[0x11; 16 * 512], 512).unwrap(), 1, "origin");
+    let cow = Dev::new(RamDev::new(16, 512).unwrap(), 2, "cow");
+    let mut drv = SnapshotDriver::new(AsyncIo::new(cow.clone(), 2, vec![origin.clone(), cow.clone()])).unwrap();
+    hook(&mut drv);
+    let id = snapshot(&drv, &origin, &cow, 16, "2");
+    (Arc::new(drv), id, origin)
+}
 
 fn model(broken: bool) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(2);
     b.check(move || {
-        let origin = Dev::new(RamDev::from_bytes(&[0x11; 16 * 512], 512).unwrap(), 1, "origin");
-        let cow = Dev::new(RamDev::new(16, 512).unwrap(), 2, "cow");
-        // Chunk 2 sectors: header chunk 0, area in chunk 1 (sector 2).
-        let mut drv = SnapshotDriver::new(AsyncIo::new(cow.clone(), 2, vec![origin.clone(), cow.clone()])).unwrap();
-        if broken {
-            drv.break_commit_order_for_loom();
-        }
-        let (o, c) = (origin.clone(), cow.clone());
-        let id = drv
-            .snapshot_ctr(false, 16, &["origin", "cow", "P", "2"], &mut |p| {
-                Ok(if p == "origin" { o.clone() } else { c.clone() })
-            })
-            .unwrap();
-        drv.snapshot_resume(id).unwrap();
-        let drv = Arc::new(drv);
+        let (drv, _, origin) = setup(|d| {
+            if broken {
+                d.break_commit_order_for_loom();
+            }
+        });
         for (n, chunk) in [(1, 0u64), (2, 1)] {
             let bio = TestBio { id: n, sector: chunk * 2, nr: 2, dev: "origin", fill: 0 };
             assert!(matches!(drv.origin_write_bio(&origin, bio, false), Queued::Queued));
@@ -90,20 +94,11 @@ fn same_chunk(broken: bool) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(2);
     b.check(move || {
-        let origin = Dev::new(RamDev::from_bytes(&[0x11; 16 * 512], 512).unwrap(), 1, "origin");
-        let cow = Dev::new(RamDev::new(16, 512).unwrap(), 2, "cow");
-        let mut drv = SnapshotDriver::new(AsyncIo::new(cow.clone(), 2, vec![origin.clone(), cow.clone()])).unwrap();
-        if broken {
-            drv.break_pending_lookup_for_loom();
-        }
-        let (o, c) = (origin.clone(), cow.clone());
-        let id = drv
-            .snapshot_ctr(false, 16, &["origin", "cow", "P", "2"], &mut |p| {
-                Ok(if p == "origin" { o.clone() } else { c.clone() })
-            })
-            .unwrap();
-        drv.snapshot_resume(id).unwrap();
-        let drv = Arc::new(drv);
+        let (drv, id, origin) = setup(|d| {
+            if broken {
+                d.break_pending_lookup_for_loom();
+            }
+        });
         // Origin sector 0 and snapshot sector 1, both in chunk 0.
         let w = {
             let (drv, origin) = (drv.clone(), origin.clone());

@@ -18,7 +18,7 @@ use dmrs_core::dm::SyncIo;
 use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::platform::{BlockDevice, RamDev, ReqFlags, SyncCopier};
 use dmrs_core::snapshot::{SnapId, SnapshotDriver};
-use dmrs_loom_tests::Dev;
+use dmrs_loom_tests::{snapshot, Dev};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -29,13 +29,7 @@ fn setup() -> (Arc<Driver>, SnapId, Dev) {
     // Chunk 2 sectors: header, area, then data chunks.
     let cow = Dev::new(RamDev::new(16, 512).unwrap(), 2, "cow");
     let drv = Arc::new(SnapshotDriver::new(SyncIo::<_, SyncCopier>::default()).unwrap());
-    let (o, c) = (origin.clone(), cow.clone());
-    let id = drv
-        .snapshot_ctr(false, 32, &["origin", "cow", "P", "2"], &mut |p| {
-            Ok(if p == "origin" { o.clone() } else { c.clone() })
-        })
-        .unwrap();
-    drv.snapshot_resume(id).unwrap();
+    let id = snapshot(&drv, &origin, &cow, 32, "2");
     (drv, id, origin)
 }
 

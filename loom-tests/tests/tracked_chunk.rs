@@ -19,7 +19,7 @@
 use dmrs_core::dm::{BioInfo, BioOp, MapResult, PerBio, SyncIo};
 use dmrs_core::platform::{BlockDevice, RamDev, ReqFlags, SyncCopier};
 use dmrs_core::snapshot::SnapshotDriver;
-use dmrs_loom_tests::Dev;
+use dmrs_loom_tests::{snapshot, Dev};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -37,13 +37,7 @@ fn model(broken: bool) {
         if broken {
             drv.break_tracking_for_loom();
         }
-        let (o, c) = (origin.clone(), cow.clone());
-        let id = drv
-            .snapshot_ctr(false, 32, &["origin", "cow", "P", "2"], &mut |p| {
-                Ok(if p == "origin" { o.clone() } else { c.clone() })
-            })
-            .unwrap();
-        drv.snapshot_resume(id).unwrap();
+        let id = snapshot(&drv, &origin, &cow, 32, "2");
         let drv = Arc::new(drv);
 
         let writers = {
