@@ -202,6 +202,16 @@ pub(crate) struct BioList {
 // SAFETY: the list owns the bios it holds.
 unsafe impl Send for BioList {}
 
+impl dmrs_core::dm::BioQueue for BioList {
+    type Bio = Bio;
+    fn push(&mut self, bio: Bio) {
+        BioList::push(self, bio)
+    }
+    fn pop(&mut self) -> Option<Bio> {
+        BioList::pop(self)
+    }
+}
+
 impl Default for BioList {
     fn default() -> Self {
         Self::new()

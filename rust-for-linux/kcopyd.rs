@@ -72,6 +72,25 @@ pub(crate) fn start_copy(from: &KDev, from_sector: u64, to: &KDev, to_sector: u6
     };
 }
 
+/// `dm_kcopyd_copy` of `nr_sectors` at `sector` from `from` to the same
+/// place on `to`; kcopyd calls `notify(read_err, write_err, context)` from
+/// its thread when done. `context` must stay valid until then.
+pub(crate) fn start_copy_notify(
+    from: &KDev,
+    to: &KDev,
+    sector: u64,
+    nr_sectors: u64,
+    notify: unsafe extern "C" fn(c_int, c_ulong, *mut c_void),
+    context: *mut c_void,
+) {
+    let client = CLIENT.load(core::sync::atomic::Ordering::Acquire);
+    let mut from_region = b::dm_io_region { bdev: from.bdev(), sector, count: nr_sectors };
+    let mut to_region = b::dm_io_region { bdev: to.bdev(), sector, count: nr_sectors };
+    // SAFETY: open devices; kcopyd copies the regions before it returns;
+    // the caller keeps `context` alive until `notify` ran.
+    unsafe { b::dm_kcopyd_copy(client, &mut from_region, 1, &mut to_region, 0, Some(notify), context) };
+}
+
 /// Copies with dm-kcopyd between two devices the targets opened; any other
 /// pair (never in the module) falls back to a bounce-buffer copy.
 #[derive(Default)]

@@ -9,7 +9,9 @@ use crate::kdev::KDev;
 use crate::target::{Ctor, DmTarget, Mapped};
 use dmrs_core::dm::{IoPlatform, MapResult, PerBio, Queued};
 use crate::worker::{Handler, Worker};
-use dmrs_core::clone::target::CloneTarget;
+use dmrs_core::clone::target::{CloneTarget, HydrationJob, WriteBio};
+use dmrs_core::platform::ReqFlags;
+use kernel::ffi::{c_int, c_ulong};
 use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::mem::try_zeroed;
 use crate::kcopyd::KcopydCopier;
@@ -391,18 +393,82 @@ impl<const MERGE: bool> Drop for Snapshot<MERGE> {
 
 // ------------------------------------------------------------------- clone
 
-type Core = CloneTarget<KDev, KcopydCopier>;
+type Core = CloneTarget<KDev, KcopydCopier, crate::bio::BioList>;
+
+/// kcopyd's context for hydration `slot` of a clone: points back at the
+/// target, which outlives every copy (suspend and removal wait for them).
+struct HydrationCtx {
+    io: core::sync::atomic::AtomicPtr<CloneIo>,
+    slot: u32,
+}
 
 struct CloneIo {
     c: Core,
     name: [u8; 16],
     begin: u64,
+    /// Background hydration may start copies (resumed, not suspending).
+    hydrating: core::sync::atomic::AtomicBool,
+    ctx: [HydrationCtx; dmrs_core::clone::hydration::MAX_HYDRATIONS],
 }
 
 impl CloneIo {
     fn name(&self) -> &str {
         let n = self.name.iter().position(|&c| c == 0).unwrap_or(self.name.len());
         core::str::from_utf8(&self.name[..n]).unwrap_or("?")
+    }
+
+    /// Starts the copy of a hydration; its completion comes back through
+    /// [`clone_hydration_notify`].
+    fn start(&self, job: HydrationJob) {
+        let Some(ctx) = self.ctx.get(job.slot as usize) else { return };
+        let c = &self.c;
+        let p = core::ptr::from_ref(ctx).cast_mut().cast::<kernel::ffi::c_void>();
+        crate::kcopyd::start_copy_notify(c.source(), c.dest(), job.sector, job.nr_sectors, clone_hydration_notify, p);
+    }
+
+    /// `do_hydration`: background copies up to the threshold, none waited for.
+    fn start_hydrations(&self) {
+        while self.hydrating.load(core::sync::atomic::Ordering::Acquire) {
+            match self.c.next_hydration() {
+                Some(job) => self.start(job),
+                None => break,
+            }
+        }
+    }
+
+    /// `hydration_complete`: record the regions, issue (or fail) the writes
+    /// that waited, go on hydrating; commit once everything is hydrated.
+    fn hydration_done(&self, slot: u32, ok: bool) {
+        let (mut bios, r) = self.c.hydration_done(slot, ok);
+        while let Some(bio) = bios.pop() {
+            match r {
+                Ok(()) => bio.submit(),
+                Err(e) => bio.end(Err(e)),
+            }
+        }
+        self.start_hydrations();
+        if !self.c.hydration_active() && !self.c.hydrations_in_flight() {
+            let _ = self.c.commit_metadata(self.name());
+        }
+    }
+
+    /// Waits until no hydration copy runs (`clone_postsuspend`, removal).
+    fn wait_hydrations(&self) {
+        while self.c.hydrations_in_flight() {
+            dmrs_core::sync::sleep_short();
+        }
+    }
+}
+
+/// kcopyd's notify for a hydration copy (its thread: may sleep).
+unsafe extern "C" fn clone_hydration_notify(read_err: c_int, write_err: c_ulong, context: *mut kernel::ffi::c_void) {
+    // SAFETY: `context` is a `HydrationCtx` of a live target (see `CloneIo::start`).
+    let ctx = unsafe { &*context.cast::<HydrationCtx>() };
+    let io = ctx.io.load(core::sync::atomic::Ordering::Acquire);
+    // SAFETY: set before any copy started; the target waits for its copies
+    // before it is freed.
+    if let Some(io) = unsafe { io.as_ref() } {
+        io.hydration_done(ctx.slot, read_err == 0 && write_err == 0);
     }
 }
 
@@ -428,15 +494,13 @@ impl Handler for CloneIo {
         }
     }
 
+    /// Starts background copies; their completions start the next ones.
     fn background(&self) -> bool {
-        if !self.c.hydration_active() {
-            return false;
-        }
-        let more = self.c.hydrate_step().is_ok() && self.c.hydration_active();
-        if !more {
+        self.start_hydrations();
+        if !self.c.hydration_active() && !self.c.hydrations_in_flight() {
             let _ = self.c.commit_metadata(self.name());
         }
-        more
+        false
     }
 }
 
@@ -457,8 +521,16 @@ impl DmTarget for Clone {
         let begin = ctor.begin();
         let c = Core::ctr(len, argv, &mut |p| ctor.get_device(p), KcopydCopier::default())?;
         let region_size = h_region_size(&c);
-        let w = Worker::new(CloneIo { c, name, begin })
+        let ctx = core::array::from_fn(|i| HydrationCtx {
+            io: core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),
+            slot: i as u32,
+        });
+        let hydrating = core::sync::atomic::AtomicBool::new(false);
+        let w = Worker::new(CloneIo { c, name, begin, hydrating, ctx })
             .map_err(|_| TargetError::new(Errno::ENOMEM, "Failed to allocate clone structure"))?;
+        // The worker's place is fixed now (inside its `Arc`).
+        let io = core::ptr::from_ref(&w.h).cast_mut();
+        w.h.ctx.iter().for_each(|c| c.io.store(io, core::sync::atomic::Ordering::Release));
         // `dm_set_target_max_io_len(ti, region_size)`.
         ctor.set_max_io_len(region_size);
         ctor.set_num_flush_bios(1);
@@ -470,9 +542,38 @@ impl DmTarget for Clone {
 
     fn map(&self, bio: Bio, _pb: &mut PerBio) -> Mapped {
         let h = &self.w.h;
-        dispatch(h.c.map(&bio.info(h.begin)), bio, |bio| {
-            Worker::defer(&self.w, bio);
-            Mapped::Submitted
+        let info = bio.info(h.begin);
+        dispatch(h.c.map(&info), bio, |mut bio| {
+            let region = info.sector / h.c.region_size().max(1);
+            let plain = info.op == BioOp::Write
+                && !info.flags.intersects(ReqFlags::FUA | ReqFlags::PREFLUSH)
+                && info.nr_sectors < h.c.region_size()
+                && (info.end() - 1) / h.c.region_size().max(1) == region;
+            if !plain {
+                // Whole-region writes (written without a copy), FUA writes
+                // (a commit first), discards, flushes: the worker.
+                Worker::defer(&self.w, bio);
+                return Mapped::Submitted;
+            }
+            // hydrate_bio_region: the write waits, pointed at the
+            // destination, for its region's copy.
+            KIo::remap(&mut bio, h.c.dest(), info.sector);
+            match h.c.write_bio(region, bio) {
+                WriteBio::Hydrated(bio) => {
+                    bio.into_remapped();
+                    Mapped::Remapped
+                }
+                WriteBio::Queued => Mapped::Submitted,
+                WriteBio::Start(job) => {
+                    h.start(job);
+                    Mapped::Submitted
+                }
+                WriteBio::Busy(mut bio) => {
+                    bio.set_sector(info.sector + h.begin);
+                    Worker::defer(&self.w, bio);
+                    Mapped::Submitted
+                }
+            }
         })
     }
 
@@ -491,14 +592,18 @@ impl DmTarget for Clone {
     }
 
     fn presuspend(&self) {
+        self.w.h.hydrating.store(false, core::sync::atomic::Ordering::Release);
         self.w.stop();
     }
 
     fn postsuspend(&self) {
+        // clone_postsuspend waits for the hydrations in flight.
+        self.w.h.wait_hydrations();
         self.w.h.c.postsuspend(self.w.h.name())
     }
 
     fn resume(&self) {
+        self.w.h.hydrating.store(true, core::sync::atomic::Ordering::Release);
         Worker::start(&self.w)
     }
 
@@ -516,6 +621,8 @@ impl DmTarget for Clone {
 
 impl Drop for Clone {
     fn drop(&mut self) {
+        self.w.h.hydrating.store(false, core::sync::atomic::Ordering::Release);
         self.w.stop();
+        self.w.h.wait_hydrations();
     }
 }

@@ -77,7 +77,7 @@ impl Lab {
     }
     fn ctr(&self, table: &str) -> std::result::Result<CloneTarget<Dev<'_>, SyncCopier>, &'static str> {
         let argv: Vec<&str> = table.split_whitespace().collect();
-        CloneTarget::ctr(16384, &argv, &mut |p| Ok(self.dev(p)), SyncCopier::default()).map_err(|e| e.msg)
+        <CloneTarget<_, _>>::ctr(16384, &argv, &mut |p| Ok(self.dev(p)), SyncCopier::default()).map_err(|e| e.msg)
     }
 }
 
@@ -108,7 +108,7 @@ fn table_errors_are_the_kernels() {
     }
     // Too many regions for the device size is checked against ti->len.
     let argv = ["meta", "dest", "src", "8"];
-    let r = CloneTarget::ctr(1 << 40, &argv, &mut |p| Ok(lab.dev(p)), SyncCopier::default());
+    let r = <CloneTarget<_, _>>::ctr(1 << 40, &argv, &mut |p| Ok(lab.dev(p)), SyncCopier::default());
     assert_eq!(r.err().map(|e| e.msg), Some("Device size larger than destination device"));
 }
 
@@ -216,13 +216,28 @@ fn partial_region_discards_mark_only_whole_regions() {
 #[test]
 fn background_hydration_in_batches() {
     let lab = Lab::new();
-    let c = lab.ctr("meta dest src 8 0 2 hydration_batch_size 100").unwrap();
+    let c = lab.ctr("meta dest src 8 0 4 hydration_threshold 100 hydration_batch_size 100").unwrap();
     let mut steps = 0;
     while c.hydration_active() {
         assert!(c.hydrate_step().unwrap() <= 100);
         steps += 1;
     }
     assert_eq!((steps, c.progress()), (21, (2048, 2048)));
+    // The threshold bounds the regions in flight, batches included
+    // (do_hydration): with the default threshold of 1, batches of one.
+    let lab2 = Lab::new();
+    let c2 = lab2.ctr("meta dest src 8 0 2 hydration_batch_size 100").unwrap();
+    assert_eq!((c2.hydrate_step().unwrap(), c2.hydrate_step().unwrap()), (1, 1));
+    // A batch in flight keeps others from starting beyond the threshold.
+    let c3 = Lab::new();
+    let c3 = c3.ctr("meta dest src 8 0 4 hydration_threshold 3 hydration_batch_size 2").unwrap();
+    let a = c3.next_hydration().unwrap();
+    let b = c3.next_hydration().unwrap();
+    assert_eq!((a.nr_sectors, b.sector, b.nr_sectors), (16, 16, 8), "2 regions, then the 1 the threshold leaves");
+    assert_eq!(c3.next_hydration(), None);
+    let (_, r) = c3.hydration_done(a.slot, true);
+    r.unwrap();
+    assert_eq!(c3.next_hydration().map(|j| (j.sector, j.nr_sectors)), Some((24, 16)));
     c.commit_metadata("cl").unwrap();
     let mut b = vec![0u8; 8192];
     c.read(16000, &mut b[..4096]).unwrap();
@@ -276,4 +291,43 @@ fn map_remaps_hydrated_regions_and_source_reads() {
     assert_eq!(m(bio(BioOp::Flush, 0, 0, none)), "submitted");
     assert_eq!(m(bio(BioOp::Discard, 0, 64, none)), "submitted");
     assert_eq!(m(bio(BioOp::Read, 16380, 8, none)), "kill EIO", "beyond the target");
+}
+
+/// Bios as numbers, for the bio paths.
+#[derive(Default, Debug)]
+struct Queue(Vec<u32>);
+
+impl dmrs_core::dm::BioQueue for Queue {
+    type Bio = u32;
+    fn push(&mut self, bio: u32) {
+        self.0.push(bio)
+    }
+    fn pop(&mut self) -> Option<u32> {
+        (!self.0.is_empty()).then(|| self.0.remove(0))
+    }
+}
+
+#[test]
+fn writes_wait_on_the_hydration_of_their_region() {
+    use dmrs_core::clone::target::WriteBio;
+    let lab = Lab::new();
+    let argv: Vec<&str> = "meta dest src 8 0 2 hydration_threshold 4".split_whitespace().collect();
+    let c =
+        <CloneTarget<Dev<'_>, SyncCopier, Queue>>::ctr(16384, &argv, &mut |p| Ok(lab.dev(p)), SyncCopier::default())
+            .unwrap();
+    let WriteBio::Start(job) = c.write_bio(5, 1) else { panic!("a hydration to start") };
+    assert_eq!((job.sector, job.nr_sectors), (40, 8));
+    assert!(matches!(c.write_bio(5, 2), WriteBio::Queued), "a second write waits on the same copy");
+    // Background hydration skips the region in flight.
+    assert_eq!(c.next_hydration().map(|j| j.sector), Some(0));
+    assert!(c.hydrations_in_flight());
+    let (bios, r) = c.hydration_done(job.slot, true);
+    r.unwrap();
+    assert_eq!(bios.0, [1, 2], "released in order once the region is hydrated");
+    assert!(matches!(c.write_bio(5, 3), WriteBio::Hydrated(3)));
+    // A failed copy marks nothing and fails its bios.
+    let WriteBio::Start(job) = c.write_bio(9, 4) else { panic!() };
+    let (bios, r) = c.hydration_done(job.slot, false);
+    assert_eq!((bios.0, r), (vec![4], Err(dmrs_core::Errno::EIO)));
+    assert!(matches!(c.write_bio(9, 5), WriteBio::Start(_)), "not hydrated: copied again");
 }

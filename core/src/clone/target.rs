@@ -7,19 +7,20 @@
 //! [`CloneTarget::commit_metadata`], and on postsuspend — always after the
 //! destination is flushed (`pre_commit`, flush, `commit`).
 
+use super::hydration::Hydrations;
 use super::metadata::CloneMetadata;
 use crate::args::kstrtouint;
-use crate::dm::{BioInfo, BioOp, MapResult};
+use crate::dm::{BioInfo, BioOp, BioQueue, MapResult};
 use crate::emit::{Emitter, StatusType};
 use crate::errno::{Errno, Result, TargetError};
 use crate::mem::TryVec;
 use crate::platform::{split_io, ChunkCopier, DmDevice, QueueLimits, ReqFlags, SECTOR_SHIFT};
-use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, LockClass, Ordering, RwSem};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, LockClass, Ordering, RwSem, SpinLock};
 
 /// Serialises metadata commits (the worker's commit against suspend's).
 static COMMIT_LOCK: LockClass = LockClass::new(c"dmrs_clone_commit_lock");
-/// One hydration batch at a time.
-static HYDRATION_LOCK: LockClass = LockClass::new(c"dmrs_clone_hydration_lock");
+/// The hydrations in flight (`clone->lock` around the hydration table).
+static HYDRATIONS_LOCK: LockClass = LockClass::new(c"dmrs_clone_hydrations_lock");
 
 /// `DM_MSG_PREFIX` of dm-clone-target.c.
 pub const DM_MSG_PREFIX: &str = "clone";
@@ -51,8 +52,35 @@ pub enum Mode {
     Fail = 2,
 }
 
-/// One `clone` target.
-pub struct CloneTarget<D: DmDevice, K: ChunkCopier> {
+/// A background hydration to start: copy `nr_sectors` at `sector` from the
+/// source to the same place on the destination, then report it with
+/// [`CloneTarget::hydration_done`] and `slot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HydrationJob {
+    /// The hydration's slot.
+    pub slot: u32,
+    /// First sector (the same on both devices).
+    pub sector: u64,
+    /// Sectors to copy.
+    pub nr_sectors: u64,
+}
+
+/// What [`CloneTarget::write_bio`] did with a write to an unhydrated region.
+#[derive(Debug)]
+pub enum WriteBio<B> {
+    /// The region is hydrated by now: issue the bio.
+    Hydrated(B),
+    /// Queued on the region's hydration in flight.
+    Queued,
+    /// Queued on a new hydration: start its copy.
+    Start(HydrationJob),
+    /// No slot free: take the synchronous path.
+    Busy(B),
+}
+
+/// One `clone` target. `L` queues the bios that wait for a hydration
+/// (`()` for callers without bios).
+pub struct CloneTarget<D: DmDevice, K: ChunkCopier, L: BioQueue = ()> {
     metadata_dev: D,
     dest: D,
     source: D,
@@ -72,8 +100,11 @@ pub struct CloneTarget<D: DmDevice, K: ChunkCopier> {
     cmd: CloneMetadata<D>,
     /// `commit_lock` (a mutex in the kernel).
     commit_lock: RwSem<()>,
-    /// Serialises hydrations so a region is copied once.
-    hydration_lock: RwSem<()>,
+    /// Hydrations in flight: a region is copied once.
+    hydrations: SpinLock<Hydrations<L>>,
+    /// Only in loom builds: see [`CloneTarget::break_hydration_order_for_loom`].
+    #[cfg(loom)]
+    broken_hydration_order: bool,
 }
 
 fn read_group(arg: Option<&str>, max: u32, left: usize, error: &'static str) -> core::result::Result<u32, TargetError> {
@@ -84,7 +115,7 @@ fn read_group(arg: Option<&str>, max: u32, left: usize, error: &'static str) -> 
     Ok(n)
 }
 
-impl<D: DmDevice, K: ChunkCopier> CloneTarget<D, K> {
+impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
     /// `clone_ctr`: `<metadata dev> <destination dev> <source dev> <region
     /// size> [<#feature args> [no_hydration] [no_discard_passdown]]
     /// [<#core args> [hydration_threshold N] [hydration_batch_size N]]`.
@@ -199,7 +230,10 @@ impl<D: DmDevice, K: ChunkCopier> CloneTarget<D, K> {
             hydration_offset: AtomicU64::new(0),
             cmd,
             commit_lock: lock(&COMMIT_LOCK)?,
-            hydration_lock: lock(&HYDRATION_LOCK)?,
+            hydrations: SpinLock::new(Hydrations::new(), &HYDRATIONS_LOCK)
+                .map_err(|_| TargetError::new(Errno::ENOMEM, "Failed to allocate clone structure"))?,
+            #[cfg(loom)]
+            broken_hydration_order: false,
         })
     }
 
@@ -268,22 +302,149 @@ impl<D: DmDevice, K: ChunkCopier> CloneTarget<D, K> {
     }
 
     /// Copies region `r` from the source unless it is hydrated by now;
-    /// `overwrite` writes that whole region instead of copying.
+    /// `overwrite` writes that whole region instead of copying. Waits while
+    /// another hydration copies the region.
     fn hydrate_region(&self, r: u64, overwrite: Option<(&[u8], ReqFlags)>) -> Result<bool> {
-        let _g = self.hydration_lock.down_write();
-        if self.cmd.is_region_hydrated(r) {
-            return Ok(false);
-        }
+        let slot = loop {
+            {
+                let mut h = self.hydrations.lock();
+                if self.cmd.is_region_hydrated(r) {
+                    return Ok(false);
+                }
+                if h.find(r).is_none() {
+                    if let Some(slot) = h.claim(r, 1) {
+                        break slot;
+                    }
+                }
+            }
+            crate::sync::sleep_short();
+        };
         let (start, n) = self.region_range(r);
-        match overwrite {
-            Some((data, flags)) => self.dest.write(start, data, flags)?,
-            None => self.copier.copy(&self.source, start, &self.dest, start, n)?,
+        let copied = match overwrite {
+            Some((data, flags)) => self.dest.write(start, data, flags),
+            None => self.copier.copy(&self.source, start, &self.dest, start, n),
+        };
+        // Recorded before the slot is freed: no other copy of the region
+        // may start in between (it could land after this write's data).
+        #[cfg(loom)]
+        if self.broken_hydration_order {
+            self.hydrations.lock().release(slot);
         }
-        // In read-only mode the copy stays valid but cannot be recorded.
-        match self.cmd.set_region_hydrated(r) {
+        let mut h = self.hydrations.lock();
+        let r = copied.and_then(|_| match self.cmd.set_region_hydrated(r) {
+            // In read-only mode the copy stays valid but cannot be recorded.
             Ok(()) | Err(Errno::EPERM) => Ok(true),
             Err(e) => Err(e),
+        });
+        #[cfg(loom)]
+        if self.broken_hydration_order {
+            return r;
         }
+        h.release(slot);
+        r
+    }
+
+    /// Test hook, compiled only with `--cfg loom`: a write's hydration frees
+    /// its slot before the region is recorded as hydrated. The hydration
+    /// model's `#[should_panic]` variant uses it.
+    #[cfg(loom)]
+    pub fn break_hydration_order_for_loom(&mut self) {
+        self.broken_hydration_order = true;
+    }
+
+    /// `hydrate_bio_region` for a write to unhydrated region `region` (a
+    /// platform with bios; `bio` already points at the destination): queued
+    /// on the region's hydration in flight, or on a new one whose copy the
+    /// caller starts, to be issued when [`Self::hydration_done`] hands it
+    /// back.
+    pub fn write_bio(&self, region: u64, bio: L::Bio) -> WriteBio<L::Bio> {
+        let mut h = self.hydrations.lock();
+        if self.cmd.is_region_hydrated(region) {
+            return WriteBio::Hydrated(bio);
+        }
+        if let Some(slot) = h.find(region) {
+            return match h.queue(slot, bio) {
+                Ok(()) => WriteBio::Queued,
+                Err(bio) => WriteBio::Busy(bio),
+            };
+        }
+        let Some(slot) = h.claim(region, 1) else { return WriteBio::Busy(bio) };
+        if let Err(bio) = h.queue(slot, bio) {
+            h.release(slot);
+            return WriteBio::Busy(bio);
+        }
+        let (sector, nr_sectors) = self.region_range(region);
+        WriteBio::Start(HydrationJob { slot, sector, nr_sectors })
+    }
+
+    /// `do_hydration`: the next background batch — up to
+    /// `hydration_batch_size` consecutive unhydrated regions from the
+    /// hydration offset, while fewer than `hydration_threshold` regions are
+    /// in flight. `None` when nothing is to be started now.
+    pub fn next_hydration(&self) -> Option<HydrationJob> {
+        if !self.hydration_active() {
+            return None;
+        }
+        let threshold = self.hydration_threshold.load(Ordering::Acquire) as u64;
+        let batch = self.hydration_batch_size.load(Ordering::Acquire).max(1) as u64;
+        let mut h = self.hydrations.lock();
+        let room = threshold.saturating_sub(h.regions_in_flight()).min(batch);
+        if room == 0 {
+            return None;
+        }
+        let free = |h: &Hydrations<L>, r: u64| !self.cmd.is_region_hydrated(r) && h.find(r).is_none();
+        let mut r = self.hydration_offset.load(Ordering::Acquire);
+        let mut wrapped = false;
+        loop {
+            r = self.cmd.find_next_unhydrated_region(r);
+            if r >= self.nr_regions {
+                if wrapped {
+                    return None;
+                }
+                wrapped = true;
+                r = 0;
+                continue;
+            }
+            if h.find(r).is_none() {
+                break;
+            }
+            r += 1;
+        }
+        let mut n = 1;
+        while n < room && r + n < self.nr_regions && free(&h, r + n) {
+            n += 1;
+        }
+        let slot = h.claim(r, n)?;
+        self.hydration_offset.store(r + n, Ordering::Release);
+        let (sector, _) = self.region_range(r);
+        let end = ((r + n) << self.region_shift).min(self.ti_len);
+        Some(HydrationJob { slot, sector, nr_sectors: end - sector })
+    }
+
+    /// `hydration_complete`: the copy of hydration `slot` finished. Its
+    /// regions are marked hydrated (`ok`); the bios that waited are handed
+    /// back with the result to end them with on failure.
+    pub fn hydration_done(&self, slot: u32, ok: bool) -> (L, Result<()>) {
+        let mut h = self.hydrations.lock();
+        let Some((first, nr)) = h.range(slot) else { return (L::default(), Err(Errno::EINVAL)) };
+        let mut r = if ok { Ok(()) } else { Err(Errno::EIO) };
+        if ok {
+            for region in first..first + nr {
+                match self.cmd.set_region_hydrated(region) {
+                    Ok(()) | Err(Errno::EPERM) => {}
+                    Err(e) => r = Err(e),
+                }
+            }
+        }
+        // Freed only now, as in `hydrate_region`.
+        let bios = h.release(slot).map(|d| d.bios).unwrap_or_default();
+        (bios, r)
+    }
+
+    /// True while a hydration's copy runs (suspend and removal wait for
+    /// none: `hydrations_in_flight`).
+    pub fn hydrations_in_flight(&self) -> bool {
+        self.hydrations.lock().busy()
     }
 
     fn pieces(&self, sector: u64, len: usize) -> Result<impl Iterator<Item = (u64, core::ops::Range<usize>)>> {
@@ -448,34 +609,14 @@ impl<D: DmDevice, K: ChunkCopier> CloneTarget<D, K> {
         Ok(())
     }
 
-    /// One round of background hydration (`do_hydration`): up to
-    /// `hydration_batch_size` consecutive unhydrated regions from the
-    /// current offset. Returns regions hydrated (0: nothing to do).
+    /// One round of background hydration for callers without bios: the
+    /// next batch ([`Self::next_hydration`]) copied and recorded before it
+    /// returns. Returns regions hydrated (0: nothing to do).
     pub fn hydrate_step(&self) -> Result<u64> {
-        if !self.hydration_enabled.load(Ordering::Acquire)
-            || self.hydration_threshold.load(Ordering::Acquire) == 0
-            || self.mode() != Mode::Write
-            || self.cmd.is_hydration_done()
-        {
-            return Ok(0);
-        }
-        let mut r = self.cmd.find_next_unhydrated_region(self.hydration_offset.load(Ordering::Acquire));
-        if r >= self.nr_regions {
-            r = self.cmd.find_next_unhydrated_region(0);
-            if r >= self.nr_regions {
-                return Ok(0);
-            }
-        }
-        let batch = self.hydration_batch_size.load(Ordering::Acquire).max(1) as u64;
-        let mut done = 0;
-        while done < batch && r < self.nr_regions && !self.cmd.is_region_hydrated(r) {
-            if self.hydrate_region(r, None)? {
-                done += 1;
-            }
-            r += 1;
-        }
-        self.hydration_offset.store(r, Ordering::Release);
-        Ok(done)
+        let Some(job) = self.next_hydration() else { return Ok(0) };
+        let ok = self.copier.copy(&self.source, job.sector, &self.dest, job.sector, job.nr_sectors).is_ok();
+        self.hydration_done(job.slot, ok).1?;
+        Ok(job.nr_sectors.div_ceil(self.region_size))
     }
 
     /// True when background hydration can make progress.
@@ -484,6 +625,16 @@ impl<D: DmDevice, K: ChunkCopier> CloneTarget<D, K> {
             && self.hydration_threshold.load(Ordering::Acquire) > 0
             && self.mode() == Mode::Write
             && !self.cmd.is_hydration_done()
+    }
+
+    /// The destination device.
+    pub fn dest(&self) -> &D {
+        &self.dest
+    }
+
+    /// The source device.
+    pub fn source(&self) -> &D {
+        &self.source
     }
 
     /// Region size in sectors.

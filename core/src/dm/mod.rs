@@ -148,6 +148,27 @@ pub trait IoPlatform: Send + Sync {
 #[derive(Debug)]
 pub enum NoBio {}
 
+/// A FIFO of a platform's bios (`struct bio_list`): adding never
+/// allocates. `()` is the queue of a platform without bios.
+pub trait BioQueue: Default + Send {
+    /// The bios it holds.
+    type Bio: Send;
+    /// `bio_list_add`.
+    fn push(&mut self, bio: Self::Bio);
+    /// `bio_list_pop`.
+    fn pop(&mut self) -> Option<Self::Bio>;
+}
+
+impl BioQueue for () {
+    type Bio = NoBio;
+    fn push(&mut self, bio: NoBio) {
+        match bio {}
+    }
+    fn pop(&mut self) -> Option<NoBio> {
+        None
+    }
+}
+
 /// A platform whose I/O is done by the callers themselves, synchronously
 /// (the hosted shim, tests, loom): no bios are queued in the core, copies
 /// complete inline with the [`crate::platform::ChunkCopier`] `K`.

@@ -200,7 +200,7 @@ fn io_hints_set_the_kernels_limits() {
         let region_arg = alloc::format!("{region}");
         let argv = ["meta", "dest", "src", region_arg.as_str()];
         let mut get = |p: &str| Ok(*devs.iter().find(|d| d.name() == p).unwrap());
-        let c = CloneTarget::ctr(2048, &argv, &mut get, SyncCopier::default()).unwrap();
+        let c = <CloneTarget<_, _>>::ctr(2048, &argv, &mut get, SyncCopier::default()).unwrap();
         let mut l = QueueLimits { io_opt, ..QueueLimits::default() };
         c.io_hints(&mut l);
         let region_bytes = (region << 9) as u32;
