@@ -281,21 +281,38 @@ pub enum LabCmd {
 }
 
 /// `dmrs cow ...`.
+///
+/// Conventions of thin-provisioning-tools: -q prints nothing (exit status
+/// only); -o FILE writes the report to FILE; a progress bar appears on
+/// stderr only when it is a terminal, -q is absent and the job reads more
+/// than 4 MiB.
 #[derive(Subcommand, Debug, Clone)]
+#[command(after_help = crate::tool::EXIT_CODES)]
 pub enum CowCmd {
     /// Print the header and every exception in on-disk order.
     ///
-    /// First line: `header magic=0x70416e53 valid=<0|1> version=<n>
-    /// chunk_size=<sectors>` (or `header new` for an all-zero header), then
-    /// one `<old_chunk> <new_chunk>` line per exception, area by area, slot
-    /// by slot, up to the terminator. Exceptions of an invalidated snapshot
-    /// are listed too.
+    /// Text (the default): first line `header magic=0x70416e53 valid=<0|1>
+    /// version=<n> chunk_size=<sectors>` (or `header new` for an all-zero
+    /// header), then one `<old_chunk> <new_chunk>` line per exception, area
+    /// by area, slot by slot, up to the terminator. Exceptions of an
+    /// invalidated snapshot are listed too. JSON: one object. XML: a
+    /// `<snapshot>` root carrying the header, consecutive exceptions folded
+    /// into `<exception old_begin new_begin length/>` ranges.
+    #[command(after_help = crate::tool::EXIT_CODES)]
     Dump {
         /// COW file or block device.
         file: PathBuf,
-        /// Print one JSON object instead.
-        #[arg(long)]
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::cow_format::Format,
+        /// Same as --format json.
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// Write the dump to this file.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
     },
     /// Check a COW device's metadata. Exit 0 with a one-line summary when
     /// consistent; exit 1 with one line per problem otherwise.
@@ -303,12 +320,41 @@ pub enum CowCmd {
     /// Problems: bad magic, version or chunk size; a new_chunk beyond the
     /// device, on the header or a metadata area, or used twice; an old_chunk
     /// remapped twice or beyond the origin; a truncated device.
+    #[command(after_help = crate::tool::EXIT_CODES)]
     Check {
         /// COW file or block device.
         file: PathBuf,
         /// Origin size in sectors, to check old chunks against.
         #[arg(long)]
         origin_sectors: Option<u64>,
+        /// Write the report to this file.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
+    /// Write a dump's header and metadata areas onto a COW device, where
+    /// and how the kernel writes them; data chunks are not touched.
+    ///
+    /// Reads any of the three dump formats. The dump is checked as
+    /// `cow check` would check the device first. Refuses to overwrite a
+    /// device that already holds valid COW metadata unless --force.
+    ///
+    ///   dmrs cow dump --format xml cow.img -o cow.xml
+    ///   dmrs cow restore -i cow.xml -o cow.img --force
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Restore {
+        /// The dump (text, JSON or XML).
+        #[arg(short, long, value_name = "DUMP")]
+        input: PathBuf,
+        /// The COW file or block device to write (it must exist).
+        #[arg(short, long, value_name = "COW")]
+        output: PathBuf,
+        /// Overwrite valid metadata.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
     },
 }
 
@@ -585,34 +631,72 @@ pub fn parse_line(words: &[String]) -> Result<Verb, String> {
 }
 
 fn open_ro(p: &Path) -> Result<FileDev, Failure> {
-    FileDev::open(p, OpenMode { read_only: true, direct: false })
-        .map_err(|e| Failure { msg: format!("dmrs: {}: {e}", p.display()), code: 2 })
+    FileDev::open(p, OpenMode { read_only: true, direct: false }).map_err(|e| io_fail(p, e))
+}
+
+fn io_fail(what: &Path, e: impl std::fmt::Display) -> Failure {
+    Failure { msg: format!("dmrs: {}: {e}", what.display()), code: crate::tool::USAGE_OR_IO }
+}
+
+fn open_rw(p: &Path) -> Result<FileDev, Failure> {
+    FileDev::open(p, OpenMode { read_only: false, direct: false }).map_err(|e| io_fail(p, e))
+}
+
+fn report<'a>(quiet: bool, file: &Option<PathBuf>, out: &'a mut dyn Write) -> Result<crate::tool::Output<'a>, Failure> {
+    crate::tool::Output::open(quiet, file.as_deref(), out)
+        .map_err(|e| io_fail(file.as_deref().unwrap_or(Path::new("-")), e))
+}
+
+fn finish(o: crate::tool::Output<'_>) -> Result<(), Failure> {
+    o.finish().map_err(|e| Failure { msg: format!("dmrs: output: {e}"), code: crate::tool::USAGE_OR_IO })
 }
 
 fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
+    use crate::cow_format::Format;
     match c {
-        CowCmd::Dump { file, json } => {
+        CowCmd::Dump { file, format, json, output, opts } => {
             let dev = open_ro(file)?;
             let img = cow::scan(&dev);
-            if *json {
-                let _ = writeln!(out, "{}", cow::dump_json(&img));
-            } else {
-                let _ = write!(out, "{}", cow::dump_text(&img));
-            }
+            let mut o = report(opts.quiet, output, out)?;
+            let format = if *json { Format::Json } else { *format };
+            let w = match format {
+                Format::Json => writeln!(o, "{}", cow::dump_json(&img)),
+                Format::Text => write!(o, "{}", cow::dump_text(&img)),
+                Format::Xml => crate::cow_format::dump_xml(&img, &mut o),
+            };
+            w.map_err(|e| io_fail(output.as_deref().unwrap_or(Path::new("-")), e))?;
+            finish(o)?;
             if !img.fatal.is_empty() {
                 let msg: Vec<String> = img.fatal.iter().map(|f| format!("dmrs: {}: {f}", file.display())).collect();
-                return Err(fail(msg.join("\n")));
+                return Err(fail(if opts.quiet { String::new() } else { msg.join("\n") }));
             }
         }
-        CowCmd::Check { file, origin_sectors } => {
+        CowCmd::Check { file, origin_sectors, output, opts } => {
             let dev = open_ro(file)?;
             let r = cow::check(&cow::scan(&dev), *origin_sectors);
+            let mut o = report(opts.quiet, output, out)?;
             for p in &r.problems {
-                let _ = writeln!(out, "{p}");
+                let _ = writeln!(o, "{p}");
             }
-            let _ = writeln!(out, "{}", r.summary);
+            let _ = writeln!(o, "{}", r.summary);
+            finish(o)?;
             if !r.problems.is_empty() {
                 return Err(fail(""));
+            }
+        }
+        CowCmd::Restore { input, output, force, opts } => {
+            let text = std::fs::read_to_string(input).map_err(|e| io_fail(input, e))?;
+            let dev = open_rw(output)?;
+            match crate::cow_restore::restore(&text, &dev, *force) {
+                Ok(d) => {
+                    if !opts.quiet {
+                        let _ = writeln!(out, "restored {} exceptions onto {}", d.exceptions.len(), output.display());
+                    }
+                }
+                Err(e) => {
+                    let msg = if opts.quiet { String::new() } else { format!("dmrs: {}: {}", input.display(), e.msg) };
+                    return Err(Failure { msg, code: e.code });
+                }
             }
         }
     }

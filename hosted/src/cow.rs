@@ -69,6 +69,14 @@ impl CowImage {
 
 /// Reads the header and walks the areas of `dev`.
 pub fn scan(dev: &dyn BlockDevice) -> CowImage {
+    scan_with(dev, None)
+}
+
+/// As [`scan`]; with `forced_chunk`, a header that is unusable (bad magic,
+/// version or chunk size) is reported but the areas are walked anyway with
+/// that chunk size, which is how `cow repair` salvages a COW whose header
+/// was overwritten.
+pub fn scan_with(dev: &dyn BlockDevice, forced_chunk: Option<u32>) -> CowImage {
     let mut img = CowImage {
         header: Header::New,
         dev_sectors: dev.size_sectors(),
@@ -93,13 +101,25 @@ pub fn scan(dev: &dyn BlockDevice) -> CowImage {
         }
         m => Header::BadMagic(m),
     };
-    let chunk_size = match img.header {
-        Header::New => return img,
-        Header::BadMagic(m) => {
+    let chunk_size = match (img.header, forced_chunk) {
+        (Header::New, None) => return img,
+        (Header::Snap { version: SNAPSHOT_DISK_VERSION, chunk_size, .. }, Some(f)) if chunk_size == f => f,
+        (h, Some(f)) => {
+            if let Err(msg) = dm_exception_store_set_chunk_size(f, dev.logical_block_size(), 512) {
+                img.fatal.push(format!("invalid chunk size {f}: {msg}"));
+                return img;
+            }
+            if h != Header::New {
+                img.fatal.push(format!("header {h:?} ignored: walking the areas with chunk size {f}"));
+            }
+            img.header = Header::Snap { valid: dh.valid.get(), version: SNAPSHOT_DISK_VERSION, chunk_size: f };
+            f
+        }
+        (Header::BadMagic(m), None) => {
             img.fatal.push(format!("bad magic 0x{m:08x} (expected 0x{SNAP_MAGIC:08x}): Invalid or corrupt snapshot"));
             return img;
         }
-        Header::Snap { version, chunk_size, .. } => {
+        (Header::Snap { version, chunk_size, .. }, None) => {
             if version != SNAPSHOT_DISK_VERSION {
                 img.fatal.push(format!("unable to handle snapshot disk version {version}"));
             }

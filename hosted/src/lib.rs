@@ -8,9 +8,12 @@
 pub mod cli;
 pub mod clone;
 pub mod cow;
+pub mod cow_format;
+pub mod cow_restore;
 pub mod demo;
 pub mod dm;
 pub mod filedev;
 pub mod lab;
 pub mod log;
 pub mod state;
+pub mod tool;
