@@ -356,6 +356,67 @@ pub enum CowCmd {
         #[command(flatten)]
         opts: crate::tool::ToolOpts,
     },
+    /// Print the origin ranges where the snapshot differs from the origin
+    /// (the exceptions' old chunks, sorted and merged), for incremental
+    /// backups: `<first chunk> <chunks>` per line, or byte offset and
+    /// length with --bytes.
+    ///
+    ///   dmrs cow changed cow.img --bytes
+    ///   1048576 131072
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Changed {
+        /// COW file or block device.
+        file: PathBuf,
+        /// Output format (text or json).
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::cow_format::Format,
+        /// Ranges in bytes instead of chunks.
+        #[arg(long)]
+        bytes: bool,
+        /// Write the list to this file.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
+    /// Print the COW size that holds a copy of every chunk of an origin
+    /// (header and metadata areas included), as the kernel lays it out.
+    ///
+    /// Sizes are sectors, or bytes with a K, M, G or T suffix.
+    ///
+    ///   dmrs cow size --origin-size 64M --chunk-size 16
+    ///   131360 sectors (67256320 bytes): 1 header + 17 metadata areas + 8192 data chunks of 16 sectors
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Size {
+        /// Origin size.
+        #[arg(long, value_parser = crate::cow_size::parse_sectors)]
+        origin_size: u64,
+        /// Chunk size.
+        #[arg(long, value_parser = crate::cow_size::parse_sectors)]
+        chunk_size: u64,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
+    /// Merge a snapshot back into its origin without the kernel, in the
+    /// kernel's order and with its metadata updates: interrupted anywhere,
+    /// it is resumed by running it again or by the kernel's snapshot-merge
+    /// target (and the reverse). The result equals the kernel's merge byte
+    /// for byte (origin and COW).
+    ///
+    ///   dmrs cow merge --origin origin.img cow.img
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Merge {
+        /// The origin file or block device.
+        #[arg(long)]
+        origin: PathBuf,
+        /// COW file or block device.
+        file: PathBuf,
+        /// Stop after this many merge steps (to test interruption).
+        #[arg(long, hide = true)]
+        stop_after: Option<u64>,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
 }
 
 /// A verb's failure: text for stderr and the exit code.
@@ -697,6 +758,69 @@ fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
                     let msg = if opts.quiet { String::new() } else { format!("dmrs: {}: {}", input.display(), e.msg) };
                     return Err(Failure { msg, code: e.code });
                 }
+            }
+        }
+        CowCmd::Changed { file, format, bytes, output, opts } => {
+            let dev = open_ro(file)?;
+            let img = cow::scan(&dev);
+            let ranges = crate::cow_changed::changed(&img)
+                .map_err(|e| fail(if opts.quiet { String::new() } else { format!("dmrs: {}: {e}", file.display()) }))?;
+            let cb = img.chunk_size().unwrap_or(0) as u64 * 512;
+            let unit = if *bytes { cb } else { 1 };
+            let mut o = report(opts.quiet, output, out)?;
+            let w = match format {
+                Format::Json => {
+                    let r: Vec<_> = ranges.iter().map(|&(b, l)| serde_json::json!([b * unit, l * unit])).collect();
+                    let u = if *bytes { "bytes" } else { "chunks" };
+                    writeln!(o, "{}", serde_json::json!({ "chunk_size": cb / 512, "unit": u, "ranges": r }))
+                }
+                Format::Text => ranges.iter().try_for_each(|&(b, l)| writeln!(o, "{} {}", b * unit, l * unit)),
+                Format::Xml => return Err(Failure { msg: "dmrs: cow changed: --format text or json".into(), code: 2 }),
+            };
+            w.map_err(|e| io_fail(output.as_deref().unwrap_or(Path::new("-")), e))?;
+            finish(o)?;
+        }
+        CowCmd::Size { origin_size, chunk_size, opts } => {
+            let l = u32::try_from(*chunk_size).ok().and_then(|c| crate::cow_size::layout(*origin_size, c)).ok_or_else(
+                || Failure {
+                    msg: format!(
+                        "dmrs: cow size: chunk size {chunk_size} is not a power of two, or the size overflows"
+                    ),
+                    code: 2,
+                },
+            )?;
+            if !opts.quiet {
+                let _ = writeln!(
+                    out,
+                    "{} sectors ({} bytes): 1 header + {} metadata areas + {} data chunks of {chunk_size} sectors",
+                    l.sectors,
+                    l.sectors as u128 * 512,
+                    l.areas,
+                    l.data_chunks
+                );
+            }
+        }
+        CowCmd::Merge { origin, file, stop_after, opts } => {
+            let cow_dev = open_rw(file)?;
+            let img = cow::scan(&cow_dev);
+            let quiet_msg = |m: String| if opts.quiet { String::new() } else { m };
+            let Some(cs) = img.chunk_size().filter(|_| img.fatal.is_empty()) else {
+                let why = img.fatal.first().cloned().unwrap_or_else(|| "not a persistent snapshot".into());
+                return Err(fail(quiet_msg(format!("dmrs: {}: {why}", file.display()))));
+            };
+            let origin_dev = open_rw(origin)?;
+            let bar = crate::tool::Progress::new("merging", img.exceptions.len() as u64 * cs as u64 * 512, opts.quiet);
+            let r =
+                crate::cow_merge::merge(&origin_dev, &cow_dev, cs, *stop_after, &mut |n| bar.inc(n * cs as u64 * 512));
+            drop(bar);
+            match r {
+                Ok(m) => {
+                    if !opts.quiet {
+                        let state = if m.finished { "merge finished" } else { "merge interrupted" };
+                        let _ = writeln!(out, "{state}: {} exceptions in {} steps", m.chunks, m.steps);
+                    }
+                }
+                Err(e) => return Err(fail(quiet_msg(format!("dmrs: {}: {e}", file.display())))),
             }
         }
     }

@@ -8,8 +8,11 @@
 pub mod cli;
 pub mod clone;
 pub mod cow;
+pub mod cow_changed;
 pub mod cow_format;
+pub mod cow_merge;
 pub mod cow_restore;
+pub mod cow_size;
 pub mod demo;
 pub mod dm;
 pub mod filedev;
