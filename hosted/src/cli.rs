@@ -356,6 +356,37 @@ pub enum CowCmd {
         #[command(flatten)]
         opts: crate::tool::ToolOpts,
     },
+    /// Salvage every exception of a damaged COW that can be trusted into a
+    /// fresh COW the kernel loads, copying their data chunks.
+    ///
+    /// The walk stops at the first unreadable or truncated area; exceptions
+    /// beyond the device, on metadata, or sharing a COW chunk are dropped,
+    /// and an origin chunk remapped again keeps its first mapping. A note
+    /// counts what was dropped (the snapshot shows the origin's data there).
+    /// With a destroyed header, give --chunk-size. NEW is created with the
+    /// size of BROKEN if it does not exist.
+    ///
+    ///   dmrs cow repair -i broken.img -o new.img
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Repair {
+        /// The damaged COW.
+        #[arg(short, long, value_name = "BROKEN")]
+        input: PathBuf,
+        /// The new COW.
+        #[arg(short, long, value_name = "NEW")]
+        output: PathBuf,
+        /// Chunk size in sectors, when the header cannot be trusted.
+        #[arg(long)]
+        chunk_size: Option<u32>,
+        /// Origin size in sectors, to drop exceptions beyond it.
+        #[arg(long)]
+        origin_sectors: Option<u64>,
+        /// Overwrite valid metadata on NEW.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
     /// Print the origin ranges where the snapshot differs from the origin
     /// (the exceptions' old chunks, sorted and merged), for incremental
     /// backups: `<first chunk> <chunks>` per line, or byte offset and
@@ -760,6 +791,9 @@ fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
                 }
             }
         }
+        CowCmd::Repair { input, output, chunk_size, origin_sectors, force, opts } => {
+            cow_repair(input, output, *chunk_size, *origin_sectors, *force, opts.quiet, out)?
+        }
         CowCmd::Changed { file, format, bytes, output, opts } => {
             let dev = open_ro(file)?;
             let img = cow::scan(&dev);
@@ -823,6 +857,74 @@ fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
                 Err(e) => return Err(fail(quiet_msg(format!("dmrs: {}: {e}", file.display())))),
             }
         }
+    }
+    Ok(())
+}
+
+fn cow_repair(
+    input: &Path,
+    output: &Path,
+    chunk_size: Option<u32>,
+    origin_sectors: Option<u64>,
+    force: bool,
+    quiet: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let q = |m: String| if quiet { String::new() } else { m };
+    let src = open_ro(input)?;
+    let first = cow::scan(&src);
+    // A usable header (version and chunk size as the kernel accepts them)
+    // wins unless --chunk-size says otherwise; otherwise walk with the one given.
+    let usable = match first.header {
+        cow::Header::Snap { version, chunk_size, .. } => {
+            version == dmrs_core::exception_store::disk::SNAPSHOT_DISK_VERSION
+                && dmrs_core::exception_store::dm_exception_store_set_chunk_size(
+                    chunk_size,
+                    dmrs_core::platform::BlockDevice::logical_block_size(&src),
+                    512,
+                )
+                .is_ok()
+        }
+        _ => false,
+    };
+    let img = match chunk_size {
+        Some(c) if !usable || first.chunk_size() != Some(c) => cow::scan_with(&src, Some(c)),
+        _ if usable => first,
+        _ if first.header == cow::Header::New => {
+            return Err(fail(q(format!("dmrs: {}: a new COW has nothing to repair", input.display()))))
+        }
+        _ => {
+            let why = first.fatal.first().cloned().unwrap_or_default();
+            return Err(Failure { msg: q(format!("dmrs: {}: {why}; give --chunk-size", input.display())), code: 2 });
+        }
+    };
+    let Some(cs) = img.chunk_size() else {
+        let why = img.fatal.first().cloned().unwrap_or_default();
+        return Err(fail(q(format!("dmrs: {}: {why}", input.display()))));
+    };
+    use dmrs_core::platform::BlockDevice;
+    let (mut kept, mut note) = crate::cow_repair::salvage(&img, cs, origin_sectors);
+    if !output.exists() {
+        let f = std::fs::File::create(output).map_err(|e| io_fail(output, e))?;
+        f.set_len(src.size_sectors() * 512).map_err(|e| io_fail(output, e))?;
+    }
+    let dst = open_rw(output)?;
+    crate::cow_repair::fit(&mut kept, &mut note, cs, dst.size_sectors());
+    if !force && crate::cow_restore::holds_valid_metadata(&dst) {
+        return Err(Failure {
+            msg: q(format!(
+                "dmrs: {}: already holds valid COW metadata; use --force to overwrite it",
+                output.display()
+            )),
+            code: 2,
+        });
+    }
+    let bar = crate::tool::Progress::new("repairing", kept.len() as u64 * cs as u64 * 512, quiet);
+    crate::cow_repair::write_repaired(&src, &dst, img.header, &kept, &|n| bar.inc(n))
+        .map_err(|e| Failure { msg: q(format!("dmrs: {}: {}", output.display(), e.msg)), code: e.code })?;
+    drop(bar);
+    if !quiet {
+        let _ = writeln!(out, "repaired: {note}");
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod cow;
 pub mod cow_changed;
 pub mod cow_format;
 pub mod cow_merge;
+pub mod cow_repair;
 pub mod cow_restore;
 pub mod cow_size;
 pub mod demo;
