@@ -387,6 +387,27 @@ pub enum CowCmd {
         #[command(flatten)]
         opts: crate::tool::ToolOpts,
     },
+    /// Write the snapshot's view (what reading the snapshot device returns)
+    /// as a raw image, sparse where it is zero; with --changed-only, only the
+    /// chunks the snapshot holds in its COW, at their offsets.
+    ///
+    ///   dmrs cow export --origin origin.img cow.img -o snapshot.raw
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Export {
+        /// The origin file or block device.
+        #[arg(long)]
+        origin: PathBuf,
+        /// COW file or block device.
+        file: PathBuf,
+        /// The image to write (created or truncated).
+        #[arg(short, long, value_name = "IMAGE")]
+        output: PathBuf,
+        /// Write only the chunks that differ from the origin.
+        #[arg(long)]
+        changed_only: bool,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
     /// Print the origin ranges where the snapshot differs from the origin
     /// (the exceptions' old chunks, sorted and merged), for incremental
     /// backups: `<first chunk> <chunks>` per line, or byte offset and
@@ -793,6 +814,28 @@ fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
         }
         CowCmd::Repair { input, output, chunk_size, origin_sectors, force, opts } => {
             cow_repair(input, output, *chunk_size, *origin_sectors, *force, opts.quiet, out)?
+        }
+        CowCmd::Export { origin, file, output, changed_only, opts } => {
+            use dmrs_core::platform::BlockDevice;
+            let cow_dev = open_ro(file)?;
+            let origin_dev = open_ro(origin)?;
+            let img = cow::scan(&cow_dev);
+            let f = std::fs::File::create(output).map_err(|e| io_fail(output, e))?;
+            let bar = crate::tool::Progress::new("exporting", origin_dev.size_sectors() * 512, opts.quiet);
+            let r = crate::cow_export::export(&origin_dev, &cow_dev, &img, &f, *changed_only, &|n| bar.inc(n));
+            drop(bar);
+            match r {
+                Ok(x) => {
+                    if !opts.quiet {
+                        let _ =
+                            writeln!(out, "exported: {} chunks from the COW, {} chunks written", x.from_cow, x.written);
+                    }
+                }
+                Err((code, m)) => {
+                    let msg = if opts.quiet { String::new() } else { format!("dmrs: {}: {m}", file.display()) };
+                    return Err(Failure { msg, code });
+                }
+            }
         }
         CowCmd::Changed { file, format, bytes, output, opts } => {
             let dev = open_ro(file)?;

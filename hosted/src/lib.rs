@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clone;
 pub mod cow;
 pub mod cow_changed;
+pub mod cow_export;
 pub mod cow_format;
 pub mod cow_merge;
 pub mod cow_repair;
