@@ -202,29 +202,99 @@ pub enum Verb {
 }
 
 /// `dmrs clone ...`.
+///
+/// Conventions of thin-provisioning-tools: -q prints nothing (exit status
+/// only); -o FILE writes the report to FILE.
 #[derive(Subcommand, Debug, Clone)]
+#[command(after_help = crate::tool::EXIT_CODES)]
 pub enum CloneCmd {
     /// Print the superblock summary and the hydrated regions.
     ///
-    /// First line: `superblock version=<n> region_size=<sectors>
-    /// target_size=<sectors> regions=<n> hydrated=<n>
+    /// Text (the default): first line `superblock version=<n>
+    /// region_size=<sectors> target_size=<sectors> regions=<n> hydrated=<n>
     /// metadata_blocks=<used>/<total>` (`superblock new` when block 0 is all
-    /// zeros), then hydrated regions as `<first region> <count>` runs.
+    /// zeros), then hydrated regions as `<first region> <count>` runs. JSON:
+    /// one object. XML: a `<superblock>` root with `<range begin length/>`.
+    #[command(after_help = crate::tool::EXIT_CODES)]
     Dump {
         /// Metadata file or block device.
         file: PathBuf,
-        /// Print one JSON object instead.
-        #[arg(long)]
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::cow_format::Format,
+        /// Same as --format json.
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// Write the dump to this file.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
     },
     /// Check dm-clone metadata: superblock (location, magic, checksum,
     /// version), every btree node, array block and space-map block
     /// (location, checksum, shape), the bitset's length, and every block's
     /// reference count against what the structures use. Exit 0 with a
     /// summary when consistent; exit 1 with one line per problem.
+    #[command(after_help = crate::tool::EXIT_CODES)]
     Check {
         /// Metadata file or block device.
         file: PathBuf,
+        /// Write the report to this file.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
+    /// Build fresh dm-clone metadata from a dump (text, JSON or XML) with
+    /// the core's metadata code, which the kernel opens. Sizes default to
+    /// the dump's; refuses to overwrite valid metadata unless --force.
+    ///
+    ///   dmrs clone restore -i meta.xml -o meta.img --region-size 8 --target-size 131072
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Restore {
+        /// The dump.
+        #[arg(short, long, value_name = "DUMP")]
+        input: PathBuf,
+        /// The metadata file or block device to write (it must exist).
+        #[arg(short, long, value_name = "META")]
+        output: PathBuf,
+        /// Region size in sectors.
+        #[arg(long)]
+        region_size: Option<u64>,
+        /// Target size in sectors.
+        #[arg(long)]
+        target_size: Option<u64>,
+        /// Overwrite valid metadata.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
+    /// Rebuild dm-clone metadata from whatever bitset blocks still verify;
+    /// regions in doubt are marked unhydrated (copied again, never trusted).
+    /// NEW is created with the size of BROKEN if it does not exist.
+    ///
+    ///   dmrs clone repair -i broken.img -o new.img
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Repair {
+        /// The damaged metadata.
+        #[arg(short, long, value_name = "BROKEN")]
+        input: PathBuf,
+        /// The new metadata.
+        #[arg(short, long, value_name = "NEW")]
+        output: PathBuf,
+        /// Region size in sectors (needed when the superblock is lost).
+        #[arg(long, requires = "target_size")]
+        region_size: Option<u64>,
+        /// Target size in sectors (needed when the superblock is lost).
+        #[arg(long, requires = "region_size")]
+        target_size: Option<u64>,
+        /// Overwrite valid metadata on NEW.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
     },
 }
 
@@ -973,28 +1043,102 @@ fn cow_repair(
 }
 
 fn clone_cmd(c: &CloneCmd, out: &mut dyn Write) -> Result<(), Failure> {
+    use crate::cow_format::Format;
     match c {
-        CloneCmd::Dump { file, json } => {
+        CloneCmd::Dump { file, format, json, output, opts } => {
             let img = crate::clone::inspect(&open_ro(file)?);
-            if *json {
-                let _ = writeln!(out, "{}", crate::clone::dump_json(&img));
-            } else {
-                let _ = write!(out, "{}", crate::clone::dump_text(&img));
-            }
+            let mut o = report(opts.quiet, output, out)?;
+            let w = match if *json { Format::Json } else { *format } {
+                Format::Json => writeln!(o, "{}", crate::clone::dump_json(&img)),
+                Format::Text => write!(o, "{}", crate::clone::dump_text(&img)),
+                Format::Xml => crate::clone_format::dump_xml(&img, &mut o),
+            };
+            w.map_err(|e| io_fail(output.as_deref().unwrap_or(Path::new("-")), e))?;
+            finish(o)?;
             if img.sb.is_none() && !img.all_zero {
                 let msg: Vec<String> = img.problems.iter().map(|p| format!("dmrs: {}: {p}", file.display())).collect();
-                return Err(fail(msg.join("\n")));
+                return Err(fail(if opts.quiet { String::new() } else { msg.join("\n") }));
             }
         }
-        CloneCmd::Check { file } => {
+        CloneCmd::Check { file, output, opts } => {
             let img = crate::clone::inspect(&open_ro(file)?);
+            let mut o = report(opts.quiet, output, out)?;
             for p in &img.problems {
-                let _ = writeln!(out, "{p}");
+                let _ = writeln!(o, "{p}");
             }
             let state = if img.problems.is_empty() { "consistent" } else { "inconsistent" };
-            let _ = writeln!(out, "{state}: {}", crate::clone::summary(&img));
+            let _ = writeln!(o, "{state}: {}", crate::clone::summary(&img));
+            finish(o)?;
             if !img.problems.is_empty() {
                 return Err(fail(""));
+            }
+        }
+        CloneCmd::Restore { input, output, region_size, target_size, force, opts } => {
+            let q = |m: String| if opts.quiet { String::new() } else { m };
+            let text = std::fs::read_to_string(input).map_err(|e| io_fail(input, e))?;
+            let d =
+                crate::clone_format::parse(&text).map_err(|e| fail(q(format!("dmrs: {}: {e}", input.display()))))?;
+            let pick = |arg: Option<u64>, dump: Option<u64>, what: &str| match (arg, dump) {
+                (Some(a), Some(b)) if a != b => {
+                    Err(Failure { msg: q(format!("dmrs: --{what} {a} differs from the dump's {b}")), code: 2 })
+                }
+                (Some(a), _) | (None, Some(a)) => Ok(a),
+                (None, None) => Err(Failure { msg: q(format!("dmrs: give --{what}")), code: 2 }),
+            };
+            let rs = pick(*region_size, d.region_size, "region-size")?;
+            let ts = pick(*target_size, d.target_size, "target-size")?;
+            let dev = open_rw(output)?;
+            if !force && crate::clone_restore::holds_valid_metadata(&dev) {
+                return Err(Failure {
+                    msg: q(format!(
+                        "dmrs: {}: already holds valid metadata; use --force to overwrite it",
+                        output.display()
+                    )),
+                    code: 2,
+                });
+            }
+            crate::clone_restore::validate_runs(&d.runs, ts.div_ceil(rs.max(1)))
+                .map_err(|e| fail(q(format!("dmrs: {}: {e}", input.display()))))?;
+            crate::clone_restore::write_clone(&dev, ts, rs, &d.runs)
+                .map_err(|e| Failure { msg: q(format!("dmrs: {}: {e}", output.display())), code: 2 })?;
+            if !opts.quiet {
+                let n: u64 = d.runs.iter().map(|r| r.1).sum();
+                let _ = writeln!(out, "restored {n} hydrated regions onto {}", output.display());
+            }
+        }
+        CloneCmd::Repair { input, output, region_size, target_size, force, opts } => {
+            use dmrs_core::platform::BlockDevice;
+            let q = |m: String| if opts.quiet { String::new() } else { m };
+            let src = open_ro(input)?;
+            let sizes = region_size.zip(*target_size);
+            let s = crate::clone_repair::salvage(&src, sizes)
+                .map_err(|e| Failure { msg: q(format!("dmrs: {}: {e}", input.display())), code: 2 })?;
+            if !output.exists() {
+                let f = std::fs::File::create(output).map_err(|e| io_fail(output, e))?;
+                f.set_len(src.size_sectors() * 512).map_err(|e| io_fail(output, e))?;
+            }
+            let dev = open_rw(output)?;
+            if !force && crate::clone_restore::holds_valid_metadata(&dev) {
+                return Err(Failure {
+                    msg: q(format!(
+                        "dmrs: {}: already holds valid metadata; use --force to overwrite it",
+                        output.display()
+                    )),
+                    code: 2,
+                });
+            }
+            crate::clone_restore::write_clone(&dev, s.target_size, s.region_size, &s.runs)
+                .map_err(|e| Failure { msg: q(format!("dmrs: {}: {e}", output.display())), code: 2 })?;
+            if !opts.quiet {
+                for p in &s.problems {
+                    let _ = writeln!(out, "{p}");
+                }
+                let n: u64 = s.runs.iter().map(|r| r.1).sum();
+                let _ = writeln!(
+                    out,
+                    "repaired: {n} hydrated regions kept; {} regions in doubt marked unhydrated",
+                    s.in_doubt
+                );
             }
         }
     }

@@ -7,6 +7,9 @@
 
 pub mod cli;
 pub mod clone;
+pub mod clone_format;
+pub mod clone_repair;
+pub mod clone_restore;
 pub mod cow;
 pub mod cow_changed;
 pub mod cow_export;
