@@ -839,15 +839,21 @@ fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
     match c {
         CowCmd::Dump { file, format, json, output, opts } => {
             let dev = open_ro(file)?;
-            let img = cow::scan(&dev);
             let mut o = report(opts.quiet, output, out)?;
             let format = if *json { Format::Json } else { *format };
+            // Text and XML stream (bounded memory at any size); JSON is built whole.
             let w = match format {
-                Format::Json => writeln!(o, "{}", cow::dump_json(&img)),
-                Format::Text => write!(o, "{}", cow::dump_text(&img)),
-                Format::Xml => crate::cow_format::dump_xml(&img, &mut o),
+                Format::Json => {
+                    let img = cow::scan(&dev);
+                    writeln!(o, "{}", cow::dump_json(&img)).map(|_| img)
+                }
+                Format::Text | Format::Xml => {
+                    let mut bw = std::io::BufWriter::with_capacity(1 << 20, &mut o);
+                    let r = crate::cow_format::dump_stream(&dev, format == Format::Xml, &mut bw);
+                    r.and_then(|img| bw.flush().map(|_| img))
+                }
             };
-            w.map_err(|e| io_fail(output.as_deref().unwrap_or(Path::new("-")), e))?;
+            let img = w.map_err(|e| io_fail(output.as_deref().unwrap_or(Path::new("-")), e))?;
             finish(o)?;
             if !img.fatal.is_empty() {
                 let msg: Vec<String> = img.fatal.iter().map(|f| format!("dmrs: {}: {f}", file.display())).collect();
@@ -856,7 +862,7 @@ fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
         }
         CowCmd::Check { file, origin_sectors, output, opts } => {
             let dev = open_ro(file)?;
-            let r = cow::check(&cow::scan(&dev), *origin_sectors);
+            let r = cow::check_device(&dev, *origin_sectors);
             let mut o = report(opts.quiet, output, out)?;
             for p in &r.problems {
                 let _ = writeln!(o, "{p}");
@@ -909,8 +915,9 @@ fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
         }
         CowCmd::Changed { file, format, bytes, output, opts } => {
             let dev = open_ro(file)?;
-            let img = cow::scan(&dev);
-            let ranges = crate::cow_changed::changed(&img)
+            let mut olds = Vec::new();
+            let img = cow::walk(&dev, None, &mut |e| olds.push(e.old_chunk));
+            let ranges = crate::cow_changed::changed_from(&img, olds)
                 .map_err(|e| fail(if opts.quiet { String::new() } else { format!("dmrs: {}: {e}", file.display()) }))?;
             let cb = img.chunk_size().unwrap_or(0) as u64 * 512;
             let unit = if *bytes { cb } else { 1 };
@@ -921,7 +928,11 @@ fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
                     let u = if *bytes { "bytes" } else { "chunks" };
                     writeln!(o, "{}", serde_json::json!({ "chunk_size": cb / 512, "unit": u, "ranges": r }))
                 }
-                Format::Text => ranges.iter().try_for_each(|&(b, l)| writeln!(o, "{} {}", b * unit, l * unit)),
+                Format::Text => {
+                    let mut bw = std::io::BufWriter::with_capacity(1 << 20, &mut o);
+                    let r = ranges.iter().try_for_each(|&(b, l)| writeln!(bw, "{} {}", b * unit, l * unit));
+                    r.and_then(|_| bw.flush())
+                }
                 Format::Xml => return Err(Failure { msg: "dmrs: cow changed: --format text or json".into(), code: 2 }),
             };
             w.map_err(|e| io_fail(output.as_deref().unwrap_or(Path::new("-")), e))?;

@@ -9,6 +9,12 @@ use crate::cow::{CowImage, Header};
 /// error when the image cannot be trusted to list every change (a backup
 /// missing a range would silently be wrong).
 pub fn changed(img: &CowImage) -> Result<Vec<(u64, u64)>, String> {
+    changed_from(img, img.exceptions.iter().map(|e| e.old_chunk).collect())
+}
+
+/// [`changed`] over the old chunks a [`crate::cow::walk`] collected (8
+/// bytes per exception, not the whole exception).
+pub fn changed_from(img: &CowImage, mut olds: Vec<u64>) -> Result<Vec<(u64, u64)>, String> {
     if let Some(f) = img.fatal.first() {
         return Err(f.clone());
     }
@@ -17,7 +23,6 @@ pub fn changed(img: &CowImage) -> Result<Vec<(u64, u64)>, String> {
         Header::Snap { .. } | Header::New => {}
         Header::BadMagic(m) => return Err(format!("bad magic 0x{m:08x}")),
     }
-    let mut olds: Vec<u64> = img.exceptions.iter().map(|e| e.old_chunk).collect();
     olds.sort_unstable();
     let mut out: Vec<(u64, u64)> = Vec::new();
     for o in olds {

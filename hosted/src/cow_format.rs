@@ -72,6 +72,69 @@ pub fn dump_xml(img: &CowImage, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(out, "</snapshot>")
 }
 
+/// Streams the text or XML dump of `dev` to `out` without holding the
+/// exceptions (the XML root's count takes one extra walk); returns the
+/// walk's image (header, areas, problems) with no exceptions kept.
+pub fn dump_stream(
+    dev: &dyn dmrs_core::platform::BlockDevice,
+    xml: bool,
+    out: &mut dyn Write,
+) -> std::io::Result<CowImage> {
+    let header = crate::cow::read_header(dev);
+    let mut err: Option<std::io::Error> = None;
+    let mut keep = |r: std::io::Result<()>| {
+        if let (Err(e), None) = (r, &err) {
+            err = Some(e);
+        }
+    };
+    let img = if !xml {
+        keep(writeln!(out, "{}", text_header(&header)));
+        crate::cow::walk(dev, None, &mut |e| keep(writeln!(out, "{} {}", e.old_chunk, e.new_chunk)))
+    } else if let Header::Snap { valid, version, chunk_size } = header {
+        let mut n = 0u64;
+        crate::cow::walk(dev, None, &mut |_| n += 1);
+        keep(writeln!(
+            out,
+            "<snapshot magic=\"0x{SNAP_MAGIC:08x}\" valid=\"{valid}\" version=\"{version}\" chunk_size=\"{chunk_size}\" \
+             exceptions=\"{n}\">"
+        ));
+        let mut run: Option<Run> = None;
+        let emit = |r: Run, out: &mut dyn Write| {
+            writeln!(
+                out,
+                "  <exception old_begin=\"{}\" new_begin=\"{}\" length=\"{}\"/>",
+                r.old_begin, r.new_begin, r.length
+            )
+        };
+        let img = crate::cow::walk(dev, None, &mut |e| match &mut run {
+            Some(r)
+                if r.old_begin.checked_add(r.length) == Some(e.old_chunk)
+                    && r.new_begin.checked_add(r.length) == Some(e.new_chunk) =>
+            {
+                r.length += 1
+            }
+            _ => {
+                if let Some(r) = run.replace(Run { old_begin: e.old_chunk, new_begin: e.new_chunk, length: 1 }) {
+                    keep(emit(r, out));
+                }
+            }
+        });
+        if let Some(r) = run {
+            keep(emit(r, out));
+        }
+        keep(writeln!(out, "</snapshot>"));
+        img
+    } else {
+        let img = crate::cow::walk(dev, None, &mut |_| {});
+        keep(dump_xml(&img, out));
+        img
+    };
+    match err {
+        Some(e) => Err(e),
+        None => Ok(img),
+    }
+}
+
 /// What a dump says: the header and the exceptions in on-disk order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dump {
