@@ -917,25 +917,40 @@ fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
             let dev = open_ro(file)?;
             let mut olds = Vec::new();
             let img = cow::walk(&dev, None, &mut |e| olds.push(e.old_chunk));
-            let ranges = crate::cow_changed::changed_from(&img, olds)
-                .map_err(|e| fail(if opts.quiet { String::new() } else { format!("dmrs: {}: {e}", file.display()) }))?;
             let cb = img.chunk_size().unwrap_or(0) as u64 * 512;
             let unit = if *bytes { cb } else { 1 };
+            if *format == Format::Xml {
+                return Err(Failure { msg: "dmrs: cow changed: --format text or json".into(), code: 2 });
+            }
+            let json = *format == Format::Json;
+            crate::cow_changed::trusted(&img)
+                .map_err(|e| fail(if opts.quiet { String::new() } else { format!("dmrs: {}: {e}", file.display()) }))?;
             let mut o = report(opts.quiet, output, out)?;
-            let w = match format {
-                Format::Json => {
-                    let r: Vec<_> = ranges.iter().map(|&(b, l)| serde_json::json!([b * unit, l * unit])).collect();
-                    let u = if *bytes { "bytes" } else { "chunks" };
-                    writeln!(o, "{}", serde_json::json!({ "chunk_size": cb / 512, "unit": u, "ranges": r }))
-                }
-                Format::Text => {
-                    let mut bw = std::io::BufWriter::with_capacity(1 << 20, &mut o);
-                    let r = ranges.iter().try_for_each(|&(b, l)| writeln!(bw, "{} {}", b * unit, l * unit));
-                    r.and_then(|_| bw.flush())
-                }
-                Format::Xml => return Err(Failure { msg: "dmrs: cow changed: --format text or json".into(), code: 2 }),
-            };
-            w.map_err(|e| io_fail(output.as_deref().unwrap_or(Path::new("-")), e))?;
+            let mut bw = std::io::BufWriter::with_capacity(1 << 20, &mut o);
+            let mut first = true;
+            // Streamed; the JSON keys in serde_json's (sorted) order.
+            let r = if json { write!(bw, "{{\"chunk_size\":{},\"ranges\":[", cb / 512) } else { Ok(()) }
+                .map_err(|e| e.to_string())
+                .and_then(|_| {
+                    crate::cow_changed::for_each_range(&img, olds, &mut |b, l| {
+                        let r = if json {
+                            let sep = if first { "" } else { "," };
+                            write!(bw, "{sep}[{},{}]", b * unit, l * unit)
+                        } else {
+                            writeln!(bw, "{} {}", b * unit, l * unit)
+                        };
+                        first = false;
+                        r.map_err(|e| e.to_string())
+                    })
+                });
+            if let Err(e) = r {
+                drop(bw);
+                return Err(fail(if opts.quiet { String::new() } else { format!("dmrs: {}: {e}", file.display()) }));
+            }
+            let u = if *bytes { "bytes" } else { "chunks" };
+            let tail = if json { writeln!(bw, "],\"unit\":\"{u}\"}}") } else { Ok(()) };
+            tail.and_then(|_| bw.flush()).map_err(|e| io_fail(output.as_deref().unwrap_or(Path::new("-")), e))?;
+            drop(bw);
             finish(o)?;
         }
         CowCmd::Size { origin_size, chunk_size, opts } => {

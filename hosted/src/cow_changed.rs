@@ -9,31 +9,55 @@ use crate::cow::{CowImage, Header};
 /// error when the image cannot be trusted to list every change (a backup
 /// missing a range would silently be wrong).
 pub fn changed(img: &CowImage) -> Result<Vec<(u64, u64)>, String> {
-    changed_from(img, img.exceptions.iter().map(|e| e.old_chunk).collect())
+    let mut out = Vec::new();
+    for_each_range(img, img.exceptions.iter().map(|e| e.old_chunk).collect(), &mut |b, l| {
+        out.push((b, l));
+        Ok(())
+    })?;
+    Ok(out)
 }
 
-/// [`changed`] over the old chunks a [`crate::cow::walk`] collected (8
-/// bytes per exception, not the whole exception).
-pub fn changed_from(img: &CowImage, mut olds: Vec<u64>) -> Result<Vec<(u64, u64)>, String> {
+/// Whether `img` can be trusted to list every change (checked before any
+/// output, so a refused list prints nothing).
+pub fn trusted(img: &CowImage) -> Result<(), String> {
     if let Some(f) = img.fatal.first() {
         return Err(f.clone());
     }
     match img.header {
-        Header::Snap { valid: 0, .. } => return Err("the snapshot is invalid: its view is lost".into()),
-        Header::Snap { .. } | Header::New => {}
-        Header::BadMagic(m) => return Err(format!("bad magic 0x{m:08x}")),
+        Header::Snap { valid: 0, .. } => Err("the snapshot is invalid: its view is lost".into()),
+        Header::Snap { .. } | Header::New => Ok(()),
+        Header::BadMagic(m) => Err(format!("bad magic 0x{m:08x}")),
     }
+}
+
+/// [`changed`] over the old chunks a [`crate::cow::walk`] collected (8
+/// bytes per exception, not the whole exception), handing each range to
+/// `f` as it is found rather than collecting them: ten million scattered
+/// exceptions are ten million ranges.
+pub fn for_each_range(
+    img: &CowImage,
+    mut olds: Vec<u64>,
+    f: &mut dyn FnMut(u64, u64) -> Result<(), String>,
+) -> Result<(), String> {
+    trusted(img)?;
     olds.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut cur: Option<(u64, u64)> = None;
     for o in olds {
-        match out.last_mut() {
+        match &mut cur {
             // A duplicate (corrupt, reported by check) is still one change.
             Some((b, l)) if o < *b + *l => {}
             Some((b, l)) if *b + *l == o => *l += 1,
-            _ => out.push((o, 1)),
+            _ => {
+                if let Some((b, l)) = cur.replace((o, 1)) {
+                    f(b, l)?;
+                }
+            }
         }
     }
-    Ok(out)
+    if let Some((b, l)) = cur {
+        f(b, l)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

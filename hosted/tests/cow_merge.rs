@@ -103,8 +103,10 @@ fn changed_lists_the_kernel_images_ranges() {
     assert_eq!(stdout(&dmrs(&["cow", "changed", merged.to_str().unwrap()])), "");
     // An invalidated snapshot's changes cannot be trusted: exit 1, no list.
     let po = kernel_image(d.path(), "cowPO.img");
-    let r = dmrs(&["cow", "changed", po.to_str().unwrap()]);
-    assert_eq!((r.status.code(), r.stdout.len()), (Some(1), 0));
+    for fmt in ["text", "json"] {
+        let r = dmrs(&["cow", "changed", "--format", fmt, po.to_str().unwrap()]);
+        assert_eq!((r.status.code(), r.stdout.len()), (Some(1), 0), "{fmt}");
+    }
 }
 
 /// Fills a COW of `sectors` with a copy of every chunk of an origin of
