@@ -248,16 +248,42 @@ impl Tag<'_> {
 
 /// The dump's XML is flat and has no text, entities or comments, so tags
 /// are all there is to read; anything else is refused rather than guessed.
-fn tags(text: &str) -> Result<Vec<Tag<'_>>, String> {
-    let mut out = Vec::new();
-    let mut rest = text.trim();
-    while !rest.is_empty() {
+/// Tags are read one at a time (a dump may hold millions).
+struct Tags<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Tags<'a> {
+    type Item = Result<Tag<'a>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.rest = self.rest.trim_start();
+            if self.rest.is_empty() {
+                return None;
+            }
+            let r = self.one();
+            if let Err(e) = &r {
+                self.rest = "";
+                return Some(Err(e.clone()));
+            }
+            if let Ok(Some(t)) = r {
+                return Some(Ok(t));
+            }
+        }
+    }
+}
+
+impl<'a> Tags<'a> {
+    /// The next tag; `None` for a skipped one (`<?xml …?>`).
+    fn one(&mut self) -> Result<Option<Tag<'a>>, String> {
+        let rest = self.rest;
         let body_start = rest.strip_prefix('<').ok_or_else(|| format!("XML: expected `<` at `{:.20}`", rest))?;
         let end = body_start.find('>').ok_or("XML: unterminated tag")?;
         let mut body = body_start[..end].trim();
-        rest = body_start[end + 1..].trim_start();
+        self.rest = &body_start[end + 1..];
         if body.starts_with('?') {
-            continue; // <?xml …?>
+            return Ok(None);
         }
         let closing = body.starts_with('/');
         body = body.trim_start_matches('/').trim_end_matches('/').trim();
@@ -273,14 +299,14 @@ fn tags(text: &str) -> Result<Vec<Tag<'_>>, String> {
             attrs.push((k.trim(), v));
             attrs_s = r;
         }
-        out.push(Tag { name, attrs, closing });
+        Ok(Some(Tag { name, attrs, closing }))
     }
-    Ok(out)
 }
 
 fn parse_xml(text: &str, max_exceptions: u64) -> Result<Dump, String> {
-    let tags = tags(text)?;
-    let root = tags.first().filter(|t| t.name == "snapshot" && !t.closing).ok_or("XML: no <snapshot> root")?;
+    let mut tags = Tags { rest: text };
+    let root = tags.next().transpose()?;
+    let root = root.filter(|t| t.name == "snapshot" && !t.closing).ok_or("XML: no <snapshot> root")?;
     let header = if root.get("header") == Some("new") {
         Header::New
     } else {
@@ -296,7 +322,8 @@ fn parse_xml(text: &str, max_exceptions: u64) -> Result<Dump, String> {
     }
     let mut exceptions = Vec::new();
     let mut total = 0u64;
-    for t in &tags[1..] {
+    for t in tags {
+        let t = t?;
         match (t.name, t.closing) {
             ("snapshot", true) => break,
             ("exception", false) => {

@@ -30,7 +30,7 @@ fn io(msg: impl Into<String>) -> RestoreError {
 
 /// True when `dev` already holds metadata the kernel would load.
 pub fn holds_valid_metadata(dev: &dyn BlockDevice) -> bool {
-    let img = cow::scan(dev);
+    let img = cow::walk(dev, None, &mut |_| {});
     matches!(img.header, Header::Snap { .. }) && img.fatal.is_empty()
 }
 
@@ -44,13 +44,25 @@ pub fn validate(d: &Dump, dev: &dyn BlockDevice) -> Result<(), RestoreError> {
     }
     dm_exception_store_set_chunk_size(chunk_size, dev.logical_block_size(), 512)
         .map_err(|m| damaged(format!("invalid chunk size {chunk_size}: {m}")))?;
-    let img = cow_format::as_image(d, dev.size_sectors());
-    let r = cow::check(&img, None);
+    // The check streams the dump's slots (area and slot from the position)
+    // rather than copying them into an image: a dump of millions of
+    // exceptions is checked in the memory of its own list.
+    let mut img = cow_format::as_image(&Dump { header: d.header, exceptions: Vec::new() }, dev.size_sectors());
+    let epa = disk::exceptions_per_area(chunk_size).max(1) as u64;
+    img.areas = d.exceptions.len() as u64 / epa + 1;
+    let n = d.exceptions.len() as u64;
+    let r = cow::check_stream(&img, n, None, &mut |f| {
+        for (i, &(o, nw)) in d.exceptions.iter().enumerate() {
+            let i = i as u64;
+            f(cow::Slot { area: i / epa, slot: (i % epa) as u32, old_chunk: o, new_chunk: nw });
+        }
+        Ok(())
+    })
+    .map_err(damaged)?;
     if !r.problems.is_empty() {
         return Err(damaged(r.problems.join("\n")));
     }
-    let epa = disk::exceptions_per_area(chunk_size);
-    let last = disk::area_location(epa, img.areas.saturating_sub(1)).unwrap_or(u64::MAX);
+    let last = disk::area_location(epa as u32, img.areas.saturating_sub(1)).unwrap_or(u64::MAX);
     let dev_chunks = dev.size_sectors() / chunk_size as u64;
     if last >= dev_chunks {
         return Err(damaged(format!(
