@@ -849,7 +849,8 @@ fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
                 }
                 Format::Text | Format::Xml => {
                     let mut bw = std::io::BufWriter::with_capacity(1 << 20, &mut o);
-                    let r = crate::cow_format::dump_stream(&dev, format == Format::Xml, &mut bw);
+                    let bar = crate::tool::Progress::new("dumping", cow::metadata_bound(&dev), opts.quiet);
+                    let r = crate::cow_format::dump_stream(&dev, format == Format::Xml, &mut bw, &|n| bar.inc(n));
                     r.and_then(|img| bw.flush().map(|_| img))
                 }
             };
@@ -862,7 +863,9 @@ fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
         }
         CowCmd::Check { file, origin_sectors, output, opts } => {
             let dev = open_ro(file)?;
-            let r = cow::check_device(&dev, *origin_sectors);
+            let bar = crate::tool::Progress::new("checking", cow::metadata_bound(&dev), opts.quiet);
+            let r = cow::check_device(&dev, *origin_sectors, &|n| bar.inc(n));
+            drop(bar);
             let mut o = report(opts.quiet, output, out)?;
             for p in &r.problems {
                 let _ = writeln!(o, "{p}");
@@ -916,7 +919,12 @@ fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
         CowCmd::Changed { file, format, bytes, output, opts } => {
             let dev = open_ro(file)?;
             let mut olds = Vec::new();
-            let img = cow::walk(&dev, None, &mut |e| olds.push(e.old_chunk));
+            let bar = crate::tool::Progress::new("reading", cow::metadata_bound(&dev), opts.quiet);
+            let img = cow::walk(&dev, None, &mut |e| {
+                bar.inc(16);
+                olds.push(e.old_chunk)
+            });
+            drop(bar);
             let cb = img.chunk_size().unwrap_or(0) as u64 * 512;
             let unit = if *bytes { cb } else { 1 };
             if *format == Format::Xml {

@@ -183,6 +183,17 @@ pub fn walk(dev: &dyn BlockDevice, forced_chunk: Option<u32>, visit: &mut dyn Fn
     img
 }
 
+/// The most metadata bytes a walk of `dev` can read (every area the device
+/// could hold), for sizing a progress bar; 0 without a usable header.
+pub fn metadata_bound(dev: &dyn BlockDevice) -> u64 {
+    let Header::Snap { chunk_size, .. } = read_header(dev) else { return 0 };
+    if chunk_size == 0 || !chunk_size.is_power_of_two() {
+        return 0;
+    }
+    let epa = disk::exceptions_per_area(chunk_size) as u64;
+    (dev.size_sectors() / chunk_size as u64 / (epa + 1)).saturating_mul(chunk_size as u64 * SECTOR_SIZE as u64)
+}
+
 /// The header alone, as [`scan`] reads it (`New` when unreadable: the walk
 /// reports why), so a streaming dump can print it before the exceptions.
 pub fn read_header(dev: &dyn BlockDevice) -> Header {
@@ -264,9 +275,13 @@ pub fn check(img: &CowImage, origin_sectors: Option<u64>) -> CheckReport {
 /// repeats, to name the first use), holding a bitmap of the device's
 /// chunks and the sorted old chunks: 8 bytes per exception plus one bit
 /// per COW chunk, not the exceptions themselves.
-pub fn check_device(dev: &dyn BlockDevice, origin_sectors: Option<u64>) -> CheckReport {
+/// `progress` gets the bytes of slots read in the first walk.
+pub fn check_device(dev: &dyn BlockDevice, origin_sectors: Option<u64>, progress: &dyn Fn(u64)) -> CheckReport {
     let mut n = 0u64;
-    let img = walk(dev, None, &mut |_| n += 1);
+    let img = walk(dev, None, &mut |_| {
+        n += 1;
+        progress(disk::DiskException::SIZE as u64);
+    });
     check_stream(&img, n, origin_sectors, &mut |f| {
         let again = walk(dev, None, f);
         if again.fatal != img.fatal || again.header != img.header {

@@ -75,10 +75,12 @@ pub fn dump_xml(img: &CowImage, out: &mut dyn Write) -> std::io::Result<()> {
 /// Streams the text or XML dump of `dev` to `out` without holding the
 /// exceptions (the XML root's count takes one extra walk); returns the
 /// walk's image (header, areas, problems) with no exceptions kept.
+/// `progress` gets the bytes of slots read.
 pub fn dump_stream(
     dev: &dyn dmrs_core::platform::BlockDevice,
     xml: bool,
     out: &mut dyn Write,
+    progress: &dyn Fn(u64),
 ) -> std::io::Result<CowImage> {
     let header = crate::cow::read_header(dev);
     let mut err: Option<std::io::Error> = None;
@@ -89,7 +91,10 @@ pub fn dump_stream(
     };
     let img = if !xml {
         keep(writeln!(out, "{}", text_header(&header)));
-        crate::cow::walk(dev, None, &mut |e| keep(writeln!(out, "{} {}", e.old_chunk, e.new_chunk)))
+        crate::cow::walk(dev, None, &mut |e| {
+            progress(16);
+            keep(writeln!(out, "{} {}", e.old_chunk, e.new_chunk))
+        })
     } else if let Header::Snap { valid, version, chunk_size } = header {
         let mut n = 0u64;
         crate::cow::walk(dev, None, &mut |_| n += 1);
@@ -106,16 +111,19 @@ pub fn dump_stream(
                 r.old_begin, r.new_begin, r.length
             )
         };
-        let img = crate::cow::walk(dev, None, &mut |e| match &mut run {
-            Some(r)
-                if r.old_begin.checked_add(r.length) == Some(e.old_chunk)
-                    && r.new_begin.checked_add(r.length) == Some(e.new_chunk) =>
-            {
-                r.length += 1
-            }
-            _ => {
-                if let Some(r) = run.replace(Run { old_begin: e.old_chunk, new_begin: e.new_chunk, length: 1 }) {
-                    keep(emit(r, out));
+        let img = crate::cow::walk(dev, None, &mut |e| {
+            progress(16);
+            match &mut run {
+                Some(r)
+                    if r.old_begin.checked_add(r.length) == Some(e.old_chunk)
+                        && r.new_begin.checked_add(r.length) == Some(e.new_chunk) =>
+                {
+                    r.length += 1
+                }
+                _ => {
+                    if let Some(r) = run.replace(Run { old_begin: e.old_chunk, new_begin: e.new_chunk, length: 1 }) {
+                        keep(emit(r, out));
+                    }
                 }
             }
         });

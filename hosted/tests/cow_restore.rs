@@ -156,3 +156,30 @@ fn conventions_quiet_output_and_exit_codes() {
     let c = dmrs(&["cow", "dump", p.to_str().unwrap()]);
     assert!(c.stderr.is_empty());
 }
+
+/// The progress bar draws on a terminal (util-linux `script` gives the
+/// command one), never with -q, and never into a pipe.
+#[test]
+fn progress_bar_only_on_a_terminal_without_quiet() {
+    let d = tempfile::tempdir().unwrap();
+    // 2 GiB sparse, chunk 8: up to 8 MiB of metadata areas, so a bar is due.
+    let p = d.path().join("big.img");
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(2 << 30).unwrap();
+    let hdr: Vec<u8> =
+        [dmrs_core::exception_store::disk::SNAP_MAGIC, 1, 1, 8].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::os::unix::fs::FileExt::write_all_at(&f, &hdr, 0).unwrap();
+    let piped = dmrs(&["cow", "check", p.to_str().unwrap()]);
+    assert!(piped.status.success() && piped.stderr.is_empty());
+    let tty = |extra: &str| {
+        let cmd = format!("{} cow check {extra} {}", env!("CARGO_BIN_EXE_dmrs"), p.display());
+        std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).output()
+    };
+    let Ok(shown) = tty("") else {
+        eprintln!("no `script` command: terminal case not run");
+        return;
+    };
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("checking ["), "{shown:?}");
+    let quiet = tty("-q").unwrap();
+    assert!(quiet.stdout.is_empty(), "{quiet:?}");
+}
