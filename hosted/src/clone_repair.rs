@@ -59,9 +59,16 @@ pub fn salvage(dev: &dyn BlockDevice, sizes: Option<(u64, u64)>) -> Result<Salva
         out.problems.push("sizes differ from the superblock's: every region is in doubt".into());
         return Ok(out);
     }
-    // The words that verified, keyed by word index; bounded by nr_words.
+    // The words that verified, keyed by word index. Bounded first: a bitset
+    // cannot have more words than array blocks on the device could hold,
+    // so a forged target size cannot make this allocate without limit.
     let nr_words = nr_regions.div_ceil(64);
     let per_block = calc_max_entries(8) as u64;
+    if nr_words > bm.nr_blocks().saturating_mul(per_block) {
+        out.in_doubt = nr_regions;
+        out.problems.push(format!("{nr_regions} regions cannot fit a bitset on this device: every region is in doubt"));
+        return Ok(out);
+    }
     let mut words: Vec<Option<u64>> = vec![None; nr_words as usize];
     let mut problems = Vec::new();
     let r = btree::walk(&bm, sb.bitset_root, 8, &mut |_| {}, &mut |k, v| {

@@ -32,7 +32,14 @@ pub fn write_clone(
     if region_size == 0 || target_size == 0 {
         return Err("region size and target size must not be 0".into());
     }
-    validate_runs(runs, target_size.div_ceil(region_size))?;
+    let nr_regions = target_size.div_ceil(region_size);
+    validate_runs(runs, nr_regions)?;
+    // Bounded before the core allocates the bitmaps: the bitset's words
+    // must fit the device's blocks (509 words per array block).
+    let words_max = (dev.size_sectors() / 8).saturating_mul(dmrs_core::pdata::array::U64_PER_BLOCK);
+    if nr_regions.div_ceil(64) > words_max {
+        return Err(format!("{nr_regions} regions cannot fit a bitset on this device"));
+    }
     dev.write(0, &[0u8; 4096], ReqFlags::empty()).map_err(|e| format!("write superblock: {e}"))?;
     let md = CloneMetadata::open(dev, target_size, region_size).map_err(|e| format!("format: {e:?}"))?;
     for &(b, l) in runs {

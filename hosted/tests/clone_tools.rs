@@ -164,3 +164,38 @@ fn partial_dumps_round_trip_and_repair_keeps_only_verified_words() {
         "{out}"
     );
 }
+
+/// A superblock forged to claim 2^47 regions (checksum recomputed) is
+/// refused before anything is sized from it: exit 2, no crash.
+#[test]
+fn forged_sizes_are_bounded_before_allocating() {
+    use dmrs_core::pdata::checksum::{dm_bm_checksum, CLONE_SUPERBLOCK_CSUM_XOR};
+    let d = tempfile::tempdir().unwrap();
+    let m = kernel_image(d.path(), "clone-meta.img");
+    let mut b = std::fs::read(&m).unwrap();
+    b[180..188].copy_from_slice(&(1u64 << 50).to_le_bytes());
+    let csum = dm_bm_checksum(&b[4..4096], CLONE_SUPERBLOCK_CSUM_XOR);
+    b[..4].copy_from_slice(&csum.to_le_bytes());
+    let forged = d.path().join("forged.img");
+    std::fs::write(&forged, &b).unwrap();
+    let new = d.path().join("new.img");
+    let (code, _, err) = run(&["clone", "repair", "-i", forged.to_str().unwrap(), "-o", new.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot fit a bitset on this device"), "{err}");
+    let dump = d.path().join("d.txt");
+    std::fs::write(&dump, "superblock new\n").unwrap();
+    let (code, _, err) = run(&[
+        "clone",
+        "restore",
+        "-i",
+        dump.to_str().unwrap(),
+        "-o",
+        new.to_str().unwrap(),
+        "--region-size",
+        "1",
+        "--target-size",
+        "1125899906842624",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot fit a bitset"), "{err}");
+}
