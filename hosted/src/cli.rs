@@ -821,6 +821,16 @@ fn io_fail(what: &Path, e: impl std::fmt::Display) -> Failure {
     Failure { msg: format!("dmrs: {}: {e}", what.display()), code: crate::tool::USAGE_OR_IO }
 }
 
+/// True when `a` and `b` are one file or device (same device and inode):
+/// repairing into, or merging onto, the input itself would destroy it.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino(), x.rdev()) == (y.dev(), y.ino(), y.rdev()),
+        _ => false,
+    }
+}
+
 fn open_rw(p: &Path) -> Result<FileDev, Failure> {
     FileDev::open(p, OpenMode { read_only: false, direct: false }).map_err(|e| io_fail(p, e))
 }
@@ -982,6 +992,12 @@ fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
             }
         }
         CowCmd::Merge { origin, file, stop_after, opts } => {
+            if same_file(origin, file) {
+                return Err(Failure {
+                    msg: "dmrs: cow merge: the origin and the COW are the same file".into(),
+                    code: 2,
+                });
+            }
             let cow_dev = open_rw(file)?;
             let img = cow::scan(&cow_dev);
             let quiet_msg = |m: String| if opts.quiet { String::new() } else { m };
@@ -1018,6 +1034,9 @@ fn cow_repair(
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     let q = |m: String| if quiet { String::new() } else { m };
+    if same_file(input, output) {
+        return Err(Failure { msg: q("dmrs: cow repair: BROKEN and NEW are the same file".into()), code: 2 });
+    }
     let src = open_ro(input)?;
     let first = cow::scan(&src);
     // A usable header (version and chunk size as the kernel accepts them)
@@ -1143,6 +1162,9 @@ fn clone_cmd(c: &CloneCmd, out: &mut dyn Write) -> Result<(), Failure> {
         CloneCmd::Repair { input, output, region_size, target_size, force, opts } => {
             use dmrs_core::platform::BlockDevice;
             let q = |m: String| if opts.quiet { String::new() } else { m };
+            if same_file(input, output) {
+                return Err(Failure { msg: q("dmrs: clone repair: BROKEN and NEW are the same file".into()), code: 2 });
+            }
             let src = open_ro(input)?;
             let sizes = region_size.zip(*target_size);
             let s = crate::clone_repair::salvage(&src, sizes)

@@ -119,4 +119,13 @@ fn repair_of_a_kernel_cow_keeps_everything() {
     assert!(stdout(&r).starts_with("repaired: kept 1034 exceptions; dropped 0 beyond"), "{}", stdout(&r));
     // Same layout, same data: the kernel's own COW back, byte for byte.
     assert!(std::fs::read(&p).unwrap() == std::fs::read(&new).unwrap());
+    // Repairing a COW onto itself (even forced) or merging a file onto itself is refused.
+    let before = std::fs::read(&p).unwrap();
+    let r = dmrs(&["cow", "repair", "--force", "-i", p.to_str().unwrap(), "-o", p.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(2));
+    let r = dmrs(&["cow", "merge", "--origin", p.to_str().unwrap(), p.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(2));
+    let r = dmrs(&["clone", "repair", "--force", "-i", p.to_str().unwrap(), "-o", p.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(std::fs::read(&p).unwrap() == before);
 }
