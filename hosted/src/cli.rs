@@ -1070,7 +1070,8 @@ fn cow_repair(
     };
     use dmrs_core::platform::BlockDevice;
     let (mut kept, mut note) = crate::cow_repair::salvage(&img, cs, origin_sectors);
-    if !output.exists() {
+    let fresh = !output.exists();
+    if fresh {
         let f = std::fs::File::create(output).map_err(|e| io_fail(output, e))?;
         f.set_len(src.size_sectors() * 512).map_err(|e| io_fail(output, e))?;
     }
@@ -1086,7 +1087,7 @@ fn cow_repair(
         });
     }
     let bar = crate::tool::Progress::new("repairing", kept.len() as u64 * cs as u64 * 512, quiet);
-    crate::cow_repair::write_repaired(&src, &dst, img.header, &kept, &|n| bar.inc(n))
+    crate::cow_repair::write_repaired(&src, &dst, img.header, &kept, fresh, &|n| bar.inc(n))
         .map_err(|e| Failure { msg: q(format!("dmrs: {}: {}", output.display(), e.msg)), code: e.code })?;
     drop(bar);
     if !quiet {

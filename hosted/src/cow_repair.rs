@@ -133,11 +133,13 @@ pub fn kernel_allocation(epa: u32) -> impl Iterator<Item = u64> {
 /// Writes the salvaged exceptions into `out` as a fresh COW: their data
 /// chunks copied to the chunks the kernel would have allocated, in the same
 /// order, then the metadata (via restore's writer, after validation).
+/// `fresh`: `out` was just created (all holes).
 pub fn write_repaired(
     input: &dyn BlockDevice,
     out: &dyn BlockDevice,
     header: Header,
     kept: &[(u64, u64)],
+    fresh: bool,
     progress: &dyn Fn(u64),
 ) -> Result<(), RestoreError> {
     let Header::Snap { valid, chunk_size, .. } = header else {
@@ -152,7 +154,11 @@ pub fn write_repaired(
     let io = |m: String| RestoreError { msg: m, code: 2 };
     for (&(_, from), &(_, to)) in kept.iter().zip(d.exceptions.iter()) {
         input.read(from * cs, &mut buf).map_err(|e| io(format!("read chunk {from}: {e}")))?;
-        out.write(to * cs, &buf, ReqFlags::empty()).map_err(|e| io(format!("write chunk {to}: {e}")))?;
+        // A file repair just created reads as zeros: zero chunks stay
+        // holes, so a sparse COW repairs into a sparse one.
+        if !(fresh && buf.iter().all(|&b| b == 0)) {
+            out.write(to * cs, &buf, ReqFlags::empty()).map_err(|e| io(format!("write chunk {to}: {e}")))?;
+        }
         progress(buf.len() as u64);
     }
     // Data before the metadata that points at it, as the kernel orders them.

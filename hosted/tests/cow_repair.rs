@@ -119,6 +119,27 @@ fn repair_of_a_kernel_cow_keeps_everything() {
     assert!(stdout(&r).starts_with("repaired: kept 1034 exceptions; dropped 0 beyond"), "{}", stdout(&r));
     // Same layout, same data: the kernel's own COW back, byte for byte.
     assert!(std::fs::read(&p).unwrap() == std::fs::read(&new).unwrap());
+    // A sparse COW (data chunks that are holes) repairs into a sparse one;
+    // onto an existing file, zero chunks are written (it may hold data).
+    let sparse = d.path().join("sparse.img");
+    let f = std::fs::File::create(&sparse).unwrap();
+    f.set_len(64 << 20).unwrap();
+    let mut meta = vec![0u8; 16384];
+    meta[..16].copy_from_slice(&header(SNAP_MAGIC, 1, 1, 16));
+    for i in 0..500u64 {
+        write_exception(&mut meta[8192..], i as u32, i * 3, 2 + i).unwrap();
+    }
+    std::os::unix::fs::FileExt::write_all_at(&f, &meta, 0).unwrap();
+    let out = d.path().join("sparse.new");
+    assert!(dmrs(&["cow", "repair", "-i", sparse.to_str().unwrap(), "-o", out.to_str().unwrap()]).status.success());
+    use std::os::unix::fs::MetadataExt;
+    assert!(std::fs::metadata(&out).unwrap().blocks() * 512 < 1 << 20, "500 zero chunks stayed holes");
+    std::fs::write(&out, pattern("OLD", 64 << 20)).unwrap();
+    let r = dmrs(&["cow", "repair", "--force", "-i", sparse.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(r.status.success());
+    let b = std::fs::read(&out).unwrap();
+    assert!(b[2 * 8192..502 * 8192].iter().all(|&x| x == 0), "zero chunks written over old data");
+
     // Repairing a COW onto itself (even forced) or merging a file onto itself is refused.
     let before = std::fs::read(&p).unwrap();
     let r = dmrs(&["cow", "repair", "--force", "-i", p.to_str().unwrap(), "-o", p.to_str().unwrap()]);
