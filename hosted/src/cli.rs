@@ -202,29 +202,99 @@ pub enum Verb {
 }
 
 /// `dmrs clone ...`.
+///
+/// Conventions of thin-provisioning-tools: -q prints nothing (exit status
+/// only); -o FILE writes the report to FILE.
 #[derive(Subcommand, Debug, Clone)]
+#[command(after_help = crate::tool::EXIT_CODES)]
 pub enum CloneCmd {
     /// Print the superblock summary and the hydrated regions.
     ///
-    /// First line: `superblock version=<n> region_size=<sectors>
-    /// target_size=<sectors> regions=<n> hydrated=<n>
+    /// Text (the default): first line `superblock version=<n>
+    /// region_size=<sectors> target_size=<sectors> regions=<n> hydrated=<n>
     /// metadata_blocks=<used>/<total>` (`superblock new` when block 0 is all
-    /// zeros), then hydrated regions as `<first region> <count>` runs.
+    /// zeros), then hydrated regions as `<first region> <count>` runs. JSON:
+    /// one object. XML: a `<superblock>` root with `<range begin length/>`.
+    #[command(after_help = crate::tool::EXIT_CODES)]
     Dump {
         /// Metadata file or block device.
         file: PathBuf,
-        /// Print one JSON object instead.
-        #[arg(long)]
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::cow_format::Format,
+        /// Same as --format json.
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// Write the dump to this file.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
     },
     /// Check dm-clone metadata: superblock (location, magic, checksum,
     /// version), every btree node, array block and space-map block
     /// (location, checksum, shape), the bitset's length, and every block's
     /// reference count against what the structures use. Exit 0 with a
     /// summary when consistent; exit 1 with one line per problem.
+    #[command(after_help = crate::tool::EXIT_CODES)]
     Check {
         /// Metadata file or block device.
         file: PathBuf,
+        /// Write the report to this file.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
+    /// Build fresh dm-clone metadata from a dump (text, JSON or XML) with
+    /// the core's metadata code, which the kernel opens. Sizes default to
+    /// the dump's; refuses to overwrite valid metadata unless --force.
+    ///
+    ///   dmrs clone restore -i meta.xml -o meta.img --region-size 8 --target-size 131072
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Restore {
+        /// The dump.
+        #[arg(short, long, value_name = "DUMP")]
+        input: PathBuf,
+        /// The metadata file or block device to write (it must exist).
+        #[arg(short, long, value_name = "META")]
+        output: PathBuf,
+        /// Region size in sectors.
+        #[arg(long)]
+        region_size: Option<u64>,
+        /// Target size in sectors.
+        #[arg(long)]
+        target_size: Option<u64>,
+        /// Overwrite valid metadata.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
+    /// Rebuild dm-clone metadata from whatever bitset blocks still verify;
+    /// regions in doubt are marked unhydrated (copied again, never trusted).
+    /// NEW is created with the size of BROKEN if it does not exist.
+    ///
+    ///   dmrs clone repair -i broken.img -o new.img
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Repair {
+        /// The damaged metadata.
+        #[arg(short, long, value_name = "BROKEN")]
+        input: PathBuf,
+        /// The new metadata.
+        #[arg(short, long, value_name = "NEW")]
+        output: PathBuf,
+        /// Region size in sectors (needed when the superblock is lost).
+        #[arg(long, requires = "target_size")]
+        region_size: Option<u64>,
+        /// Target size in sectors (needed when the superblock is lost).
+        #[arg(long, requires = "region_size")]
+        target_size: Option<u64>,
+        /// Overwrite valid metadata on NEW.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
     },
 }
 
@@ -281,21 +351,38 @@ pub enum LabCmd {
 }
 
 /// `dmrs cow ...`.
+///
+/// Conventions of thin-provisioning-tools: -q prints nothing (exit status
+/// only); -o FILE writes the report to FILE; a progress bar appears on
+/// stderr only when it is a terminal, -q is absent and the job reads more
+/// than 4 MiB.
 #[derive(Subcommand, Debug, Clone)]
+#[command(after_help = crate::tool::EXIT_CODES)]
 pub enum CowCmd {
     /// Print the header and every exception in on-disk order.
     ///
-    /// First line: `header magic=0x70416e53 valid=<0|1> version=<n>
-    /// chunk_size=<sectors>` (or `header new` for an all-zero header), then
-    /// one `<old_chunk> <new_chunk>` line per exception, area by area, slot
-    /// by slot, up to the terminator. Exceptions of an invalidated snapshot
-    /// are listed too.
+    /// Text (the default): first line `header magic=0x70416e53 valid=<0|1>
+    /// version=<n> chunk_size=<sectors>` (or `header new` for an all-zero
+    /// header), then one `<old_chunk> <new_chunk>` line per exception, area
+    /// by area, slot by slot, up to the terminator. Exceptions of an
+    /// invalidated snapshot are listed too. JSON: one object. XML: a
+    /// `<snapshot>` root carrying the header, consecutive exceptions folded
+    /// into `<exception old_begin new_begin length/>` ranges.
+    #[command(after_help = crate::tool::EXIT_CODES)]
     Dump {
         /// COW file or block device.
         file: PathBuf,
-        /// Print one JSON object instead.
-        #[arg(long)]
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::cow_format::Format,
+        /// Same as --format json.
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// Write the dump to this file.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
     },
     /// Check a COW device's metadata. Exit 0 with a one-line summary when
     /// consistent; exit 1 with one line per problem otherwise.
@@ -303,12 +390,154 @@ pub enum CowCmd {
     /// Problems: bad magic, version or chunk size; a new_chunk beyond the
     /// device, on the header or a metadata area, or used twice; an old_chunk
     /// remapped twice or beyond the origin; a truncated device.
+    #[command(after_help = crate::tool::EXIT_CODES)]
     Check {
         /// COW file or block device.
         file: PathBuf,
         /// Origin size in sectors, to check old chunks against.
         #[arg(long)]
         origin_sectors: Option<u64>,
+        /// Write the report to this file.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
+    /// Write a dump's header and metadata areas onto a COW device, where
+    /// and how the kernel writes them; data chunks are not touched.
+    ///
+    /// Reads any of the three dump formats. The dump is checked as
+    /// `cow check` would check the device first. Refuses to overwrite a
+    /// device that already holds valid COW metadata unless --force.
+    ///
+    ///   dmrs cow dump --format xml cow.img -o cow.xml
+    ///   dmrs cow restore -i cow.xml -o cow.img --force
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Restore {
+        /// The dump (text, JSON or XML).
+        #[arg(short, long, value_name = "DUMP")]
+        input: PathBuf,
+        /// The COW file or block device to write (it must exist).
+        #[arg(short, long, value_name = "COW")]
+        output: PathBuf,
+        /// Overwrite valid metadata.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
+    /// Salvage every exception of a damaged COW that can be trusted into a
+    /// fresh COW the kernel loads, copying their data chunks.
+    ///
+    /// The walk stops at the first unreadable or truncated area; exceptions
+    /// beyond the device, on metadata, or sharing a COW chunk are dropped,
+    /// and an origin chunk remapped again keeps its first mapping. A note
+    /// counts what was dropped (the snapshot shows the origin's data there).
+    /// With a destroyed header, give --chunk-size. NEW is created with the
+    /// size of BROKEN if it does not exist.
+    ///
+    ///   dmrs cow repair -i broken.img -o new.img
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Repair {
+        /// The damaged COW.
+        #[arg(short, long, value_name = "BROKEN")]
+        input: PathBuf,
+        /// The new COW.
+        #[arg(short, long, value_name = "NEW")]
+        output: PathBuf,
+        /// Chunk size in sectors, when the header cannot be trusted.
+        #[arg(long)]
+        chunk_size: Option<u32>,
+        /// Origin size in sectors, to drop exceptions beyond it.
+        #[arg(long)]
+        origin_sectors: Option<u64>,
+        /// Overwrite valid metadata on NEW.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
+    /// Write the snapshot's view (what reading the snapshot device returns)
+    /// as a raw image, sparse where it is zero; with --changed-only, only the
+    /// chunks the snapshot holds in its COW, at their offsets.
+    ///
+    ///   dmrs cow export --origin origin.img cow.img -o snapshot.raw
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Export {
+        /// The origin file or block device.
+        #[arg(long)]
+        origin: PathBuf,
+        /// COW file or block device.
+        file: PathBuf,
+        /// The image to write (created or truncated).
+        #[arg(short, long, value_name = "IMAGE")]
+        output: PathBuf,
+        /// Write only the chunks that differ from the origin.
+        #[arg(long)]
+        changed_only: bool,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
+    /// Print the origin ranges where the snapshot differs from the origin
+    /// (the exceptions' old chunks, sorted and merged), for incremental
+    /// backups: `<first chunk> <chunks>` per line, or byte offset and
+    /// length with --bytes.
+    ///
+    ///   dmrs cow changed cow.img --bytes
+    ///   1048576 131072
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Changed {
+        /// COW file or block device.
+        file: PathBuf,
+        /// Output format (text or json).
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::cow_format::Format,
+        /// Ranges in bytes instead of chunks.
+        #[arg(long)]
+        bytes: bool,
+        /// Write the list to this file.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
+    /// Print the COW size that holds a copy of every chunk of an origin
+    /// (header and metadata areas included), as the kernel lays it out.
+    ///
+    /// Sizes are sectors, or bytes with a K, M, G or T suffix.
+    ///
+    ///   dmrs cow size --origin-size 64M --chunk-size 16
+    ///   131360 sectors (67256320 bytes): 1 header + 17 metadata areas + 8192 data chunks of 16 sectors
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Size {
+        /// Origin size.
+        #[arg(long, value_parser = crate::cow_size::parse_sectors)]
+        origin_size: u64,
+        /// Chunk size.
+        #[arg(long, value_parser = crate::cow_size::parse_sectors)]
+        chunk_size: u64,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
+    },
+    /// Merge a snapshot back into its origin without the kernel, in the
+    /// kernel's order and with its metadata updates: interrupted anywhere,
+    /// it is resumed by running it again or by the kernel's snapshot-merge
+    /// target (and the reverse). The result equals the kernel's merge byte
+    /// for byte (origin and COW).
+    ///
+    ///   dmrs cow merge --origin origin.img cow.img
+    #[command(after_help = crate::tool::EXIT_CODES, verbatim_doc_comment)]
+    Merge {
+        /// The origin file or block device.
+        #[arg(long)]
+        origin: PathBuf,
+        /// COW file or block device.
+        file: PathBuf,
+        /// Stop after this many merge steps (to test interruption).
+        #[arg(long, hide = true)]
+        stop_after: Option<u64>,
+        #[command(flatten)]
+        opts: crate::tool::ToolOpts,
     },
 }
 
@@ -585,63 +814,388 @@ pub fn parse_line(words: &[String]) -> Result<Verb, String> {
 }
 
 fn open_ro(p: &Path) -> Result<FileDev, Failure> {
-    FileDev::open(p, OpenMode { read_only: true, direct: false })
-        .map_err(|e| Failure { msg: format!("dmrs: {}: {e}", p.display()), code: 2 })
+    FileDev::open(p, OpenMode { read_only: true, direct: false }).map_err(|e| io_fail(p, e))
+}
+
+fn io_fail(what: &Path, e: impl std::fmt::Display) -> Failure {
+    Failure { msg: format!("dmrs: {}: {e}", what.display()), code: crate::tool::USAGE_OR_IO }
+}
+
+/// True when `a` and `b` are one file or device (same device and inode):
+/// repairing into, or merging onto, the input itself would destroy it.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino(), x.rdev()) == (y.dev(), y.ino(), y.rdev()),
+        _ => false,
+    }
+}
+
+fn open_rw(p: &Path) -> Result<FileDev, Failure> {
+    FileDev::open(p, OpenMode { read_only: false, direct: false }).map_err(|e| io_fail(p, e))
+}
+
+fn report<'a>(quiet: bool, file: &Option<PathBuf>, out: &'a mut dyn Write) -> Result<crate::tool::Output<'a>, Failure> {
+    crate::tool::Output::open(quiet, file.as_deref(), out)
+        .map_err(|e| io_fail(file.as_deref().unwrap_or(Path::new("-")), e))
+}
+
+fn finish(o: crate::tool::Output<'_>) -> Result<(), Failure> {
+    o.finish().map_err(|e| Failure { msg: format!("dmrs: output: {e}"), code: crate::tool::USAGE_OR_IO })
 }
 
 fn cow_cmd(c: &CowCmd, out: &mut dyn Write) -> Result<(), Failure> {
+    use crate::cow_format::Format;
     match c {
-        CowCmd::Dump { file, json } => {
+        CowCmd::Dump { file, format, json, output, opts } => {
             let dev = open_ro(file)?;
-            let img = cow::scan(&dev);
-            if *json {
-                let _ = writeln!(out, "{}", cow::dump_json(&img));
-            } else {
-                let _ = write!(out, "{}", cow::dump_text(&img));
-            }
+            let mut o = report(opts.quiet, output, out)?;
+            let format = if *json { Format::Json } else { *format };
+            // Text and XML stream (bounded memory at any size); JSON is built whole.
+            let w = match format {
+                Format::Json => {
+                    let img = cow::scan(&dev);
+                    writeln!(o, "{}", cow::dump_json(&img)).map(|_| img)
+                }
+                Format::Text | Format::Xml => {
+                    let mut bw = std::io::BufWriter::with_capacity(1 << 20, &mut o);
+                    let bar = crate::tool::Progress::new("dumping", cow::metadata_bound(&dev), opts.quiet);
+                    let r = crate::cow_format::dump_stream(&dev, format == Format::Xml, &mut bw, &|n| bar.inc(n));
+                    r.and_then(|img| bw.flush().map(|_| img))
+                }
+            };
+            let img = w.map_err(|e| io_fail(output.as_deref().unwrap_or(Path::new("-")), e))?;
+            finish(o)?;
             if !img.fatal.is_empty() {
                 let msg: Vec<String> = img.fatal.iter().map(|f| format!("dmrs: {}: {f}", file.display())).collect();
-                return Err(fail(msg.join("\n")));
+                return Err(fail(if opts.quiet { String::new() } else { msg.join("\n") }));
             }
         }
-        CowCmd::Check { file, origin_sectors } => {
+        CowCmd::Check { file, origin_sectors, output, opts } => {
             let dev = open_ro(file)?;
-            let r = cow::check(&cow::scan(&dev), *origin_sectors);
+            let bar = crate::tool::Progress::new("checking", cow::metadata_bound(&dev), opts.quiet);
+            let r = cow::check_device(&dev, *origin_sectors, &|n| bar.inc(n));
+            drop(bar);
+            let mut o = report(opts.quiet, output, out)?;
             for p in &r.problems {
-                let _ = writeln!(out, "{p}");
+                let _ = writeln!(o, "{p}");
             }
-            let _ = writeln!(out, "{}", r.summary);
+            let _ = writeln!(o, "{}", r.summary);
+            finish(o)?;
             if !r.problems.is_empty() {
                 return Err(fail(""));
+            }
+        }
+        CowCmd::Restore { input, output, force, opts } => {
+            let text = std::fs::read_to_string(input).map_err(|e| io_fail(input, e))?;
+            let dev = open_rw(output)?;
+            match crate::cow_restore::restore(&text, &dev, *force) {
+                Ok(d) => {
+                    if !opts.quiet {
+                        let _ = writeln!(out, "restored {} exceptions onto {}", d.exceptions.len(), output.display());
+                    }
+                }
+                Err(e) => {
+                    let msg = if opts.quiet { String::new() } else { format!("dmrs: {}: {}", input.display(), e.msg) };
+                    return Err(Failure { msg, code: e.code });
+                }
+            }
+        }
+        CowCmd::Repair { input, output, chunk_size, origin_sectors, force, opts } => {
+            cow_repair(input, output, *chunk_size, *origin_sectors, *force, opts.quiet, out)?
+        }
+        CowCmd::Export { origin, file, output, changed_only, opts } => {
+            use dmrs_core::platform::BlockDevice;
+            let cow_dev = open_ro(file)?;
+            let origin_dev = open_ro(origin)?;
+            let img = cow::scan(&cow_dev);
+            let f = std::fs::File::create(output).map_err(|e| io_fail(output, e))?;
+            let bar = crate::tool::Progress::new("exporting", origin_dev.size_sectors() * 512, opts.quiet);
+            let r = crate::cow_export::export(&origin_dev, &cow_dev, &img, &f, *changed_only, &|n| bar.inc(n));
+            drop(bar);
+            match r {
+                Ok(x) => {
+                    if !opts.quiet {
+                        let _ =
+                            writeln!(out, "exported: {} chunks from the COW, {} chunks written", x.from_cow, x.written);
+                    }
+                }
+                Err((code, m)) => {
+                    let msg = if opts.quiet { String::new() } else { format!("dmrs: {}: {m}", file.display()) };
+                    return Err(Failure { msg, code });
+                }
+            }
+        }
+        CowCmd::Changed { file, format, bytes, output, opts } => {
+            let dev = open_ro(file)?;
+            let mut olds = Vec::new();
+            let bar = crate::tool::Progress::new("reading", cow::metadata_bound(&dev), opts.quiet);
+            let img = cow::walk(&dev, None, &mut |e| {
+                bar.inc(16);
+                olds.push(e.old_chunk)
+            });
+            drop(bar);
+            let cb = img.chunk_size().unwrap_or(0) as u64 * 512;
+            let unit = if *bytes { cb } else { 1 };
+            if *format == Format::Xml {
+                return Err(Failure { msg: "dmrs: cow changed: --format text or json".into(), code: 2 });
+            }
+            let json = *format == Format::Json;
+            crate::cow_changed::trusted(&img)
+                .map_err(|e| fail(if opts.quiet { String::new() } else { format!("dmrs: {}: {e}", file.display()) }))?;
+            let mut o = report(opts.quiet, output, out)?;
+            let mut bw = std::io::BufWriter::with_capacity(1 << 20, &mut o);
+            let mut first = true;
+            // Streamed; the JSON keys in serde_json's (sorted) order.
+            let r = if json { write!(bw, "{{\"chunk_size\":{},\"ranges\":[", cb / 512) } else { Ok(()) }
+                .map_err(|e| e.to_string())
+                .and_then(|_| {
+                    crate::cow_changed::for_each_range(&img, olds, &mut |b, l| {
+                        let r = if json {
+                            let sep = if first { "" } else { "," };
+                            write!(bw, "{sep}[{},{}]", b * unit, l * unit)
+                        } else {
+                            writeln!(bw, "{} {}", b * unit, l * unit)
+                        };
+                        first = false;
+                        r.map_err(|e| e.to_string())
+                    })
+                });
+            if let Err(e) = r {
+                drop(bw);
+                return Err(fail(if opts.quiet { String::new() } else { format!("dmrs: {}: {e}", file.display()) }));
+            }
+            let u = if *bytes { "bytes" } else { "chunks" };
+            let tail = if json { writeln!(bw, "],\"unit\":\"{u}\"}}") } else { Ok(()) };
+            tail.and_then(|_| bw.flush()).map_err(|e| io_fail(output.as_deref().unwrap_or(Path::new("-")), e))?;
+            drop(bw);
+            finish(o)?;
+        }
+        CowCmd::Size { origin_size, chunk_size, opts } => {
+            let l = u32::try_from(*chunk_size).ok().and_then(|c| crate::cow_size::layout(*origin_size, c)).ok_or_else(
+                || Failure {
+                    msg: format!(
+                        "dmrs: cow size: chunk size {chunk_size} is not a power of two, or the size overflows"
+                    ),
+                    code: 2,
+                },
+            )?;
+            if !opts.quiet {
+                let _ = writeln!(
+                    out,
+                    "{} sectors ({} bytes): 1 header + {} metadata areas + {} data chunks of {chunk_size} sectors",
+                    l.sectors,
+                    l.sectors as u128 * 512,
+                    l.areas,
+                    l.data_chunks
+                );
+            }
+        }
+        CowCmd::Merge { origin, file, stop_after, opts } => {
+            if same_file(origin, file) {
+                return Err(Failure {
+                    msg: "dmrs: cow merge: the origin and the COW are the same file".into(),
+                    code: 2,
+                });
+            }
+            let cow_dev = open_rw(file)?;
+            let img = cow::scan(&cow_dev);
+            let quiet_msg = |m: String| if opts.quiet { String::new() } else { m };
+            let Some(cs) = img.chunk_size().filter(|_| img.fatal.is_empty()) else {
+                let why = img.fatal.first().cloned().unwrap_or_else(|| "not a persistent snapshot".into());
+                return Err(fail(quiet_msg(format!("dmrs: {}: {why}", file.display()))));
+            };
+            let origin_dev = open_rw(origin)?;
+            let bar = crate::tool::Progress::new("merging", img.exceptions.len() as u64 * cs as u64 * 512, opts.quiet);
+            let r =
+                crate::cow_merge::merge(&origin_dev, &cow_dev, cs, *stop_after, &mut |n| bar.inc(n * cs as u64 * 512));
+            drop(bar);
+            match r {
+                Ok(m) => {
+                    if !opts.quiet {
+                        let state = if m.finished { "merge finished" } else { "merge interrupted" };
+                        let _ = writeln!(out, "{state}: {} exceptions in {} steps", m.chunks, m.steps);
+                    }
+                }
+                Err(e) => return Err(fail(quiet_msg(format!("dmrs: {}: {e}", file.display())))),
             }
         }
     }
     Ok(())
 }
 
+fn cow_repair(
+    input: &Path,
+    output: &Path,
+    chunk_size: Option<u32>,
+    origin_sectors: Option<u64>,
+    force: bool,
+    quiet: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let q = |m: String| if quiet { String::new() } else { m };
+    if same_file(input, output) {
+        return Err(Failure { msg: q("dmrs: cow repair: BROKEN and NEW are the same file".into()), code: 2 });
+    }
+    let src = open_ro(input)?;
+    let first = cow::scan(&src);
+    // A usable header (version and chunk size as the kernel accepts them)
+    // wins unless --chunk-size says otherwise; otherwise walk with the one given.
+    let usable = match first.header {
+        cow::Header::Snap { version, chunk_size, .. } => {
+            version == dmrs_core::exception_store::disk::SNAPSHOT_DISK_VERSION
+                && dmrs_core::exception_store::dm_exception_store_set_chunk_size(
+                    chunk_size,
+                    dmrs_core::platform::BlockDevice::logical_block_size(&src),
+                    512,
+                )
+                .is_ok()
+        }
+        _ => false,
+    };
+    let img = match chunk_size {
+        Some(c) if !usable || first.chunk_size() != Some(c) => cow::scan_with(&src, Some(c)),
+        _ if usable => first,
+        _ if first.header == cow::Header::New => {
+            return Err(fail(q(format!("dmrs: {}: a new COW has nothing to repair", input.display()))))
+        }
+        _ => {
+            let why = first.fatal.first().cloned().unwrap_or_default();
+            return Err(Failure { msg: q(format!("dmrs: {}: {why}; give --chunk-size", input.display())), code: 2 });
+        }
+    };
+    let Some(cs) = img.chunk_size() else {
+        let why = img.fatal.first().cloned().unwrap_or_default();
+        return Err(fail(q(format!("dmrs: {}: {why}", input.display()))));
+    };
+    use dmrs_core::platform::BlockDevice;
+    let (mut kept, mut note) = crate::cow_repair::salvage(&img, cs, origin_sectors);
+    let fresh = !output.exists();
+    if fresh {
+        let f = std::fs::File::create(output).map_err(|e| io_fail(output, e))?;
+        f.set_len(src.size_sectors() * 512).map_err(|e| io_fail(output, e))?;
+    }
+    let dst = open_rw(output)?;
+    crate::cow_repair::fit(&mut kept, &mut note, cs, dst.size_sectors());
+    if !force && crate::cow_restore::holds_valid_metadata(&dst) {
+        return Err(Failure {
+            msg: q(format!(
+                "dmrs: {}: already holds valid COW metadata; use --force to overwrite it",
+                output.display()
+            )),
+            code: 2,
+        });
+    }
+    let bar = crate::tool::Progress::new("repairing", kept.len() as u64 * cs as u64 * 512, quiet);
+    crate::cow_repair::write_repaired(&src, &dst, img.header, &kept, fresh, &|n| bar.inc(n))
+        .map_err(|e| Failure { msg: q(format!("dmrs: {}: {}", output.display(), e.msg)), code: e.code })?;
+    drop(bar);
+    if !quiet {
+        let _ = writeln!(out, "repaired: {note}");
+    }
+    Ok(())
+}
+
 fn clone_cmd(c: &CloneCmd, out: &mut dyn Write) -> Result<(), Failure> {
+    use crate::cow_format::Format;
     match c {
-        CloneCmd::Dump { file, json } => {
+        CloneCmd::Dump { file, format, json, output, opts } => {
             let img = crate::clone::inspect(&open_ro(file)?);
-            if *json {
-                let _ = writeln!(out, "{}", crate::clone::dump_json(&img));
-            } else {
-                let _ = write!(out, "{}", crate::clone::dump_text(&img));
-            }
+            let mut o = report(opts.quiet, output, out)?;
+            let w = match if *json { Format::Json } else { *format } {
+                Format::Json => writeln!(o, "{}", crate::clone::dump_json(&img)),
+                Format::Text => write!(o, "{}", crate::clone::dump_text(&img)),
+                Format::Xml => crate::clone_format::dump_xml(&img, &mut o),
+            };
+            w.map_err(|e| io_fail(output.as_deref().unwrap_or(Path::new("-")), e))?;
+            finish(o)?;
             if img.sb.is_none() && !img.all_zero {
                 let msg: Vec<String> = img.problems.iter().map(|p| format!("dmrs: {}: {p}", file.display())).collect();
-                return Err(fail(msg.join("\n")));
+                return Err(fail(if opts.quiet { String::new() } else { msg.join("\n") }));
             }
         }
-        CloneCmd::Check { file } => {
+        CloneCmd::Check { file, output, opts } => {
             let img = crate::clone::inspect(&open_ro(file)?);
+            let mut o = report(opts.quiet, output, out)?;
             for p in &img.problems {
-                let _ = writeln!(out, "{p}");
+                let _ = writeln!(o, "{p}");
             }
             let state = if img.problems.is_empty() { "consistent" } else { "inconsistent" };
-            let _ = writeln!(out, "{state}: {}", crate::clone::summary(&img));
+            let _ = writeln!(o, "{state}: {}", crate::clone::summary(&img));
+            finish(o)?;
             if !img.problems.is_empty() {
                 return Err(fail(""));
+            }
+        }
+        CloneCmd::Restore { input, output, region_size, target_size, force, opts } => {
+            let q = |m: String| if opts.quiet { String::new() } else { m };
+            let text = std::fs::read_to_string(input).map_err(|e| io_fail(input, e))?;
+            let d =
+                crate::clone_format::parse(&text).map_err(|e| fail(q(format!("dmrs: {}: {e}", input.display()))))?;
+            let pick = |arg: Option<u64>, dump: Option<u64>, what: &str| match (arg, dump) {
+                (Some(a), Some(b)) if a != b => {
+                    Err(Failure { msg: q(format!("dmrs: --{what} {a} differs from the dump's {b}")), code: 2 })
+                }
+                (Some(a), _) | (None, Some(a)) => Ok(a),
+                (None, None) => Err(Failure { msg: q(format!("dmrs: give --{what}")), code: 2 }),
+            };
+            let rs = pick(*region_size, d.region_size, "region-size")?;
+            let ts = pick(*target_size, d.target_size, "target-size")?;
+            let dev = open_rw(output)?;
+            if !force && crate::clone_restore::holds_valid_metadata(&dev) {
+                return Err(Failure {
+                    msg: q(format!(
+                        "dmrs: {}: already holds valid metadata; use --force to overwrite it",
+                        output.display()
+                    )),
+                    code: 2,
+                });
+            }
+            crate::clone_restore::validate_runs(&d.runs, ts.div_ceil(rs.max(1)))
+                .map_err(|e| fail(q(format!("dmrs: {}: {e}", input.display()))))?;
+            crate::clone_restore::write_clone(&dev, ts, rs, &d.runs)
+                .map_err(|e| Failure { msg: q(format!("dmrs: {}: {e}", output.display())), code: 2 })?;
+            if !opts.quiet {
+                let n: u64 = d.runs.iter().map(|r| r.1).sum();
+                let _ = writeln!(out, "restored {n} hydrated regions onto {}", output.display());
+            }
+        }
+        CloneCmd::Repair { input, output, region_size, target_size, force, opts } => {
+            use dmrs_core::platform::BlockDevice;
+            let q = |m: String| if opts.quiet { String::new() } else { m };
+            if same_file(input, output) {
+                return Err(Failure { msg: q("dmrs: clone repair: BROKEN and NEW are the same file".into()), code: 2 });
+            }
+            let src = open_ro(input)?;
+            let sizes = region_size.zip(*target_size);
+            let s = crate::clone_repair::salvage(&src, sizes)
+                .map_err(|e| Failure { msg: q(format!("dmrs: {}: {e}", input.display())), code: 2 })?;
+            if !output.exists() {
+                let f = std::fs::File::create(output).map_err(|e| io_fail(output, e))?;
+                f.set_len(src.size_sectors() * 512).map_err(|e| io_fail(output, e))?;
+            }
+            let dev = open_rw(output)?;
+            if !force && crate::clone_restore::holds_valid_metadata(&dev) {
+                return Err(Failure {
+                    msg: q(format!(
+                        "dmrs: {}: already holds valid metadata; use --force to overwrite it",
+                        output.display()
+                    )),
+                    code: 2,
+                });
+            }
+            crate::clone_restore::write_clone(&dev, s.target_size, s.region_size, &s.runs)
+                .map_err(|e| Failure { msg: q(format!("dmrs: {}: {e}", output.display())), code: 2 })?;
+            if !opts.quiet {
+                for p in &s.problems {
+                    let _ = writeln!(out, "{p}");
+                }
+                let n: u64 = s.runs.iter().map(|r| r.1).sum();
+                let _ = writeln!(
+                    out,
+                    "repaired: {n} hydrated regions kept; {} regions in doubt marked unhydrated",
+                    s.in_doubt
+                );
             }
         }
     }

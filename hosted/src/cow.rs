@@ -69,6 +69,25 @@ impl CowImage {
 
 /// Reads the header and walks the areas of `dev`.
 pub fn scan(dev: &dyn BlockDevice) -> CowImage {
+    scan_with(dev, None)
+}
+
+/// As [`scan`]; with `forced_chunk`, a header that is unusable (bad magic,
+/// version or chunk size) is reported but the areas are walked anyway with
+/// that chunk size, which is how `cow repair` salvages a COW whose header
+/// was overwritten.
+pub fn scan_with(dev: &dyn BlockDevice, forced_chunk: Option<u32>) -> CowImage {
+    let mut all = Vec::new();
+    let mut img = walk(dev, forced_chunk, &mut |e| all.push(e));
+    img.exceptions = all;
+    img
+}
+
+/// As [`scan_with`], but hands each exception to `visit` instead of
+/// keeping it: the returned image's `exceptions` stays empty. This is what
+/// lets check, dump and changed run over millions of exceptions in
+/// bounded memory.
+pub fn walk(dev: &dyn BlockDevice, forced_chunk: Option<u32>, visit: &mut dyn FnMut(Slot)) -> CowImage {
     let mut img = CowImage {
         header: Header::New,
         dev_sectors: dev.size_sectors(),
@@ -93,13 +112,25 @@ pub fn scan(dev: &dyn BlockDevice) -> CowImage {
         }
         m => Header::BadMagic(m),
     };
-    let chunk_size = match img.header {
-        Header::New => return img,
-        Header::BadMagic(m) => {
+    let chunk_size = match (img.header, forced_chunk) {
+        (Header::New, None) => return img,
+        (Header::Snap { version: SNAPSHOT_DISK_VERSION, chunk_size, .. }, Some(f)) if chunk_size == f => f,
+        (h, Some(f)) => {
+            if let Err(msg) = dm_exception_store_set_chunk_size(f, dev.logical_block_size(), 512) {
+                img.fatal.push(format!("invalid chunk size {f}: {msg}"));
+                return img;
+            }
+            if h != Header::New {
+                img.fatal.push(format!("header {h:?} ignored: walking the areas with chunk size {f}"));
+            }
+            img.header = Header::Snap { valid: dh.valid.get(), version: SNAPSHOT_DISK_VERSION, chunk_size: f };
+            f
+        }
+        (Header::BadMagic(m), None) => {
             img.fatal.push(format!("bad magic 0x{m:08x} (expected 0x{SNAP_MAGIC:08x}): Invalid or corrupt snapshot"));
             return img;
         }
-        Header::Snap { version, chunk_size, .. } => {
+        (Header::Snap { version, chunk_size, .. }, None) => {
             if version != SNAPSHOT_DISK_VERSION {
                 img.fatal.push(format!("unable to handle snapshot disk version {version}"));
             }
@@ -142,7 +173,7 @@ pub fn scan(dev: &dyn BlockDevice) -> CowImage {
                 full = false;
                 break;
             }
-            img.exceptions.push(Slot { area: a, slot, old_chunk: old, new_chunk: new });
+            visit(Slot { area: a, slot, old_chunk: old, new_chunk: new });
         }
         if !full {
             break;
@@ -150,6 +181,36 @@ pub fn scan(dev: &dyn BlockDevice) -> CowImage {
         a += 1;
     }
     img
+}
+
+/// The most metadata bytes a walk of `dev` can read (every area the device
+/// could hold), for sizing a progress bar; 0 without a usable header.
+pub fn metadata_bound(dev: &dyn BlockDevice) -> u64 {
+    let Header::Snap { chunk_size, .. } = read_header(dev) else { return 0 };
+    if chunk_size == 0 || !chunk_size.is_power_of_two() {
+        return 0;
+    }
+    let epa = disk::exceptions_per_area(chunk_size) as u64;
+    (dev.size_sectors() / chunk_size as u64 / (epa + 1)).saturating_mul(chunk_size as u64 * SECTOR_SIZE as u64)
+}
+
+/// The header alone, as [`scan`] reads it (`New` when unreadable: the walk
+/// reports why), so a streaming dump can print it before the exceptions.
+pub fn read_header(dev: &dyn BlockDevice) -> Header {
+    let mut first = [0u8; SECTOR_SIZE];
+    if dev.read(0, &mut first).is_err() {
+        return Header::New;
+    }
+    match DiskHeader::unpack(&first) {
+        None => Header::New,
+        Some(dh) => match dh.magic.get() {
+            0 => Header::New,
+            SNAP_MAGIC => {
+                Header::Snap { valid: dh.valid.get(), version: dh.version.get(), chunk_size: dh.chunk_size.get() }
+            }
+            m => Header::BadMagic(m),
+        },
+    }
 }
 
 /// `dmrs cow dump` text.
@@ -197,48 +258,177 @@ pub struct CheckReport {
     pub summary: String,
 }
 
+/// Problem lines kept in full; past this many the rest are only counted
+/// (a garbage area can make every slot a problem, and each line costs memory).
+pub const MAX_PROBLEM_LINES: usize = 10_000;
+
 /// Checks a scanned image; `origin_sectors` enables the origin bound check.
 pub fn check(img: &CowImage, origin_sectors: Option<u64>) -> CheckReport {
+    check_stream(img, img.exceptions.len() as u64, origin_sectors, &mut |f| {
+        img.exceptions.iter().for_each(|&e| f(e));
+        Ok(())
+    })
+    .unwrap_or_else(|e| CheckReport { problems: vec![e], summary: String::new() })
+}
+
+/// Checks a COW device by walking it (twice when an old or new chunk
+/// repeats, to name the first use), holding a bitmap of the device's
+/// chunks and the sorted old chunks: 8 bytes per exception plus one bit
+/// per COW chunk, not the exceptions themselves.
+/// `progress` gets the bytes of slots read in the first walk.
+pub fn check_device(dev: &dyn BlockDevice, origin_sectors: Option<u64>, progress: &dyn Fn(u64)) -> CheckReport {
+    let mut n = 0u64;
+    let img = walk(dev, None, &mut |_| {
+        n += 1;
+        progress(disk::DiskException::SIZE as u64);
+    });
+    check_stream(&img, n, origin_sectors, &mut |f| {
+        let again = walk(dev, None, f);
+        if again.fatal != img.fatal || again.header != img.header {
+            return Err("the device changed while it was checked".into());
+        }
+        Ok(())
+    })
+    .unwrap_or_else(|e| CheckReport { problems: vec![e], summary: String::new() })
+}
+
+/// A bitmap of `n` bits, sized from the device (bounded by its chunks).
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: u64) -> Result<Self, String> {
+        let words = usize::try_from(n.div_ceil(64)).map_err(|_| "device too large".to_string())?;
+        let mut v = Vec::new();
+        v.try_reserve_exact(words).map_err(|_| format!("cannot allocate a bitmap of {n} chunks"))?;
+        v.resize(words, 0);
+        Ok(Bits(v))
+    }
+    /// Sets bit `i` (< n); returns whether it was set already.
+    fn test_and_set(&mut self, i: u64) -> bool {
+        let (w, b) = ((i / 64) as usize, 1u64 << (i % 64));
+        let old = self.0[w] & b != 0;
+        self.0[w] |= b;
+        old
+    }
+}
+
+/// Feeds every exception, in on-disk order, to the visitor it is given.
+pub type Feed<'a> = dyn FnMut(&mut dyn FnMut(Slot)) -> Result<(), String> + 'a;
+
+/// The check over exceptions fed (in on-disk order, `n` of them) by
+/// `each`, which is called once, and again only when a chunk repeats.
+pub fn check_stream(
+    img: &CowImage,
+    n: u64,
+    origin_sectors: Option<u64>,
+    each: &mut Feed<'_>,
+) -> Result<CheckReport, String> {
     let mut problems = img.fatal.clone();
     let Header::Snap { valid, chunk_size, .. } = img.header else {
         let summary = match img.header {
             Header::New => "new COW (all-zero header): no exceptions".to_string(),
             _ => "not a persistent snapshot".to_string(),
         };
-        return CheckReport { problems, summary };
+        return Ok(CheckReport { problems, summary });
     };
     let cs = chunk_size.max(1) as u64;
     let epa = disk::exceptions_per_area(chunk_size).max(1);
     let dev_chunks = img.dev_sectors / cs;
     let origin_chunks = origin_sectors.map(|s| s.div_ceil(cs));
-    let mut by_new: HashMap<u64, Slot> = HashMap::new();
-    let mut by_old: HashMap<u64, Slot> = HashMap::new();
+    // Pass 1: per-slot bounds, repeated new chunks (bitmap), old chunks kept to sort.
+    let mut seen_new = Bits::new(dev_chunks)?;
+    let mut dup_new: Vec<u64> = Vec::new();
+    let mut olds: Vec<u64> = Vec::new();
+    // n comes from a walk of this device, so it is bounded by its chunks.
+    olds.try_reserve_exact(n.min(dev_chunks) as usize).map_err(|_| format!("cannot allocate {n} old chunks"))?;
+    let mut lines: Vec<(u64, String)> = Vec::new();
+    let mut extra = 0u64;
+    let mut push = |lines: &mut Vec<(u64, String)>, idx: u64, msg: String| {
+        if lines.len() < MAX_PROBLEM_LINES {
+            lines.push((idx, msg));
+        } else {
+            extra += 1;
+        }
+    };
     let mut next_free = NUM_SNAPSHOT_HDR_CHUNKS + 1;
-    for e in &img.exceptions {
+    let mut idx = 0u64;
+    each(&mut |e: Slot| {
         let at = format!("area {} slot {}", e.area, e.slot);
         if e.new_chunk >= dev_chunks {
-            problems
-                .push(format!("{at}: new_chunk {} is beyond the end of the device ({dev_chunks} chunks)", e.new_chunk));
-        } else if disk::is_metadata_chunk(epa, e.new_chunk) {
-            let what = if e.new_chunk < NUM_SNAPSHOT_HDR_CHUNKS { "the header" } else { "a metadata area" };
-            problems.push(format!("{at}: new_chunk {} is on {what}", e.new_chunk));
+            push(
+                &mut lines,
+                idx,
+                format!("{at}: new_chunk {} is beyond the end of the device ({dev_chunks} chunks)", e.new_chunk),
+            );
+        } else {
+            if disk::is_metadata_chunk(epa, e.new_chunk) {
+                let what = if e.new_chunk < NUM_SNAPSHOT_HDR_CHUNKS { "the header" } else { "a metadata area" };
+                push(&mut lines, idx, format!("{at}: new_chunk {} is on {what}", e.new_chunk));
+            }
+            if seen_new.test_and_set(e.new_chunk) {
+                dup_new.push(e.new_chunk);
+            }
         }
         if let Some(o) = origin_chunks {
             if e.old_chunk >= o {
-                problems.push(format!("{at}: old_chunk {} is beyond the origin ({o} chunks)", e.old_chunk));
+                push(&mut lines, idx, format!("{at}: old_chunk {} is beyond the origin ({o} chunks)", e.old_chunk));
             }
         }
-        if let Some(p) = by_new.insert(e.new_chunk, *e) {
-            problems
-                .push(format!("{at}: new_chunk {} is used twice (also area {} slot {})", e.new_chunk, p.area, p.slot));
-        }
-        if let Some(p) = by_old.insert(e.old_chunk, *e) {
-            problems.push(format!(
-                "{at}: old_chunk {} is remapped twice (also area {} slot {})",
-                e.old_chunk, p.area, p.slot
-            ));
+        if olds.len() < olds.capacity() {
+            olds.push(e.old_chunk);
         }
         next_free = next_free.max(e.new_chunk.saturating_add(1));
+        idx += 1;
+    })?;
+    // Beyond-the-device new chunks cannot be in the bitmap: find their repeats too.
+    olds.sort_unstable();
+    let mut dup_old: Vec<u64> = olds.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
+    drop(olds);
+    dup_old.dedup();
+    dup_new.sort_unstable();
+    dup_new.dedup();
+    if !dup_new.is_empty() || !dup_old.is_empty() {
+        // Pass 2: name the first use of every repeated chunk.
+        let mut first_new: HashMap<u64, Slot> = HashMap::new();
+        let mut first_old: HashMap<u64, Slot> = HashMap::new();
+        let mut idx = 0u64;
+        each(&mut |e: Slot| {
+            let at = format!("area {} slot {}", e.area, e.slot);
+            if dup_new.binary_search(&e.new_chunk).is_ok() {
+                match first_new.get(&e.new_chunk) {
+                    Some(p) => push(
+                        &mut lines,
+                        idx,
+                        format!("{at}: new_chunk {} is used twice (also area {} slot {})", e.new_chunk, p.area, p.slot),
+                    ),
+                    None => {
+                        first_new.insert(e.new_chunk, e);
+                    }
+                }
+            }
+            if dup_old.binary_search(&e.old_chunk).is_ok() {
+                match first_old.get(&e.old_chunk) {
+                    Some(p) => push(
+                        &mut lines,
+                        idx,
+                        format!(
+                            "{at}: old_chunk {} is remapped twice (also area {} slot {})",
+                            e.old_chunk, p.area, p.slot
+                        ),
+                    ),
+                    None => {
+                        first_old.insert(e.old_chunk, e);
+                    }
+                }
+            }
+            idx += 1;
+        })?;
+    }
+    // Slot order; within a slot, the order the checks were made in.
+    lines.sort_by_key(|l| l.0);
+    problems.extend(lines.into_iter().map(|l| l.1));
+    if extra > 0 {
+        problems.push(format!("… and {extra} more problems"));
     }
     // skip_metadata, as the kernel does after loading.
     if next_free % (epa as u64 + 1) == NUM_SNAPSHOT_HDR_CHUNKS {
@@ -250,11 +440,11 @@ pub fn check(img: &CowImage, origin_sectors: Option<u64>) -> CheckReport {
         if problems.is_empty() { "consistent" } else { "inconsistent" },
         chunk_size,
         valid,
-        img.exceptions.len(),
+        n,
         img.areas,
         next_free * cs,
         img.dev_sectors,
         (current_area + 1 + NUM_SNAPSHOT_HDR_CHUNKS) * cs,
     );
-    CheckReport { problems, summary }
+    Ok(CheckReport { problems, summary })
 }

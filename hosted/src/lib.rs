@@ -7,10 +7,21 @@
 
 pub mod cli;
 pub mod clone;
+pub mod clone_format;
+pub mod clone_repair;
+pub mod clone_restore;
 pub mod cow;
+pub mod cow_changed;
+pub mod cow_export;
+pub mod cow_format;
+pub mod cow_merge;
+pub mod cow_repair;
+pub mod cow_restore;
+pub mod cow_size;
 pub mod demo;
 pub mod dm;
 pub mod filedev;
 pub mod lab;
 pub mod log;
 pub mod state;
+pub mod tool;
