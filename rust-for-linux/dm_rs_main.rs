@@ -78,6 +78,14 @@ impl dmrs_core::log::Log for KLog {
 
 static KLOG: KLog = KLog;
 
+/// The core's events: `dm_table_event` on the table handle a target got
+/// from its constructor (process context; dm takes a mutex).
+fn table_event(handle: u64) {
+    // SAFETY: handles are `ti->table` of live targets (the core raises
+    // events only for a target it holds, and the table outlives it).
+    unsafe { b::dm_table_event(handle as *mut b::dm_table) }
+}
+
 type Regs = (Registration<Origin>, Registration<Snapshot<false>>, Registration<Snapshot<true>>, Registration<Clone>);
 
 struct DmRs {
@@ -87,6 +95,7 @@ struct DmRs {
 impl kernel::Module for DmRs {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         dmrs_core::log::set_logger(&KLOG);
+        dmrs_core::dm::set_table_event(table_event);
         let prefix = param::prefix();
         if prefix.len() > 4 || !prefix.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-') {
             pr_err!("dm_rs: prefix must be up to 4 of [A-Za-z0-9_-]\n");

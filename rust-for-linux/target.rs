@@ -74,6 +74,12 @@ impl Ctor<'_> {
         out
     }
 
+    /// The table this target belongs to, as the core's event handle
+    /// (`dm_table_event(ti->table)`; the table outlives the target).
+    pub(crate) fn table_handle(&self) -> u64 {
+        self.ti.table as u64
+    }
+
     pub(crate) fn set_num_flush_bios(&mut self, n: u32) {
         self.ti.num_flush_bios = n;
     }

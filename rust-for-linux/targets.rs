@@ -325,6 +325,7 @@ impl<const MERGE: bool> DmTarget for Snapshot<MERGE> {
         // `map` remaps them whole (a handover destination learns its chunk
         // size at resume; until then its bios cross chunks and are deferred).
         ctor.set_max_io_len(g().snap.snapshot_chunk_size(id).unwrap_or(0));
+        let _ = g().snap.set_event_handle(id, ctor.table_handle());
         Ok(Snapshot { w })
     }
 
@@ -520,6 +521,7 @@ impl DmTarget for Clone {
         let name = ctor.md_name();
         let begin = ctor.begin();
         let c = Core::ctr(len, argv, &mut |p| ctor.get_device(p), KcopydCopier::default())?;
+        c.set_event_handle(ctor.table_handle());
         let region_size = h_region_size(&c);
         let ctx = core::array::from_fn(|i| HydrationCtx {
             io: core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),

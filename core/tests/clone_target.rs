@@ -331,3 +331,24 @@ fn writes_wait_on_the_hydration_of_their_region() {
     assert_eq!((bios.0, r), (vec![4], Err(dmrs_core::Errno::EIO)));
     assert!(matches!(c.write_bio(9, 5), WriteBio::Start(_)), "not hydrated: copied again");
 }
+
+#[test]
+fn events_on_mode_changes_and_on_the_commit_after_hydration() {
+    let lab = Lab::new();
+    let c = lab.ctr("meta dest src 8 0 4 hydration_threshold 4096 hydration_batch_size 4096").unwrap();
+    assert_eq!(c.events(), 0);
+    c.hydrate_step().unwrap();
+    assert!(!c.hydration_active());
+    assert_eq!(c.events(), 0, "no event before the commit");
+    assert_eq!(c.commit_metadata("cl"), Ok(true));
+    assert_eq!(c.events(), 1, "the commit once every region is hydrated raises one");
+    assert_eq!(c.commit_metadata("cl"), Ok(false), "nothing changed: no commit");
+    assert_eq!(c.events(), 1);
+    // A failed metadata write: read-only mode, an event.
+    let lab = Lab::new();
+    let c = lab.ctr("meta dest src 8 1 no_hydration").unwrap();
+    c.write("cl", 0, &[1u8; 512], ReqFlags::empty()).unwrap();
+    lab.meta.fail_writes_after(Some(0));
+    assert!(c.commit_metadata("cl").is_err());
+    assert_eq!((c.mode(), c.events()), (dmrs_core::clone::target::Mode::ReadOnly, 1));
+}

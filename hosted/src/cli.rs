@@ -126,6 +126,11 @@ pub enum Verb {
         /// Bytes of pattern.
         #[arg(long)]
         length: Option<u64>,
+        /// Write in pieces of this many bytes, in order, each finished
+        /// before the next and stopping at the first that fails, as
+        /// `dd bs=BS oflag=direct` does (a multiple of 512).
+        #[arg(long, default_value_t = 4096)]
+        bs: u64,
     },
     /// Read from a device at a byte offset (multiples of 512).
     Read {
@@ -160,8 +165,17 @@ pub enum Verb {
         #[arg(long)]
         length: u64,
     },
-    /// Run a device's background work (a merge) to completion.
+    /// Run a device's background work (a merge, a hydration) to completion;
+    /// with EVENT_NR, then succeed only if the device's event number is
+    /// above it (`dmsetup wait NAME EVENT_NR`, which would sleep until it is).
     Wait {
+        /// Device name.
+        name: String,
+        /// Event number to wait past (`dmsetup info`'s `Event number`).
+        event_nr: Option<u64>,
+    },
+    /// Print the device's event number (`dmsetup info -c -o events`).
+    Events {
         /// Device name.
         name: String,
     },
@@ -685,7 +699,7 @@ impl Session {
                 words.extend(msg.iter().map(String::as_str));
                 self.record(&words);
             }
-            Verb::Write { name, offset, input, pattern: pat, length } => {
+            Verb::Write { name, offset, input, pattern: pat, length, bs } => {
                 let data = match (pat, input) {
                     (Some(p), _) => pattern(p, length.unwrap_or(0) as usize),
                     (None, Some(f)) => std::fs::read(f).map_err(|e| fail(format!("dmrs: {}: {e}", f.display())))?,
@@ -695,7 +709,12 @@ impl Session {
                         v
                     }
                 };
-                self.dm.write(name, *offset, &data)?;
+                if *bs == 0 || bs % 512 != 0 {
+                    return Err(fail(format!("dmrs: --bs {bs} is not a positive multiple of 512")));
+                }
+                for (i, piece) in data.chunks(*bs as usize).enumerate() {
+                    self.dm.write(name, offset + i as u64 * bs, piece)?;
+                }
             }
             Verb::Read { name, offset, length, output, expect_pattern } => {
                 let data = self.dm.read(name, *offset, *length as usize)?;
@@ -719,7 +738,7 @@ impl Session {
             }
             Verb::Flush { name } => self.dm.flush(name)?,
             Verb::Discard { name, offset, length } => self.dm.discard(name, *offset, *length)?,
-            Verb::Wait { name } => {
+            Verb::Wait { name, event_nr } => {
                 let tty = std::io::stderr().is_terminal();
                 let mut last = u64::MAX;
                 self.dm.wait(name, &mut |done, total| {
@@ -732,6 +751,17 @@ impl Session {
                 if tty && last != u64::MAX {
                     eprintln!();
                 }
+                if let Some(n) = event_nr {
+                    let now = self.dm.event_nr(name)?;
+                    if now <= *n {
+                        return Err(fail(format!(
+                            "dmrs: {name}: event number {now}: no event after {n} will come (nothing left in the background)"
+                        )));
+                    }
+                }
+            }
+            Verb::Events { name } => {
+                println!("{}", self.dm.event_nr(name)?);
             }
             Verb::Cd { dir } => {
                 let abs = std::fs::canonicalize(dir).map_err(|e| fail(format!("dmrs: cd {}: {e}", dir.display())))?;

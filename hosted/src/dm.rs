@@ -131,6 +131,8 @@ struct Device {
     live: Option<Table>,
     inactive: Option<Table>,
     suspended: bool,
+    /// Events of tables no longer live (`md->event_nr` counts on).
+    event_base: u64,
 }
 
 /// The targets dmrs registers, with the kernel's versions.
@@ -337,6 +339,8 @@ impl DeviceMapper {
             Target::Snapshot(id) => Some(*id),
             _ => None,
         });
+        let gone = old.as_ref().map(|t| self.target_events(t)).unwrap_or(0);
+        self.device(name)?.event_base += gone;
         let r = match live {
             Some(Some(id)) => self.snap.snapshot_preresume(id).and_then(|_| self.snap.snapshot_resume(id)),
             _ => Ok(()),
@@ -392,8 +396,25 @@ impl DeviceMapper {
         self.devices.keys().cloned().collect()
     }
 
+    /// Events a table's target raised (`dm_table_event`).
+    fn target_events(&self, t: &Table) -> u64 {
+        match &t.target {
+            Target::Origin(_) => 0,
+            Target::Snapshot(id) => self.snap.snapshot_events(*id).unwrap_or(0),
+            Target::Clone(c) => c.events(),
+        }
+    }
+
+    /// The device's event number (`dmsetup info`'s `Event number`, what
+    /// `dmsetup wait` waits on): every event its targets raised.
+    pub fn event_nr(&self, name: &str) -> Result<u64> {
+        let d = self.devices.get(name).ok_or_else(|| err(Errno::ENXIO, format!("Device {name} not found")))?;
+        Ok(d.event_base + d.live.as_ref().map(|t| self.target_events(t)).unwrap_or(0))
+    }
+
     /// `dmsetup info NAME`.
     pub fn info(&self, name: &str) -> Result<String> {
+        let event_nr = self.event_nr(name)?;
         let d = self.devices.get(name).ok_or_else(|| err(Errno::ENXIO, format!("Device {name} not found")))?;
         let tables = match (d.live.is_some(), d.inactive.is_some()) {
             (true, true) => "LIVE & INACTIVE",
@@ -402,7 +423,7 @@ impl DeviceMapper {
             (false, false) => "None",
         };
         Ok(format!(
-            "Name:              {name}\nState:             {}\nTables present:    {tables}\nNumber of targets: {}\n",
+            "Name:              {name}\nState:             {}\nTables present:    {tables}\nEvent number:      {event_nr}\nNumber of targets: {}\n",
             if d.suspended { "SUSPENDED" } else { "ACTIVE" },
             d.live.is_some() as u32
         ))
@@ -555,6 +576,12 @@ impl DeviceMapper {
     /// [transient=NEXT_FREE ranges=OLD:NEW:COUNT,...]`.
     pub fn save_volatile(&self) -> String {
         let mut out = String::new();
+        for name in self.devices.keys() {
+            match self.event_nr(name) {
+                Ok(n) if n > 0 => out += &format!("{name} events {n}\n"),
+                _ => {}
+            }
+        }
         for (name, slot, id) in self.snapshot_tables() {
             let Ok(v) = self.snap.volatile(id) else { continue };
             out += &format!(
@@ -577,6 +604,14 @@ impl DeviceMapper {
         for line in text.lines() {
             let mut w = line.split_whitespace();
             let (Some(name), Some(slot)) = (w.next(), w.next()) else { continue };
+            if slot == "events" {
+                // The targets were rebuilt with none: the device keeps its count.
+                let n = w.next().and_then(|n| n.parse::<u64>().ok()).ok_or_else(|| format!("bad line {line:?}"))?;
+                if let Some(d) = self.devices.get_mut(name) {
+                    d.event_base = n;
+                }
+                continue;
+            }
             let Some((_, _, id)) = tables.iter().find(|(n, s, _)| n == name && *s == slot) else { continue };
             let mut v = Volatile { valid: true, ..Volatile::default() };
             let mut nf = None;

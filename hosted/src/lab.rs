@@ -237,7 +237,9 @@ fn guest_cmd(sc: &Scenario, o: &GuestOpts, v: &Verb) -> Result<String, String> {
         Verb::Flush { name } => format!("blockdev --flushbufs {}", dm(name)),
         Verb::Discard { name, offset, length } => format!("blkdiscard -o {offset} -l {length} {}", dm(name)),
         // snapshot-merge: allocated == metadata; clone: hydrated == regions.
-        Verb::Wait { name } => format!(
+        Verb::Events { name } => format!("dmsetup info -c --noheadings -o events {}", q(name)),
+        Verb::Wait { name, event_nr: Some(n) } => format!("dmsetup wait {} {n} >/dev/null", q(name)),
+        Verb::Wait { name, event_nr: None } => format!(
             "i=0; while :; do set -- $(dmsetup status {n}); \
              case $3 in *clone) [ \"${{7%/*}}\" = \"${{7#*/}}\" ] && [ \"$8\" = 0 ] && break;; \
              *) [ \"${{4%/*}}\" = \"$5\" ] && break;; esac; \

@@ -39,6 +39,12 @@ impl Env {
         assert!(o.status.success(), "dmrs {args:?}: {}", String::from_utf8_lossy(&o.stderr));
         stdout(&o)
     }
+    /// Runs dmrs, which must fail; its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.dmrs(args);
+        assert!(!o.status.success(), "dmrs {args:?} succeeded");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
     fn run(&self, script: &str) -> String {
         let p = self.file("script.dmrs", script.as_bytes());
         self.ok(&["run", p.to_str().unwrap()])
@@ -338,7 +344,7 @@ fn table_errors_are_reported_as_dmsetup_and_the_kernel_do() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("Target type does not support messages"));
     assert_eq!(
         e.ok(&["info", "o"]),
-        "Name:              o\nState:             ACTIVE\nTables present:    LIVE\nNumber of targets: 1\n"
+        "Name:              o\nState:             ACTIVE\nTables present:    LIVE\nEvent number:      0\nNumber of targets: 1\n"
     );
 }
 
@@ -372,4 +378,25 @@ fn script_lines_may_or_must_fail() {
     let o = e.dmrs(&["run", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad.dmrs:1: `echo fine` succeeded but must fail"));
+}
+
+#[test]
+fn event_numbers_count_across_invocations_and_wait_on_them() {
+    let e = Env::new();
+    e.file("origin.img", &pattern("ORIGINAL", 8 << 20));
+    // Header, one area and one data chunk of 16 sectors.
+    e.zero("cow.img", 3 * 8192);
+    e.ok(&["create", "o", "--table", "0 16384 snapshot-origin origin.img"]);
+    e.ok(&["suspend", "o"]);
+    e.ok(&["create", "s", "--table", "0 16384 snapshot origin.img cow.img P 16"]);
+    e.ok(&["resume", "o"]);
+    assert_eq!(e.ok(&["events", "s"]), "0\n");
+    e.ok(&["write", "o", "--offset", "0", "--pattern", "NEW", "--length", "16384"]);
+    assert_eq!(e.ok(&["status", "s"]), "0 16384 snapshot Invalid\n");
+    // The invalidation's event, kept in the state directory.
+    assert_eq!(e.ok(&["events", "s"]), "1\n");
+    assert!(e.ok(&["info", "s"]).contains("Event number:      1\n"));
+    e.ok(&["wait", "s", "0"]);
+    let err = e.fails(&["wait", "s", "1"]);
+    assert!(err.contains("no event after 1 will come"), "{err}");
 }

@@ -102,6 +102,11 @@ pub struct CloneTarget<D: DmDevice, K: ChunkCopier, L: BioQueue = ()> {
     commit_lock: RwSem<()>,
     /// Hydrations in flight: a region is copied once.
     hydrations: SpinLock<Hydrations<L>>,
+    /// Events raised (`dm_table_event`): mode changes, commits once
+    /// hydration is done.
+    events: AtomicU64,
+    /// The platform's handle of the table.
+    event_handle: AtomicU64,
     /// Only in loom builds: see [`CloneTarget::break_hydration_order_for_loom`].
     #[cfg(loom)]
     broken_hydration_order: bool,
@@ -232,6 +237,8 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
             commit_lock: lock(&COMMIT_LOCK)?,
             hydrations: SpinLock::new(Hydrations::new(), &HYDRATIONS_LOCK)
                 .map_err(|_| TargetError::new(Errno::ENOMEM, "Failed to allocate clone structure"))?,
+            events: AtomicU64::new(0),
+            event_handle: AtomicU64::new(0),
             #[cfg(loom)]
             broken_hydration_order: false,
         })
@@ -246,14 +253,38 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
         }
     }
 
-    fn set_mode(&self, m: Mode) {
+    /// `__set_clone_mode`.
+    fn set_mode(&self, name: &str, m: Mode) {
+        let old = self.mode();
         // Never move out of fail mode.
-        if self.mode() != Mode::Fail {
-            self.mode.store(m as usize, Ordering::Release);
+        if old == Mode::Fail {
+            return;
         }
         if m >= Mode::ReadOnly {
             self.cmd.set_read_only();
         }
+        self.mode.store(m as usize, Ordering::Release);
+        if m != old {
+            self.event();
+            let desc = ["read-write", "read-only", "fail"];
+            crate::dm_info!(DM_MSG_PREFIX, "{}: Switching to {} mode", name, desc[m as usize]);
+        }
+    }
+
+    /// `dm_table_event(clone->ti->table)`.
+    fn event(&self) {
+        self.events.fetch_add(1, Ordering::AcqRel);
+        crate::dm::table_event(self.event_handle.load(Ordering::Acquire));
+    }
+
+    /// Gives the target the platform's handle of its table (its events).
+    pub fn set_event_handle(&self, handle: u64) {
+        self.event_handle.store(handle, Ordering::Release);
+    }
+
+    /// Events the target raised.
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Acquire)
     }
 
     /// `__metadata_operation_failed`: abort, read-only, reload the region
@@ -262,12 +293,12 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
         crate::dm_err!(DM_MSG_PREFIX, "{}: Metadata operation `{}' failed: error = {}", name, op, -r.0);
         if self.cmd.abort().is_err() {
             crate::dm_err!(DM_MSG_PREFIX, "{}: Failed to abort metadata transaction", name);
-            self.set_mode(Mode::Fail);
+            self.set_mode(name, Mode::Fail);
         }
-        self.set_mode(Mode::ReadOnly);
+        self.set_mode(name, Mode::ReadOnly);
         if self.cmd.reload_in_core_bitset().is_err() {
             crate::dm_err!(DM_MSG_PREFIX, "{}: Failed to reload metadata", name);
-            self.set_mode(Mode::Fail);
+            self.set_mode(name, Mode::Fail);
         }
     }
 
@@ -292,6 +323,9 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
         if let Err(r) = self.cmd.commit() {
             self.metadata_operation_failed(name, "dm_clone_metadata_commit", r);
             return Err(r);
+        }
+        if self.cmd.is_hydration_done() {
+            self.event();
         }
         Ok(true)
     }

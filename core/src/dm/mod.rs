@@ -18,6 +18,27 @@
 use crate::errno::{Errno, Result};
 use crate::platform::ReqFlags;
 
+/// The platform's `dm_table_event`, set once at start: called with the
+/// handle a target was given ([`crate::snapshot::SnapshotDriver::set_event_handle`],
+/// [`crate::clone::target::CloneTarget::set_event_handle`]), from process
+/// context (it may sleep), never under a spinlock.
+static TABLE_EVENT: spin::Once<fn(u64)> = spin::Once::new();
+
+/// Registers the platform's `dm_table_event`.
+pub fn set_table_event(f: fn(u64)) {
+    TABLE_EVENT.call_once(|| f);
+}
+
+/// `dm_table_event(ti->table)`: wakes `dmsetup wait` and dmeventd for the
+/// table behind `handle` (0: none given).
+pub(crate) fn table_event(handle: u64) {
+    if handle != 0 {
+        if let Some(f) = TABLE_EVENT.get() {
+            f(handle)
+        }
+    }
+}
+
 /// What a bio asks for (`bio_op`, with an empty `REQ_PREFLUSH` write apart).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BioOp {

@@ -45,6 +45,10 @@ pub struct DmSnapshot<P: IoPlatform> {
     pub(crate) merging: Option<(u64, u64)>,
     /// `RUNNING_MERGE`.
     pub(crate) running_merge: bool,
+    /// Events this target raised (`dm_table_event`).
+    pub(crate) events: u64,
+    /// The platform's handle of this target's table, for its events.
+    pub(crate) event_handle: u64,
 }
 
 impl<P: IoPlatform> DmSnapshot<P> {
@@ -69,6 +73,8 @@ impl<P: IoPlatform> DmSnapshot<P> {
         }
         self.store.drop_snapshot();
         self.valid = false;
+        self.events += 1;
+        crate::dm::table_event(self.event_handle);
     }
 
     /// The COW sector holding origin `sector` if its chunk is remapped.

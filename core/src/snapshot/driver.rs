@@ -302,6 +302,8 @@ impl<P: IoPlatform> SnapshotDriver<P> {
             exception_complete_sequence: 0,
             merging: None,
             running_merge: false,
+            events: 0,
+            event_handle: 0,
         };
         let nomem = TargetError::new(Errno::ENOMEM, "Snapshot origin struct allocation failed");
         let slot_lock = RwSem::new(snap, &SNAPSHOT_LOCK).map_err(|_| nomem)?;
@@ -530,6 +532,17 @@ impl<P: IoPlatform> SnapshotDriver<P> {
         let reg = self.reg.down_read();
         let slot = reg.slot(id)?;
         Ok(f(&reg, slot))
+    }
+
+    /// Gives the target the platform's handle of its table: its events
+    /// (`dm_table_event`) are reported with it.
+    pub fn set_event_handle(&self, id: SnapId, handle: u64) -> Result<()> {
+        self.with_snapshot(id, |_, slot| slot.snap.down_write().event_handle = handle)
+    }
+
+    /// Events the target raised (invalidation).
+    pub fn snapshot_events(&self, id: SnapId) -> Result<u64> {
+        self.with_snapshot(id, |_, slot| slot.snap.down_read().events)
     }
 
     /// The snapshot's chunk size in sectors (0 for a handover destination

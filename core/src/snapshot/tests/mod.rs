@@ -726,3 +726,29 @@ fn map_context_never_writes_metadata() {
     lab.devs[1].d.for_each_write(|_| n += 1);
     assert_eq!(n, 1, "the header, marked invalid");
 }
+
+static EVENTS_SEEN: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+fn record_event(handle: u64) {
+    EVENTS_SEEN.lock().unwrap().push(handle);
+}
+
+#[test]
+fn invalidation_raises_a_table_event() {
+    crate::dm::set_table_event(record_event);
+    let lab = Lab::new(2048);
+    let s = lab.snap("origin cow1 P 16");
+    lab.drv.set_event_handle(s, 0xE1E1).unwrap();
+    // Filling the COW: no event until the snapshot becomes invalid.
+    for c in 0..126u64 {
+        lab.origin_write(c * 16, 512, 0x21);
+    }
+    assert_eq!(lab.drv.snapshot_events(s), Ok(0));
+    lab.origin_write(126 * 16, 512, 0x21);
+    assert_eq!(lab.status(s, StatusType::Info), "Invalid");
+    assert_eq!(lab.drv.snapshot_events(s), Ok(1));
+    assert_eq!(EVENTS_SEEN.lock().unwrap().iter().filter(|&&h| h == 0xE1E1).count(), 1, "dm_table_event once");
+    // Already invalid: no second event.
+    lab.origin_write(127 * 16, 512, 0x21);
+    assert_eq!(lab.drv.snapshot_events(s), Ok(1));
+}
