@@ -6,7 +6,7 @@
 # clone hydration of 64 MiB and clone reads and writes of hydrated regions.
 # Prints per case the median MB/s of each side over the rounds, the spread
 # (min-max), and Rust/C; every round's data checksums must be equal.
-# ROUNDS (default 5), MB (MiB per case, default 8); RFL_VARIANT=debug with
+# ROUNDS (default 5), MB (MiB per case, default 16); RFL_VARIANT=debug with
 # TIMING= runs the paths once under lockdep + kmemleak without timing.
 # Exits 1 when the sides differ or the kernel complains.
 set -uo pipefail
@@ -17,10 +17,13 @@ W=$(mktemp -d /tmp/dmrs-bench.XXXXXX)
 . "$RFL/env.sh"
 KOUT=$(rfl_prepare "$variant" "$W/base.cpio.gz") || exit 1
 disks=()
-for d in oc cc or cr mc dc mr dr src; do truncate -s 64M "$W/$d.img"; disks+=("$W/$d.img"); done
+for d in oc cc or cr mc dc mr dr src; do
+    case $d in oc|cc|or|cr) size=128M;; *) size=64M;; esac
+    truncate -s $size "$W/$d.img"; disks+=("$W/$d.img")
+done
 {
     [ -n "${TIMING-1}" ] || echo "TIMING="
-    echo "ROUNDS=${ROUNDS:-5} MB=${MB:-8}"
+    echo "ROUNDS=${ROUNDS:-5} MB=${MB:-16}"
     cat "$RFL/guest-bench.sh"
 } > "$W/test.sh"
 LAB_KERNEL=$KOUT/arch/x86/boot/bzImage LAB_BASE=$W/base.cpio.gz LAB_APPEND=lab.prefix=r LAB_SMP=2 \

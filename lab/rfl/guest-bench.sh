@@ -1,6 +1,6 @@
 # Guest script (run by rfl/bench.sh): the data paths of the snapshot and
 # clone targets, C (T=) and dm_rs (T=r) in one guest, on disks
-#   vda/vdb origin/COW (C)   vdc/vdd origin/COW (dm_rs)
+#   vda/vdb origin/COW (C)   vdc/vdd origin/COW (dm_rs), 128 MiB each
 #   vde/vdf clone metadata/destination (C)   vdg/vdh (dm_rs)   vdi clone source
 # Every case moves data with busybox dd, O_DIRECT; "par4" is four streams
 # at once on disjoint ranges. Prints "bench CASE c|r MB/s" per round
@@ -10,7 +10,7 @@
 # paths alone.
 export DM_DISABLE_UDEV=1
 ROUNDS=${ROUNDS:-5}
-MB=${MB:-8}                      # MiB per measured case (each of 4 streams: MB/4)
+MB=${MB:-16}                     # MiB per measured case (each of 4 streams: MB/4)
 pat() { yes "$(printf "%-15.15s" "$1")" | head -c "$2"; }
 now() { cut -d' ' -f1 /proc/uptime; }
 report() { # report CASE SIDE T0 T1 MIB
@@ -38,9 +38,9 @@ snap_round() { # snap_round SIDE PREFIX ORIGIN COW
     s=$1 p=$2 O=$3 C=$4
     if [ -n "$p" ]; then so=${p}snap-origin; sn=${p}snapshot; else so=snapshot-origin; sn=snapshot; fi
     dd if=/dev/zero of="$C" bs=4096 count=1 conv=notrunc 2>/dev/null
-    dmsetup create origin --table "0 131072 $so $O" || return 1
+    dmsetup create origin --table "0 262144 $so $O" || return 1
     dmsetup suspend origin
-    dmsetup create snap --table "0 131072 $sn $O $C P 16" || return 1
+    dmsetup create snap --table "0 262144 $sn $O $C P 16" || return 1
     dmsetup resume origin
     o=/dev/mapper/origin sp=/dev/mapper/snap
     # First writes: each copies its chunks to the COW (8 KiB chunks).
@@ -54,8 +54,8 @@ snap_round() { # snap_round SIDE PREFIX ORIGIN COW
     case_ snap-write-copied "$s" $sp w 4096 $((MB)) 4
     case_ origin-overwrite-copied "$s" $o w 4096 $((2*MB)) 4
     case_ origin-read "$s" $o r 4096 $((5*MB)) 4
-    echo "sum $s snap $(dmsetup status snap | cut -d' ' -f4-) $(dd if=$sp bs=1M count=64 2>/dev/null | md5sum | cut -c1-32)"
-    echo "sum $s origin $(dd if=$o bs=1M count=64 2>/dev/null | md5sum | cut -c1-32)"
+    echo "sum $s snap $(dmsetup status snap | cut -d' ' -f4-) $(dd if=$sp bs=1M count=128 2>/dev/null | md5sum | cut -c1-32)"
+    echo "sum $s origin $(dd if=$o bs=1M count=128 2>/dev/null | md5sum | cut -c1-32)"
     dmsetup remove snap; dmsetup remove origin
 }
 clone_round() { # clone_round SIDE PREFIX META DEST
@@ -86,13 +86,13 @@ side() { # side c|r
 }
 [ -n "${TIMING-1}" ] || ROUNDS=1
 pat DATA 16777216 > /tmp/pat
-pat BASE 67108864 > /dev/vda; dd if=/dev/vda of=/dev/vdc bs=1M count=64 2>/dev/null
+pat BASE 134217728 > /dev/vda; dd if=/dev/vda of=/dev/vdc bs=1M count=128 2>/dev/null
 pat SOURCE 67108864 > /dev/vdi
 r=1
 while [ $r -le "$ROUNDS" ]; do
     echo "round $r"
     if [ $((r % 2)) = 1 ]; then side c && side r || exit 1; else side r && side c || exit 1; fi
     # The next round starts from the same origins.
-    dd if=/dev/vda of=/dev/vdc bs=1M count=64 2>/dev/null
+    dd if=/dev/vda of=/dev/vdc bs=1M count=128 2>/dev/null
     r=$((r+1))
 done
