@@ -1102,6 +1102,13 @@ impl<P: IoPlatform> SnapshotDriver<P> {
             if snap.is_merge || !snap.valid || snap.snapshot_overflowed {
                 return Queued::End(bio, Err(Errno::EIO));
             }
+            // No chunk size yet (a handover destination) or a bio across a
+            // chunk boundary: the synchronous path splits it.
+            let (_, nr) = P::bio_sectors(&bio);
+            let shift = snap.chunk_shift();
+            if snap.chunk_size() == 0 || nr == 0 || (sector + nr - 1) >> shift != sector >> shift {
+                return Queued::Retry(bio);
+            }
             if let Some(cow_sector) = snap.remap(sector) {
                 P::remap(&mut bio, &snap.cow, cow_sector);
                 return Queued::Remapped(bio);

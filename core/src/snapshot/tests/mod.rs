@@ -693,6 +693,9 @@ fn copies_complete_out_of_order_and_commit_in_order() {
 fn snapshot_writes_wait_on_their_exception_pointed_at_the_cow() {
     use crate::dm::Queued;
     let (_lab, drv, id) = async_lab(8192);
+    // Across a chunk boundary: the synchronous path splits it.
+    let across = TestBio { id: 6, sector: 8, nr: 16, dev: "snap" };
+    assert!(matches!(drv.snapshot_write_bio(id, across, true), Queued::Retry(_)));
     let bio = TestBio { id: 7, sector: 36, nr: 4, dev: "snap" };
     assert!(matches!(drv.snapshot_write_bio(id, bio, false), Queued::Queued));
     // The origin write to the same chunk waits on the same exception.
