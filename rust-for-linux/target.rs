@@ -162,26 +162,40 @@ struct Private<T> {
     devs: KVec<*mut b::dm_dev>,
 }
 
+/// One `ti->error` buffer: written by one failing constructor at a time
+/// (each takes its own slot), read by dm core right after.
+struct ErrSlot(core::cell::UnsafeCell<[u8; ERR_LEN]>);
+
+// SAFETY: a slot is written only by the constructor that took it from
+// `NEXT_ERR` (16 constructors failing at the same instant would be needed
+// to reuse one while dm core prints it).
+unsafe impl Sync for ErrSlot {}
+
+const ERR_SLOTS: usize = 16;
+const ERR_LEN: usize = 128;
+static ERR: [ErrSlot; ERR_SLOTS] = [const { ErrSlot(core::cell::UnsafeCell::new([0; ERR_LEN])) }; ERR_SLOTS];
+static NEXT_ERR: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
 /// `ti->error` must outlive the constructor: the core's messages are
 /// `&'static str` without a NUL, so they are copied into one of a few
 /// static slots (dm core prints the message right after `ctr` returns).
 fn set_error(ti: &mut b::dm_target, msg: &str) {
-    const SLOTS: usize = 16;
-    const LEN: usize = 128;
-    static mut BUF: [[u8; LEN]; SLOTS] = [[0; LEN]; SLOTS];
-    static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-    let i = NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed) % SLOTS;
-    // SAFETY: each call takes its own slot; 16 constructors failing at the
-    // same instant would be needed to reuse one while it is printed.
-    let slot = unsafe { &mut (*core::ptr::addr_of_mut!(BUF))[i] };
-    let n = msg.len().min(LEN - 1);
+    let i = NEXT_ERR.fetch_add(1, core::sync::atomic::Ordering::Relaxed) % ERR_SLOTS;
+    // SAFETY: this call took slot `i` (see `ErrSlot`).
+    let slot = unsafe { &mut *ERR[i].0.get() };
+    let n = msg.len().min(ERR_LEN - 1);
     slot[..n].copy_from_slice(&msg.as_bytes()[..n]);
     slot[n] = 0;
     ti.error = slot.as_mut_ptr().cast();
 }
 
-fn private<'a, T>(ti: *mut b::dm_target) -> &'a T {
-    // SAFETY: `private` is our `Private<T>` from `ctr` until `dtr`.
+/// The target behind `ti`.
+///
+/// # Safety
+/// `ti` is a target of type `T` between its `ctr` (which set `private`)
+/// and its `dtr`: dm core's contract for every callback but those two.
+unsafe fn private<'a, T>(ti: *mut b::dm_target) -> &'a T {
+    // SAFETY: `private` is our `Private<T>` from `ctr` until `dtr` (caller).
     unsafe { &(*(*ti).private.cast::<Private<T>>()).target }
 }
 
@@ -266,7 +280,8 @@ unsafe extern "C" fn map_tramp<T: DmTarget>(ti: *mut b::dm_target, bio: *mut b::
     };
     // SAFETY: dm core gives us a live bio to own until we end or remap it.
     let Some(bio) = (unsafe { Bio::from_raw(bio) }) else { return b::DM_MAPIO_KILL as c_int };
-    match private::<T>(ti).map(bio, pb) {
+    // SAFETY: dm core calls `map` between `ctr` and `dtr`.
+    match unsafe { private::<T>(ti) }.map(bio, pb) {
         Mapped::Remapped => b::DM_MAPIO_REMAPPED as c_int,
         Mapped::Submitted => b::DM_MAPIO_SUBMITTED as c_int,
     }
@@ -279,7 +294,8 @@ unsafe extern "C" fn end_io_tramp<T: DmTarget>(
 ) -> c_int {
     // SAFETY: a completing clone of this target: `map_tramp` initialised
     // its per-bio data.
-    private::<T>(ti).end_io(unsafe { per_bio(bio) });
+    // SAFETY: a completing bio of a live target (between `ctr` and `dtr`).
+    unsafe { private::<T>(ti) }.end_io(unsafe { per_bio(bio) });
     b::DM_ENDIO_DONE as c_int
 }
 
@@ -302,7 +318,8 @@ unsafe extern "C" fn status_tramp<T: DmTarget>(
     };
     let n = {
         let mut e = Emitter::new(buf);
-        private::<T>(ti).status(ty, flags & DM_STATUS_NOFLUSH_FLAG != 0, &mut e);
+        // SAFETY: `status` runs between `ctr` and `dtr`.
+        unsafe { private::<T>(ti) }.status(ty, flags & DM_STATUS_NOFLUSH_FLAG != 0, &mut e);
         e.len()
     };
     // The emitter keeps room for the NUL.
@@ -326,29 +343,34 @@ unsafe extern "C" fn message_tramp<T: DmTarget>(
             return -(Errno::EINVAL.0);
         }
     }
-    match private::<T>(ti).message(&words) {
+    // SAFETY: `message` runs between `ctr` and `dtr`.
+    match unsafe { private::<T>(ti) }.message(&words) {
         Ok(()) => 0,
         Err(e) => -e.0,
     }
 }
 
 unsafe extern "C" fn presuspend_tramp<T: DmTarget>(ti: *mut b::dm_target) {
-    private::<T>(ti).presuspend()
+    // SAFETY: suspend hooks run between `ctr` and `dtr`.
+    unsafe { private::<T>(ti) }.presuspend()
 }
 
 unsafe extern "C" fn postsuspend_tramp<T: DmTarget>(ti: *mut b::dm_target) {
-    private::<T>(ti).postsuspend()
+    // SAFETY: as in `presuspend_tramp`.
+    unsafe { private::<T>(ti) }.postsuspend()
 }
 
 unsafe extern "C" fn preresume_tramp<T: DmTarget>(ti: *mut b::dm_target) -> c_int {
-    match private::<T>(ti).preresume() {
+    // SAFETY: resume hooks run between `ctr` and `dtr`.
+    match unsafe { private::<T>(ti) }.preresume() {
         Ok(()) => 0,
         Err(e) => -e.0,
     }
 }
 
 unsafe extern "C" fn resume_tramp<T: DmTarget>(ti: *mut b::dm_target) {
-    private::<T>(ti).resume()
+    // SAFETY: as in `preresume_tramp`.
+    unsafe { private::<T>(ti) }.resume()
 }
 
 unsafe extern "C" fn iterate_devices_tramp<T: DmTarget>(
@@ -357,7 +379,8 @@ unsafe extern "C" fn iterate_devices_tramp<T: DmTarget>(
     data: *mut c_void,
 ) -> c_int {
     let Some(f) = f else { return 0 };
-    private::<T>(ti).iterate_devices(&mut |dev, start, len| {
+    // SAFETY: dm core iterates the devices of a constructed target.
+    unsafe { private::<T>(ti) }.iterate_devices(&mut |dev, start, len| {
         // SAFETY: dm core's callout with its own `data`, on a device this
         // target opened.
         match unsafe { f(ti, dev.raw(), start, len, data) } {
@@ -371,7 +394,8 @@ unsafe extern "C" fn io_hints_tramp<T: DmTarget>(ti: *mut b::dm_target, limits: 
     // SAFETY: dm core's limits for this target, ours for the call.
     let l = unsafe { &mut *limits };
     let mut q = crate::kdev::limits_from(l);
-    private::<T>(ti).io_hints(&mut q);
+    // SAFETY: `io_hints` runs for a constructed target.
+    unsafe { private::<T>(ti) }.io_hints(&mut q);
     l.io_min = q.io_min;
     l.io_opt = q.io_opt;
     l.max_discard_sectors = q.max_discard_sectors;
