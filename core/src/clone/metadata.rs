@@ -63,10 +63,14 @@ fn set(v: &mut [u64], i: u64) {
 }
 
 /// Marks `region` hydrated in the in-core map and in dirty map `d`.
-fn mark(region_map: &mut [u64], d: &mut DirtyMap, region: u64) {
+fn mark(b: &mut Bitmaps, region: u64) {
+    if !test(&b.region_map, region) {
+        b.hydrated += 1;
+    }
+    let d = &mut b.dmap[b.current & 1];
     set(&mut d.dirty_words, region / BITS);
     set(&mut d.dirty_regions, region);
-    set(region_map, region);
+    set(&mut b.region_map, region);
     d.changed = true;
 }
 
@@ -74,6 +78,9 @@ fn mark(region_map: &mut [u64], d: &mut DirtyMap, region: u64) {
 pub struct Bitmaps {
     /// In-core hydrated regions.
     pub region_map: TryVec<u64>,
+    /// Bits set in `region_map`, kept as they are set: hydration asks
+    /// whether it is done after every region.
+    pub hydrated: u64,
     /// The two dirty maps.
     pub dmap: [DirtyMap; 2],
     /// Index of `current_dmap`.
@@ -207,8 +214,10 @@ impl<D: BlockDevice> CloneMetadata<D> {
         }
         let mut region_map = TryVec::try_from_elem(0u64, nr_words as usize)?;
         region_map.copy_from_slice(&p.words);
+        let hydrated = bitset::count(&region_map, nr_regions);
         let bitmaps = Bitmaps {
             region_map,
+            hydrated,
             dmap: [DirtyMap::new(nr_words as usize)?, DirtyMap::new(nr_words as usize)?],
             current: 0,
             read_only: false,
@@ -249,7 +258,7 @@ impl<D: BlockDevice> CloneMetadata<D> {
         if b.read_only {
             return Err(Errno::EPERM);
         }
-        mark(&mut b.region_map, &mut b.dmap[b.current & 1], region);
+        mark(b, region);
         Ok(())
     }
 
@@ -271,10 +280,9 @@ impl<D: BlockDevice> CloneMetadata<D> {
         if b.read_only {
             return Err(Errno::EPERM);
         }
-        let d = &mut b.dmap[b.current & 1];
         for r in start..start + nr {
             if !test(&b.region_map, r) {
-                mark(&mut b.region_map, d, r);
+                mark(b, r);
             }
         }
         Ok(())
@@ -293,7 +301,7 @@ impl<D: BlockDevice> CloneMetadata<D> {
 
     /// `dm_clone_nr_of_hydrated_regions`.
     pub fn nr_of_hydrated_regions(&self) -> u64 {
-        bitset::count(&self.bitmap_lock.lock().region_map, self.nr_regions)
+        self.bitmap_lock.lock().hydrated
     }
 
     /// `dm_clone_find_next_unhydrated_region`: `nr_regions` when none.
@@ -417,6 +425,7 @@ impl<D: BlockDevice> CloneMetadata<D> {
         }
         let mut g = self.bitmap_lock.lock();
         g.region_map.copy_from_slice(&p.words);
+        g.hydrated = bitset::count(&g.region_map, self.nr_regions);
         Ok(())
     }
 
