@@ -467,9 +467,10 @@ impl DeviceMapper {
             Target::Clone(c) => c.region_size(),
         };
         let len = data.len();
-        let pieces: Vec<(u64, std::ops::Range<usize>)> =
-            if boundary == 0 { vec![(sector, 0..len)] } else { split_io(sector, len, boundary).collect() };
-        for (s, r) in pieces {
+        // No boundary (the origin): one piece.
+        let whole = (boundary == 0).then(|| (sector, 0..len));
+        let split = split_io(sector, if boundary == 0 { 0 } else { len }, boundary);
+        for (s, r) in whole.into_iter().chain(split) {
             let info = BioInfo {
                 op: if data.is_read() { BioOp::Read } else { BioOp::Write },
                 sector: s,
