@@ -468,7 +468,7 @@ impl DeviceMapper {
         };
         let len = data.len();
         // No boundary (the origin): one piece.
-        let whole = (boundary == 0).then(|| (sector, 0..len));
+        let whole = (boundary == 0).then_some((sector, 0..len));
         let split = split_io(sector, if boundary == 0 { 0 } else { len }, boundary);
         for (s, r) in whole.into_iter().chain(split) {
             let info = BioInfo {
