@@ -5,12 +5,15 @@
 //! keeps it for a whole script; single `dmrs` commands rebuild it from the
 //! state journal first (see `state.rs`).
 
-use dmrs_core::dm::{BioInfo, BioOp, MapResult, PerBio, SyncIo};
+use dmrs_core::clone::dm_clone::DmClone;
+use dmrs_core::dm::{BioInfo, BioOp, Data, MapResult, PerBio, SyncIo, Target, TargetCtx};
 use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::mem::TryVec;
 use dmrs_core::platform::{split_io, BlockDevice, DmDevice, QueueLimits, ReqFlags, SyncCopier, SECTOR_SIZE};
-use dmrs_core::snapshot::{self, ctr::parse_origin_args, MergeProgress, SnapId, SnapshotDriver, Volatile};
+use dmrs_core::snapshot::target::{OriginTarget, SnapshotTarget};
+use dmrs_core::snapshot::{SnapId, SnapshotDriver, Volatile};
 use dmrs_core::{Errno, Result as KResult, TargetError};
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -93,37 +96,151 @@ fn err(errno: Errno, msg: impl Into<String>) -> DmError {
 
 type Result<T> = std::result::Result<T, DmError>;
 
-type Clone = dmrs_core::clone::target::CloneTarget<HostDev, SyncCopier>;
+/// The hosted platform: no bios, copies inline.
+type Io = SyncIo<HostDev>;
+/// Every table shares one snapshot driver (dm-snap.c's `_origins`).
+type Snapshots = Arc<SnapshotDriver<Io>>;
+type Origin = OriginTarget<Snapshots>;
+type Snapshot = SnapshotTarget<Snapshots, false>;
+type Merge = SnapshotTarget<Snapshots, true>;
+type Clone = DmClone<Io, SyncCopier>;
 
-/// A bio's data: where a read lands or what a write carries.
-enum Io<'a> {
-    Read(&'a mut [u8]),
-    Write(&'a [u8]),
+/// A table's target as the hosted device mapper drives it: the core's
+/// [`Target`], object-safe (any target type behind one `Box`).
+trait HostTarget: Send + Sync {
+    fn map(&self, bio: &BioInfo, pb: &mut PerBio) -> MapResult<HostDev>;
+    fn work(&self, bio: &BioInfo, data: Data<'_>) -> KResult<()>;
+    fn end_io(&self, pb: &mut PerBio);
+    fn status(&self, ty: StatusType, out: &mut Emitter<'_>);
+    /// `None`: the target type takes no messages.
+    fn message(&self, argv: &[&str]) -> Option<KResult<()>>;
+    fn presuspend(&self);
+    fn postsuspend(&self);
+    fn preresume(&self) -> KResult<()>;
+    fn resume(&self);
+    fn devices(&self) -> Vec<(HostDev, u64, u64)>;
+    fn io_hints(&self, limits: &mut QueueLimits);
+    fn background(&self) -> KResult<bool>;
+    fn remaining(&self) -> Option<u64>;
+    fn periodic(&self);
+    fn events(&self) -> u64;
+    fn as_any(&self) -> &dyn Any;
 }
 
-impl Io<'_> {
-    fn len(&self) -> usize {
-        match self {
-            Io::Read(b) => b.len(),
-            Io::Write(b) => b.len(),
-        }
+impl<T: Target<Io = Io> + 'static> HostTarget for T {
+    fn map(&self, bio: &BioInfo, pb: &mut PerBio) -> MapResult<HostDev> {
+        Target::map(self, bio, pb)
     }
-    fn is_read(&self) -> bool {
-        matches!(self, Io::Read(_))
+    fn work(&self, bio: &BioInfo, data: Data<'_>) -> KResult<()> {
+        Target::work(self, bio, data)
+    }
+    fn end_io(&self, pb: &mut PerBio) {
+        Target::end_io(self, pb)
+    }
+    fn status(&self, ty: StatusType, out: &mut Emitter<'_>) {
+        Target::status(self, ty, false, out)
+    }
+    fn message(&self, argv: &[&str]) -> Option<KResult<()>> {
+        T::HAS_MESSAGE.then(|| Target::message(self, argv))
+    }
+    fn presuspend(&self) {
+        Target::presuspend(self)
+    }
+    fn postsuspend(&self) {
+        Target::postsuspend(self)
+    }
+    fn preresume(&self) -> KResult<()> {
+        Target::preresume(self)
+    }
+    fn resume(&self) {
+        Target::resume(self)
+    }
+    fn devices(&self) -> Vec<(HostDev, u64, u64)> {
+        let mut v = Vec::new();
+        let _ = Target::iterate_devices::<()>(self, &mut |d, start, len| {
+            v.push((d.clone(), start, len));
+            Ok(())
+        });
+        v
+    }
+    fn io_hints(&self, limits: &mut QueueLimits) {
+        Target::io_hints(self, limits)
+    }
+    fn background(&self) -> KResult<bool> {
+        Target::background(self)
+    }
+    fn remaining(&self) -> Option<u64> {
+        Target::remaining(self)
+    }
+    fn periodic(&self) {
+        Target::periodic(self)
+    }
+    fn events(&self) -> u64 {
+        Target::events(self)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
-enum Target {
-    Origin(HostDev),
-    Snapshot(SnapId),
-    Clone(Box<Clone>),
+/// `struct dm_target` while its constructor runs.
+struct HostCtx<'a> {
+    files: &'a mut HashMap<PathBuf, Arc<FileDev>>,
+    name: &'a str,
+    len: u64,
+    max_io_len: u32,
+    num_discard_bios: u32,
+}
+
+impl TargetCtx<Io> for HostCtx<'_> {
+    fn begin(&self) -> u64 {
+        0
+    }
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn get_device(&mut self, path: &str) -> KResult<HostDev> {
+        DeviceMapper::get_device(self.files, path)
+    }
+    /// Events are counted per target ([`Target::events`]).
+    fn table_handle(&self) -> u64 {
+        0
+    }
+    fn md_name(&self) -> &str {
+        self.name
+    }
+    fn io(&self) -> Io {
+        SyncIo::default()
+    }
+    fn set_num_flush_bios(&mut self, _: u32) {}
+    fn set_num_discard_bios(&mut self, n: u32) {
+        self.num_discard_bios = n;
+    }
+    fn set_discards_supported(&mut self) {}
+    fn set_flush_supported(&mut self) {}
+    fn set_max_io_len(&mut self, sectors: u32) {
+        self.max_io_len = sectors;
+    }
+}
+
+/// A target type's constructor, boxed.
+fn construct<T: Target<Io = Io> + 'static>(
+    shared: &T::Shared,
+    ti: &mut HostCtx<'_>,
+    argv: &[&str],
+) -> std::result::Result<Box<dyn HostTarget>, TargetError> {
+    T::ctr(shared, ti, argv).map(|t| Box::new(t) as Box<dyn HostTarget>)
 }
 
 struct Table {
     start: u64,
     len: u64,
     ttype: String,
-    target: Target,
+    /// `ti->max_io_len`: dm core splits bios at multiples of it (0: no limit).
+    max_io_len: u64,
+    /// `ti->num_discard_bios`: 0 and dm core fails discards.
+    discards: bool,
+    target: Box<dyn HostTarget>,
 }
 
 #[derive(Default)]
@@ -137,16 +254,16 @@ struct Device {
 
 /// The targets dmrs registers, with the kernel's versions.
 pub const TARGETS: [(&str, [u32; 3]); 4] = [
-    ("clone", dmrs_core::clone::target::CLONE_VERSION),
-    ("snapshot-merge", snapshot::MERGE_VERSION),
-    ("snapshot-origin", snapshot::ORIGIN_VERSION),
-    ("snapshot", snapshot::SNAPSHOT_VERSION),
+    (Clone::NAME, Clone::VERSION),
+    (Merge::NAME, Merge::VERSION),
+    (Origin::NAME, Origin::VERSION),
+    (Snapshot::NAME, Snapshot::VERSION),
 ];
 
 /// Named devices and the snapshot driver behind them.
 pub struct DeviceMapper {
     devices: BTreeMap<String, Device>,
-    snap: SnapshotDriver<SyncIo<HostDev>>,
+    snap: Snapshots,
     files: HashMap<PathBuf, Arc<FileDev>>,
 }
 
@@ -161,7 +278,7 @@ impl DeviceMapper {
     /// No devices.
     pub fn new() -> Result<Self> {
         let snap = SnapshotDriver::new(SyncIo::default()).map_err(|e| err(e, "out of memory"))?;
-        Ok(DeviceMapper { devices: BTreeMap::new(), snap, files: HashMap::new() })
+        Ok(DeviceMapper { devices: BTreeMap::new(), snap: Arc::new(snap), files: HashMap::new() })
     }
 
     /// `dm_get_device`: opens (or reuses) the file behind `path`.
@@ -212,44 +329,13 @@ impl DeviceMapper {
             return Err(fail(TargetError::inval("zero-length target"), ttype));
         }
         let params: Vec<&str> = w.collect();
-        let files = &mut self.files;
-        let too_small = |d: &HostDev| {
-            format!("{} too small for target: start=0, len={len}, dev_size={}", d.name(), d.size_sectors())
-        };
-        let target = match ttype {
-            "snapshot-origin" => {
-                let path = parse_origin_args(&params).map_err(|e| fail(e, ttype))?;
-                let d = Self::get_device(files, path)
-                    .map_err(|e| fail(TargetError::new(e, "Cannot get target device"), ttype))?;
-                if d.size_sectors() < len {
-                    return Err(err(Errno::EINVAL, format!("device-mapper: table: {name}: {}", too_small(&d))));
-                }
-                Target::Origin(d)
-            }
-            "snapshot" | "snapshot-merge" => {
-                let merge = ttype == "snapshot-merge";
-                if let Some(o) = params.first() {
-                    if let Ok(d) = Self::get_device(files, o) {
-                        if d.size_sectors() < len {
-                            return Err(err(Errno::EINVAL, format!("device-mapper: table: {name}: {}", too_small(&d))));
-                        }
-                    }
-                }
-                let id = self
-                    .snap
-                    .snapshot_ctr(merge, len, &params, &mut |p| Self::get_device(files, p))
-                    .map_err(|e| fail(e, ttype))?;
-                Target::Snapshot(id)
-            }
-            "clone" => {
-                let c = Clone::ctr(len, &params, &mut |p| Self::get_device(files, p), SyncCopier::default())
-                    .map_err(|e| fail(e, ttype))?;
-                // dm core calculates the queue limits when the table is
-                // bound; `clone_io_hints` turns passdown off there when
-                // the destination cannot discard.
-                c.io_hints(&mut QueueLimits::default());
-                Target::Clone(Box::new(c))
-            }
+        let mut ti = HostCtx { files: &mut self.files, name, len, max_io_len: 0, num_discard_bios: 0 };
+        // `dm_get_target_type`.
+        let r = match ttype {
+            Origin::NAME => construct::<Origin>(&self.snap, &mut ti, &params),
+            Snapshot::NAME => construct::<Snapshot>(&self.snap, &mut ti, &params),
+            Merge::NAME => construct::<Merge>(&self.snap, &mut ti, &params),
+            Clone::NAME => construct::<Clone>(&(), &mut ti, &params),
             other => {
                 return Err(err(
                     Errno::EINVAL,
@@ -259,23 +345,39 @@ impl DeviceMapper {
                 ))
             }
         };
-        Ok(Table { start, len, ttype: ttype.to_string(), target })
-    }
-
-    fn destroy_table(&mut self, t: Table) {
-        if let Target::Snapshot(id) = t.target {
-            self.snap.snapshot_dtr(id);
+        let (max_io_len, discards) = (ti.max_io_len as u64, ti.num_discard_bios > 0);
+        let target = r.map_err(|e| fail(e, ttype))?;
+        // dm_calculate_queue_limits: every device the target uses must
+        // cover the part it maps (`device_area_is_invalid`); then the
+        // target's io_hints (dm-clone turns passdown off there when the
+        // destination cannot discard).
+        for (d, start, dlen) in target.devices() {
+            if d.size_sectors() < start + dlen {
+                return Err(err(
+                    Errno::EINVAL,
+                    format!(
+                        "device-mapper: table: {name}: {} too small for target: start={start}, len={dlen}, dev_size={}",
+                        d.name(),
+                        d.size_sectors()
+                    ),
+                ));
+            }
         }
+        target.io_hints(&mut QueueLimits::default());
+        Ok(Table { start, len, ttype: ttype.to_string(), max_io_len, discards, target })
     }
 
-    /// What the periodic commit of a live kernel would have done by now:
-    /// commit every clone's metadata (called when a `dmrs` invocation ends).
+    /// The target's `dtr` (its drop).
+    fn destroy_table(&mut self, t: Table) {
+        drop(t)
+    }
+
+    /// What the periodic work of a live kernel would have done by now
+    /// (a clone's commit; called when a `dmrs` invocation ends).
     pub fn sync(&self) {
-        for (name, d) in &self.devices {
-            if let Some(Table { target: Target::Clone(c), .. }) = &d.live {
-                if !d.suspended {
-                    let _ = c.commit_metadata(name);
-                }
+        for d in self.devices.values() {
+            if let (false, Some(t)) = (d.suspended, &d.live) {
+                t.target.periodic();
             }
         }
     }
@@ -314,14 +416,9 @@ impl DeviceMapper {
     pub fn suspend(&mut self, name: &str) -> Result<()> {
         let d = self.device(name)?;
         let was = std::mem::replace(&mut d.suspended, true);
-        match &d.live {
-            Some(Table { target: Target::Snapshot(id), .. }) => {
-                let id = *id;
-                // snapshot_merge_presuspend stops a merge; it restarts on resume.
-                let _ = self.snap.set_suspended(id, true);
-            }
-            Some(Table { target: Target::Clone(c), .. }) if !was => c.postsuspend(name),
-            _ => {}
+        if let (false, Some(t)) = (was, &d.live) {
+            t.target.presuspend();
+            t.target.postsuspend();
         }
         Ok(())
     }
@@ -335,15 +432,11 @@ impl DeviceMapper {
             d.suspended = true;
             old = d.live.replace(new);
         }
-        let live = d.live.as_ref().map(|t| match &t.target {
-            Target::Snapshot(id) => Some(*id),
-            _ => None,
-        });
-        let gone = old.as_ref().map(|t| self.target_events(t)).unwrap_or(0);
-        self.device(name)?.event_base += gone;
-        let r = match live {
-            Some(Some(id)) => self.snap.snapshot_preresume(id).and_then(|_| self.snap.snapshot_resume(id)),
-            _ => Ok(()),
+        let gone = old.as_ref().map(|t| t.target.events()).unwrap_or(0);
+        d.event_base += gone;
+        let r = match &d.live {
+            Some(t) => t.target.preresume().map(|_| t.target.resume()),
+            None => Ok(()),
         };
         if let Some(o) = old {
             self.destroy_table(o);
@@ -362,8 +455,9 @@ impl DeviceMapper {
         self.device(name)?;
         let Some(d) = self.devices.remove(name) else { return Ok(()) };
         // __dm_destroy suspends a live device first (postsuspend commits).
-        if let (false, Some(Table { target: Target::Clone(c), .. })) = (d.suspended, &d.live) {
-            c.postsuspend(name);
+        if let (false, Some(t)) = (d.suspended, &d.live) {
+            t.target.presuspend();
+            t.target.postsuspend();
         }
         for t in [d.inactive, d.live].into_iter().flatten() {
             self.destroy_table(t);
@@ -371,24 +465,15 @@ impl DeviceMapper {
         Ok(())
     }
 
-    fn line(&self, name: &str, t: &Table, ty: StatusType) -> String {
-        let params = match &t.target {
-            Target::Origin(d) => match ty {
-                StatusType::Table => d.name().to_string(),
-                _ => String::new(),
-            },
-            Target::Snapshot(id) => status_text(|e| {
-                let _ = self.snap.snapshot_status(*id, ty, e);
-            }),
-            Target::Clone(c) => status_text(|e| c.status(name, ty, false, e)),
-        };
+    fn line(&self, t: &Table, ty: StatusType) -> String {
+        let params = status_text(|e| t.target.status(ty, e));
         format!("{} {} {} {}", t.start, t.len, t.ttype, params)
     }
 
     /// `dmsetup status NAME` / `dmsetup table NAME` line (live table).
     pub fn status(&self, name: &str, ty: StatusType) -> Result<Option<String>> {
         let d = self.devices.get(name).ok_or_else(|| err(Errno::ENXIO, format!("Device {name} not found")))?;
-        Ok(d.live.as_ref().map(|t| self.line(name, t, ty)))
+        Ok(d.live.as_ref().map(|t| self.line(t, ty)))
     }
 
     /// Device names, sorted.
@@ -396,20 +481,11 @@ impl DeviceMapper {
         self.devices.keys().cloned().collect()
     }
 
-    /// Events a table's target raised (`dm_table_event`).
-    fn target_events(&self, t: &Table) -> u64 {
-        match &t.target {
-            Target::Origin(_) => 0,
-            Target::Snapshot(id) => self.snap.snapshot_events(*id).unwrap_or(0),
-            Target::Clone(c) => c.events(),
-        }
-    }
-
     /// The device's event number (`dmsetup info`'s `Event number`, what
     /// `dmsetup wait` waits on): every event its targets raised.
     pub fn event_nr(&self, name: &str) -> Result<u64> {
         let d = self.devices.get(name).ok_or_else(|| err(Errno::ENXIO, format!("Device {name} not found")))?;
-        Ok(d.event_base + d.live.as_ref().map(|t| self.target_events(t)).unwrap_or(0))
+        Ok(d.event_base + d.live.as_ref().map(|t| t.target.events()).unwrap_or(0))
     }
 
     /// `dmsetup info NAME`.
@@ -455,54 +531,48 @@ impl DeviceMapper {
         err(e, format!("dmrs: {name}: {}", strerror(e)))
     }
 
-    /// dm core's part of a read or write: the buffer is split where the
+    /// dm core's part of a bio: a read or write is split where the
     /// target's `max_io_len` splits bios (chunk or region size), each piece
     /// goes through the target's `map`, and a remapped piece is file I/O on
     /// the device `map` chose (then `end_io`); the others run the target's
-    /// deferred path, as the kernel module's worker does.
-    fn submit(&self, name: &str, t: &Table, sector: u64, mut data: Io<'_>) -> KResult<()> {
-        let boundary = match &t.target {
-            Target::Origin(_) => 0,
-            Target::Snapshot(id) => self.snap.snapshot_chunk_size(*id)? as u64,
-            Target::Clone(c) => c.region_size(),
+    /// synchronous path, as the kernel module's worker does.
+    fn submit(t: &Table, op: BioOp, sector: u64, nr_sectors: u64, mut data: Data<'_>) -> KResult<()> {
+        if op == BioOp::Discard && !t.discards {
+            // num_discard_bios = 0: dm core fails the discard.
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let len = match &data {
+            Data::Read(b) => b.len(),
+            Data::Write(b) => b.len(),
+            Data::None => 0,
         };
-        let len = data.len();
-        // No boundary (the origin): one piece.
-        let whole = (boundary == 0).then_some((sector, 0..len));
-        let split = split_io(sector, if boundary == 0 { 0 } else { len }, boundary);
+        // No data or no boundary: one piece.
+        let whole = (len == 0 || t.max_io_len == 0).then_some((sector, 0..len));
+        let split = split_io(sector, if whole.is_some() { 0 } else { len }, t.max_io_len.max(1));
         for (s, r) in whole.into_iter().chain(split) {
             let info = BioInfo {
-                op: if data.is_read() { BioOp::Read } else { BioOp::Write },
+                op,
                 sector: s,
-                nr_sectors: (r.len() / SECTOR_SIZE) as u64,
+                nr_sectors: if len == 0 { nr_sectors } else { (r.len() / SECTOR_SIZE) as u64 },
                 flags: ReqFlags::empty(),
             };
             let mut pb = PerBio::new();
-            let decision = match &t.target {
-                Target::Origin(d) => self.snap.origin_map(d, &info),
-                Target::Snapshot(id) => self.snap.snapshot_map(*id, &info, &mut pb),
-                Target::Clone(c) => c.map(&info),
+            let piece = match &mut data {
+                Data::Read(b) => Data::Read(&mut b[r]),
+                Data::Write(b) => Data::Write(&b[r]),
+                Data::None => Data::None,
             };
-            let r = match (decision, &mut data) {
-                (MapResult::Remapped { dev, sector }, Io::Read(b)) => dev.read(sector, &mut b[r]),
-                (MapResult::Remapped { dev, sector }, Io::Write(b)) => dev.write(sector, &b[r], info.flags),
+            let res = match (t.target.map(&info, &mut pb), piece) {
+                (MapResult::Remapped { dev, sector }, Data::Read(b)) => dev.read(sector, b),
+                (MapResult::Remapped { dev, sector }, Data::Write(b)) => dev.write(sector, b, info.flags),
+                (MapResult::Remapped { dev, .. }, Data::None) if op == BioOp::Flush => dev.flush(),
+                (MapResult::Remapped { dev, sector }, Data::None) => dev.discard(sector, info.nr_sectors),
                 (MapResult::Kill(e), _) => Err(e),
                 (MapResult::Done(res), _) => res,
-                (MapResult::Submitted, Io::Read(b)) => match &t.target {
-                    Target::Origin(d) => d.read(s, &mut b[r]),
-                    Target::Snapshot(id) => self.snap.snapshot_read(*id, s, &mut b[r]),
-                    Target::Clone(c) => c.read(s, &mut b[r]),
-                },
-                (MapResult::Submitted, Io::Write(b)) => match &t.target {
-                    Target::Origin(d) => self.snap.origin_write(d, s, &b[r], info.flags),
-                    Target::Snapshot(id) => self.snap.snapshot_write(*id, s, &b[r], info.flags),
-                    Target::Clone(c) => c.write(name, s, &b[r], info.flags),
-                },
+                (MapResult::Submitted, piece) => t.target.work(&info, piece),
             };
-            if let Target::Snapshot(_) = &t.target {
-                self.snap.snapshot_end_io(&mut pb);
-            }
-            r?;
+            t.target.end_io(&mut pb);
+            res?;
         }
         Ok(())
     }
@@ -512,7 +582,8 @@ impl DeviceMapper {
         let t = self.live(name)?;
         let sector = Self::check_range(t, name, offset, len)?;
         let mut buf = vec![0u8; len];
-        self.submit(name, t, sector, Io::Read(&mut buf)).map_err(|e| Self::io_err(name, e))?;
+        let n = (len / SECTOR_SIZE) as u64;
+        Self::submit(t, BioOp::Read, sector, n, Data::Read(&mut buf)).map_err(|e| Self::io_err(name, e))?;
         Ok(buf)
     }
 
@@ -520,55 +591,50 @@ impl DeviceMapper {
     pub fn write(&self, name: &str, offset: u64, data: &[u8]) -> Result<()> {
         let t = self.live(name)?;
         let sector = Self::check_range(t, name, offset, data.len())?;
-        self.submit(name, t, sector, Io::Write(data)).map_err(|e| Self::io_err(name, e))
+        let n = (data.len() / SECTOR_SIZE) as u64;
+        Self::submit(t, BioOp::Write, sector, n, Data::Write(data)).map_err(|e| Self::io_err(name, e))
     }
 
     /// Flushes device `name` (fsync on a dm device: an empty PREFLUSH bio).
     pub fn flush(&self, name: &str) -> Result<()> {
         let t = self.live(name)?;
-        match &t.target {
-            Target::Origin(d) => d.flush(),
-            Target::Snapshot(id) => self.snap.snapshot_flush(*id),
-            Target::Clone(c) => c.flush(name),
-        }
-        .map_err(|e| Self::io_err(name, e))
+        Self::submit(t, BioOp::Flush, 0, 0, Data::None).map_err(|e| Self::io_err(name, e))
     }
 
     /// Discards a byte range (`blkdiscard`).
     pub fn discard(&self, name: &str, offset: u64, len: u64) -> Result<()> {
         let t = self.live(name)?;
         let sector = Self::check_range(t, name, offset, len as usize)?;
-        match &t.target {
-            Target::Origin(d) => d.discard(sector, len / SECTOR_SIZE as u64),
-            Target::Snapshot(id) => self.snap.snapshot_discard(*id, sector, len / SECTOR_SIZE as u64),
-            Target::Clone(c) => c.discard(name, sector, len / SECTOR_SIZE as u64),
-        }
-        .map_err(|e| Self::io_err(name, e))
+        let n = len / SECTOR_SIZE as u64;
+        Self::submit(t, BioOp::Discard, sector, n, Data::None).map_err(|e| Self::io_err(name, e))
     }
 
-    /// `dmsetup message NAME SECTOR MSG`: only clone takes messages.
+    /// `dmsetup message NAME SECTOR MSG`.
     pub fn message(&self, name: &str, _sector: u64, msg: &[String]) -> Result<()> {
         let t = self.live(name)?;
-        if let Target::Clone(c) = &t.target {
-            let argv: Vec<&str> = msg.iter().map(String::as_str).collect();
-            return c
-                .message(name, &argv)
-                .map_err(|e| err(e, format!("device-mapper: message ioctl on {name} failed: {}", strerror(e))));
+        let argv: Vec<&str> = msg.iter().map(String::as_str).collect();
+        match t.target.message(&argv) {
+            Some(r) => r.map_err(|e| err(e, format!("device-mapper: message ioctl on {name} failed: {}", strerror(e)))),
+            None => Err(err(
+                Errno::EINVAL,
+                format!(
+                    "device-mapper: target message: {name}: Target type does not support messages\ndevice-mapper: message ioctl on {name} failed: Invalid argument"
+                ),
+            )),
         }
-        Err(err(
-            Errno::EINVAL,
-            format!(
-                "device-mapper: target message: {name}: Target type does not support messages\ndevice-mapper: message ioctl on {name} failed: Invalid argument"
-            ),
-        ))
+    }
+
+    /// A table's snapshot in the driver, if its target is one.
+    fn snap_id(t: &Table) -> Option<SnapId> {
+        let a = t.target.as_any();
+        a.downcast_ref::<Snapshot>().map(|s| s.id()).or_else(|| a.downcast_ref::<Merge>().map(|s| s.id()))
     }
 
     fn snapshot_tables(&self) -> impl Iterator<Item = (&str, &'static str, SnapId)> {
         self.devices.iter().flat_map(|(n, d)| {
-            [("live", &d.live), ("inactive", &d.inactive)].into_iter().filter_map(move |(slot, t)| match t {
-                Some(Table { target: Target::Snapshot(id), .. }) => Some((n.as_str(), slot, *id)),
-                _ => None,
-            })
+            [("live", &d.live), ("inactive", &d.inactive)]
+                .into_iter()
+                .filter_map(move |(slot, t)| t.as_ref().and_then(Self::snap_id).map(|id| (n.as_str(), slot, id)))
         })
     }
 
@@ -642,67 +708,47 @@ impl DeviceMapper {
         Ok(())
     }
 
-    /// Background hydration to completion, committing about once a second
-    /// (`COMMIT_PERIOD`) and at the end.
-    fn wait_hydration(name: &str, c: &Clone, suspended: bool, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
-        if suspended {
-            return Err(err(Errno::EBUSY, format!("dmrs: {name} is suspended: hydration is stopped until resume")));
+    /// Runs the background work of `name` (a merge, a hydration) to
+    /// completion, with the target's periodic work (a clone's commit) about
+    /// once a second, reporting `(done, total)` to `progress` in the
+    /// target's units (sectors merged, regions hydrated).
+    pub fn wait(&self, name: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+        let d = self.devices.get(name).ok_or_else(|| err(Errno::ENXIO, format!("Device {name} not found")))?;
+        let Some(t) = &d.live else { return Ok(()) };
+        let Some(total) = t.target.remaining() else { return Ok(()) };
+        if d.suspended {
+            return Err(err(
+                Errno::EBUSY,
+                format!("dmrs: {name} is suspended: background work is stopped until resume"),
+            ));
         }
+        let report = |progress: &mut dyn FnMut(u64, u64)| {
+            let left = t.target.remaining().unwrap_or(0);
+            progress(total.saturating_sub(left), total);
+            left
+        };
         let mut last = std::time::Instant::now();
-        while c.hydration_active() {
-            c.hydrate_step().map_err(|e| Self::io_err(name, e))?;
+        loop {
+            let more = t.target.background().map_err(|e| {
+                err(e, format!("dmrs: {name}: background work failed: {} (see the log above)", strerror(e)))
+            })?;
+            if !more {
+                break;
+            }
             if last.elapsed() >= std::time::Duration::from_secs(1) {
-                let _ = c.commit_metadata(name);
+                t.target.periodic();
                 last = std::time::Instant::now();
-                let (h, t) = c.progress();
-                progress(h, t);
+                report(progress);
             }
         }
-        let _ = c.commit_metadata(name);
-        let (h, t) = c.progress();
-        progress(h, t);
-        if h < t {
+        t.target.periodic();
+        let left = report(progress);
+        if left > 0 && t.ttype == Clone::NAME {
             return Err(err(
                 Errno::EAGAIN,
-                format!("dmrs: {name}: hydration is not running ({h}/{t} regions hydrated; enable_hydration first)"),
+                format!("dmrs: {name}: hydration is not running ({left} regions left; enable_hydration first)"),
             ));
         }
         Ok(())
-    }
-
-    /// Runs background work of `name` (a merge) to completion, reporting
-    /// `(done, total)` chunks-left estimates to `progress`.
-    pub fn wait(&self, name: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
-        let d = self.devices.get(name).ok_or_else(|| err(Errno::ENXIO, format!("Device {name} not found")))?;
-        if let Some(Table { target: Target::Clone(c), .. }) = &d.live {
-            return Self::wait_hydration(name, c, d.suspended, progress);
-        }
-        let Some(Table { target: Target::Snapshot(id), .. }) = &d.live else { return Ok(()) };
-        if d.suspended {
-            return Err(err(Errno::EBUSY, format!("dmrs: {name} is suspended: merging is stopped until resume")));
-        }
-        let usage = |s: &Self| {
-            let line = status_text(|e| {
-                let _ = s.snap.snapshot_status(*id, StatusType::Info, e);
-            });
-            let mut it = line.split(['/', ' ']);
-            let a = it.next().and_then(|v| v.parse::<u64>().ok());
-            let _ = it.next();
-            let m = it.next().and_then(|v| v.parse::<u64>().ok());
-            a.zip(m).map(|(a, m)| a.saturating_sub(m))
-        };
-        let total = usage(self).unwrap_or(0);
-        loop {
-            match self.snap.merge_step(*id).map_err(|e| Self::io_err(name, e))? {
-                MergeProgress::Merged(_) => {
-                    let left = usage(self).unwrap_or(0);
-                    progress(total.saturating_sub(left), total);
-                }
-                MergeProgress::Done => return Ok(()),
-                MergeProgress::Failed => {
-                    return Err(err(Errno::EIO, format!("dmrs: {name}: merge failed (see the log above)")))
-                }
-            }
-        }
     }
 }

@@ -18,6 +18,9 @@
 use crate::errno::{Errno, Result};
 use crate::platform::ReqFlags;
 
+pub mod target;
+pub use target::{Data, DeviceCallout, Target, TargetCtx};
+
 /// The platform's `dm_table_event`, set once at start: called with the
 /// handle a target was given ([`crate::snapshot::SnapshotDriver::set_event_handle`],
 /// [`crate::clone::target::CloneTarget::set_event_handle`]), from process

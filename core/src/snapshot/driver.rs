@@ -17,7 +17,7 @@ use super::dm_snapshot::DmSnapshot;
 use super::pending::PendingTable;
 use super::track::ChunkTracker;
 use super::DM_MSG_PREFIX;
-use crate::dm::{BioInfo, BioOp, IoPlatform, MapResult, PerBio, Queued};
+use crate::dm::{BioInfo, BioOp, DeviceCallout, IoPlatform, MapResult, PerBio, Queued};
 use crate::emit::{Emitter, StatusType};
 use crate::errno::{Errno, Result, TargetError};
 use crate::exception::{Chunk, DmException, DM_CHUNK_CONSECUTIVE_BITS};
@@ -590,6 +590,15 @@ impl<P: IoPlatform> SnapshotDriver<P> {
         })?;
         // Called without locks: dm core may sleep in the callout.
         Ok(f(&origin, 0, ti_len).and_then(|_| f(&cow, 0, cow.size_sectors())))
+    }
+
+    /// Sectors of the COW that hold data (allocated minus metadata): what
+    /// a merge has left to copy back.
+    pub fn snapshot_data_sectors(&self, id: SnapId) -> Result<u64> {
+        self.with_snapshot(id, |_, slot| {
+            let u = slot.snap.down_read().store.usage();
+            u.sectors_allocated.saturating_sub(u.metadata_sectors)
+        })
     }
 
     /// `snapshot_status` into `out`.
@@ -1395,9 +1404,6 @@ impl<P: IoPlatform> SnapshotDriver<P> {
         f(&mut s)
     }
 }
-
-/// `iterate_devices_callout_fn`: a device, its start and length.
-pub type DeviceCallout<'a, D, R> = dyn FnMut(&D, u64, u64) -> core::result::Result<(), R> + 'a;
 
 /// What [`SnapshotDriver::do_origin`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

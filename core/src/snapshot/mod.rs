@@ -8,7 +8,8 @@
 //!   status, handover, merge.
 //!
 //! - [`pending`]: pending exceptions and their pool;
-//! - [`track`]: tracked chunks (reads remapped to the origin in flight).
+//! - [`track`]: tracked chunks (reads remapped to the origin in flight);
+//! - [`target`]: the three target types over the driver.
 //!
 //! The I/O model is dm-snap.c's: `map` remaps what needs no copy; writes
 //! that need one wait on a pending exception whose copy runs without any
@@ -20,6 +21,7 @@ pub mod ctr;
 pub mod dm_snapshot;
 pub mod driver;
 pub mod pending;
+pub mod target;
 pub mod track;
 
 pub use driver::{MergeProgress, SnapId, SnapshotDriver, Volatile};
