@@ -201,6 +201,9 @@ pub(crate) struct BioList {
 
 // SAFETY: the list owns the bios it holds.
 unsafe impl Send for BioList {}
+// SAFETY: every method that touches a bio or a link takes `&mut self`;
+// through `&BioList` only the head pointer is read (`is_empty`).
+unsafe impl Sync for BioList {}
 
 impl dmrs_core::dm::BioQueue for BioList {
     type Bio = Bio;

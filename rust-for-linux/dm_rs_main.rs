@@ -43,16 +43,24 @@ macro_rules! this_module {
 mod bio;
 mod kcopyd;
 mod kdev;
+mod kio;
 mod param;
 mod target;
-mod targets;
 mod worker;
 
-use dmrs_core::clone::target::CLONE_VERSION;
-use dmrs_core::snapshot::{MERGE_VERSION, ORIGIN_VERSION, SNAPSHOT_VERSION};
+use dmrs_core::clone::dm_clone::DmClone;
+use dmrs_core::dm::Target;
+use dmrs_core::snapshot::target::{OriginTarget, SnapshotTarget};
+use dmrs_core::snapshot::SnapshotDriver;
 use kernel::prelude::*;
 use target::Registration;
-use targets::{Clone, Origin, Snapshot};
+
+/// Every snapshot table shares the module's one driver.
+type Snapshots = &'static SnapshotDriver<kio::KIo>;
+type Origin = OriginTarget<Snapshots>;
+type Snapshot = SnapshotTarget<Snapshots, false>;
+type Merge = SnapshotTarget<Snapshots, true>;
+type Clone = DmClone<kio::KIo, kcopyd::KcopydCopier>;
 
 module! {
     type: DmRs,
@@ -86,7 +94,7 @@ fn table_event(handle: u64) {
     unsafe { b::dm_table_event(handle as *mut b::dm_table) }
 }
 
-type Regs = (Registration<Origin>, Registration<Snapshot<false>>, Registration<Snapshot<true>>, Registration<Clone>);
+type Regs = (Registration<Origin>, Registration<Snapshot>, Registration<Merge>, Registration<Clone>);
 
 struct DmRs {
     regs: Option<Regs>,
@@ -105,13 +113,17 @@ impl kernel::Module for DmRs {
         let r = (|| -> Result<Self> {
             kdev::client_create()?;
             kcopyd::client_create()?;
-            targets::global_init()?;
+            kio::snapshots_init()?;
+            let s = kio::snapshots();
+            // dm's type names are at most 15 bytes: a prefixed origin is
+            // `<prefix>snap-origin`.
+            let origin = if prefix.is_empty() { Origin::NAME } else { "snap-origin" };
             Ok(DmRs {
                 regs: Some((
-                    Registration::new(prefix, if prefix.is_empty() { "snapshot-origin" } else { "snap-origin" }, ORIGIN_VERSION)?,
-                    Registration::new(prefix, "snapshot", SNAPSHOT_VERSION)?,
-                    Registration::new(prefix, "snapshot-merge", MERGE_VERSION)?,
-                    Registration::new(prefix, "clone", CLONE_VERSION)?,
+                    Registration::new(prefix, origin, s)?,
+                    Registration::new(prefix, Snapshot::NAME, s)?,
+                    Registration::new(prefix, Merge::NAME, s)?,
+                    Registration::new(prefix, Clone::NAME, ())?,
                 )),
             })
         })();
@@ -123,7 +135,7 @@ impl kernel::Module for DmRs {
 }
 
 fn teardown() {
-    targets::global_exit();
+    kio::snapshots_exit();
     kcopyd::client_destroy();
     kdev::client_destroy();
     worker::wq_destroy();

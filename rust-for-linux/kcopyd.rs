@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Copies over dm-kcopyd, as dm-snap.c and dm-clone copy chunks and
 //! regions (kcopyd splits a copy into sub-jobs it keeps in flight
-//! together): [`start_copy`] hands a snapshot exception's copy to kcopyd and
-//! returns; kcopyd's notify calls the snapshot driver's `copy_callback` from
-//! its own thread (process context). [`KcopydCopier`] waits for its copy
-//! (merge steps and clone hydration, in a worker that may sleep).
+//! together): [`start_copy`] hands a copy to kcopyd and returns; kcopyd's
+//! notify reports it from its own thread (process context; see
+//! `kio.rs` for where it goes). [`KcopydCopier`] waits for its copy (merge
+//! steps, in a worker that may sleep).
 
 use crate::b;
 use crate::kdev::KDev;
@@ -53,41 +53,23 @@ unsafe extern "C" fn notify(read_err: c_int, write_err: c_ulong, context: *mut c
     }
 }
 
-/// `copy_callback` through kcopyd's notify: `context` is the core's copy
-/// context, carried in the pointer.
-unsafe extern "C" fn snapshot_notify(read_err: c_int, write_err: c_ulong, context: *mut c_void) {
-    crate::targets::g().snap.copy_callback(context as u64, read_err == 0 && write_err == 0);
-}
-
-/// `dm_kcopyd_copy` of `nr_sectors` from `from` to `to`; completion goes to
-/// the snapshot driver's `copy_callback(context, ok)`.
-pub(crate) fn start_copy(from: &KDev, from_sector: u64, to: &KDev, to_sector: u64, nr_sectors: u64, context: u64) {
-    let client = CLIENT.load(core::sync::atomic::Ordering::Acquire);
-    let mut from_region = b::dm_io_region { bdev: from.bdev(), sector: from_sector, count: nr_sectors };
-    let mut to_region = b::dm_io_region { bdev: to.bdev(), sector: to_sector, count: nr_sectors };
-    // SAFETY: open devices; kcopyd copies the regions before it returns and
-    // keeps only `context`, a plain number.
-    unsafe {
-        b::dm_kcopyd_copy(client, &mut from_region, 1, &mut to_region, 0, Some(snapshot_notify), context as *mut c_void)
-    };
-}
-
-/// `dm_kcopyd_copy` of `nr_sectors` at `sector` from `from` to the same
-/// place on `to`; kcopyd calls `notify(read_err, write_err, context)` from
-/// its thread when done. `context` must stay valid until then.
-pub(crate) fn start_copy_notify(
+/// `dm_kcopyd_copy` of `nr_sectors` from `from` to `to`; kcopyd calls
+/// `notify(read_err, write_err, context)` from its thread when done.
+/// `context` must stay valid until then.
+pub(crate) fn start_copy(
     from: &KDev,
+    from_sector: u64,
     to: &KDev,
-    sector: u64,
+    to_sector: u64,
     nr_sectors: u64,
     notify: unsafe extern "C" fn(c_int, c_ulong, *mut c_void),
     context: *mut c_void,
 ) {
     let client = CLIENT.load(core::sync::atomic::Ordering::Acquire);
-    let mut from_region = b::dm_io_region { bdev: from.bdev(), sector, count: nr_sectors };
-    let mut to_region = b::dm_io_region { bdev: to.bdev(), sector, count: nr_sectors };
+    let mut from_region = b::dm_io_region { bdev: from.bdev(), sector: from_sector, count: nr_sectors };
+    let mut to_region = b::dm_io_region { bdev: to.bdev(), sector: to_sector, count: nr_sectors };
     // SAFETY: open devices; kcopyd copies the regions before it returns;
-    // the caller keeps `context` alive until `notify` ran.
+    // the caller keeps `context` valid until `notify` ran.
     unsafe { b::dm_kcopyd_copy(client, &mut from_region, 1, &mut to_region, 0, Some(notify), context) };
 }
 

@@ -1,50 +1,59 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Safe `struct target_type`: a target implements [`DmTarget`] (a
-//! `#[vtable]` trait: callbacks it leaves out stay NULL in the C table) and
-//! [`Registration`] fills a `target_type` with the trampolines below, which
-//! turn dm core's raw pointers into references and owned values.
+//! `struct target_type` for every core target: [`Registration`] fills one
+//! with the trampolines below, generic over the core's
+//! [`Target`](dmrs_core::dm::Target) (callbacks a target type does not
+//! have stay NULL, as in C). They turn dm core's raw pointers into
+//! references and owned bios and carry out the core's decisions: a
+//! remapped bio is pointed at its device and returned
+//! `DM_MAPIO_REMAPPED` with its data untouched; a bio the target keeps is
+//! queued on its work in flight; only what needs the synchronous path goes
+//! to the target's worker, which bounces its data through a buffer.
 //!
 //! `map` gets `&T`: dm core calls it on many CPUs at once.
 
 use crate::b;
-use crate::bio::Bio;
+use crate::bio::{Bio, Op};
 use crate::kdev::KDev;
+use crate::kio::{KIo, RouteTarget};
+use crate::worker::{Handler, Worker};
 use core::ffi::CStr;
-use kernel::ffi::{c_char, c_int, c_uint, c_void};
 use core::marker::PhantomData;
 use dmrs_core::args::Args;
-use dmrs_core::dm::PerBio;
+use dmrs_core::dm::{BioInfo, BioOp, Data, MapResult, PerBio, Queued, Target, TargetCtx};
 use dmrs_core::emit::{Emitter, StatusType};
-use dmrs_core::platform::QueueLimits;
-use dmrs_core::{Errno, TargetError};
+use dmrs_core::mem::try_zeroed;
+use dmrs_core::Errno;
+use kernel::ffi::{c_char, c_int, c_uint, c_void};
 use kernel::prelude::*;
+use kernel::sync::Arc;
 
-/// What `map` did with a bio.
-pub(crate) enum Mapped {
-    /// Pointed at another device: dm core submits it (`DM_MAPIO_REMAPPED`).
-    Remapped,
-    /// Kept; the target ends it later (`DM_MAPIO_SUBMITTED`).
-    Submitted,
-}
+/// A core target of this module's platform whose type can be registered.
+pub(crate) trait KTarget: Target<Io = KIo, Shared: Send + Sync + 'static> + 'static {}
+impl<T: Target<Io = KIo, Shared: Send + Sync + 'static> + 'static> KTarget for T {}
 
 /// The constructor's view of `struct dm_target`.
-pub(crate) struct Ctor<'a> {
+struct Ctor<'a> {
     ti: &'a mut b::dm_target,
     /// Devices opened so far, released by the destructor (or on failure).
-    pub(crate) devs: KVec<*mut b::dm_dev>,
+    devs: KVec<*mut b::dm_dev>,
+    /// `dm_device_name` of the table's mapped device.
+    md_name: [u8; 16],
+    md_len: usize,
+    /// The route slot this target's copies complete through.
+    route: u32,
 }
 
-impl Ctor<'_> {
-    pub(crate) fn len(&self) -> u64 {
-        self.ti.len
-    }
-
-    pub(crate) fn begin(&self) -> u64 {
+impl TargetCtx<KIo> for Ctor<'_> {
+    fn begin(&self) -> u64 {
         self.ti.begin
     }
 
+    fn len(&self) -> u64 {
+        self.ti.len
+    }
+
     /// `dm_get_device(ti, path, dm_table_get_mode(ti->table), &dev)`.
-    pub(crate) fn get_device(&mut self, path: &str) -> dmrs_core::Result<KDev> {
+    fn get_device(&mut self, path: &str) -> dmrs_core::Result<KDev> {
         let mut p = [0u8; 256];
         if path.len() >= p.len() {
             return Err(Errno::EINVAL);
@@ -63,93 +72,91 @@ impl Ctor<'_> {
         Ok(unsafe { KDev::new(dev) })
     }
 
-    /// "major:minor" of the mapped device this table belongs to
-    /// (`dm_device_name(dm_table_get_md(ti->table))`).
-    pub(crate) fn md_name(&self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        // SAFETY: a constructing target's table has its mapped device.
-        let s = unsafe { CStr::from_ptr(b::dm_device_name(b::dm_table_get_md(self.ti.table)).cast()) };
-        let n = s.to_bytes().len().min(15);
-        out[..n].copy_from_slice(&s.to_bytes()[..n]);
-        out
-    }
-
-    /// The table this target belongs to, as the core's event handle
-    /// (`dm_table_event(ti->table)`; the table outlives the target).
-    pub(crate) fn table_handle(&self) -> u64 {
+    /// The table, as the core's event handle (`dm_table_event(ti->table)`;
+    /// the table outlives the target).
+    fn table_handle(&self) -> u64 {
         self.ti.table as u64
     }
 
-    pub(crate) fn set_num_flush_bios(&mut self, n: u32) {
+    fn md_name(&self) -> &str {
+        core::str::from_utf8(&self.md_name[..self.md_len]).unwrap_or("?")
+    }
+
+    fn io(&self) -> KIo {
+        KIo::for_route(self.route)
+    }
+
+    fn set_num_flush_bios(&mut self, n: u32) {
         self.ti.num_flush_bios = n;
     }
 
-    pub(crate) fn set_num_discard_bios(&mut self, n: u32) {
+    fn set_num_discard_bios(&mut self, n: u32) {
         self.ti.num_discard_bios = n;
     }
 
-    /// dm core passes discards even if a device below cannot.
-    pub(crate) fn set_discards_supported(&mut self) {
+    fn set_discards_supported(&mut self) {
         self.ti.set_discards_supported(true);
     }
 
-    pub(crate) fn set_flush_supported(&mut self) {
+    fn set_flush_supported(&mut self) {
         self.ti.set_flush_supported(true);
     }
 
-    /// `ti->max_io_len`: dm core splits bios so none crosses a multiple of
-    /// `sectors` (the chunk or region size), so most fit one chunk and
-    /// `map` can remap them whole (0: no limit).
-    pub(crate) fn set_max_io_len(&mut self, sectors: u32) {
+    fn set_max_io_len(&mut self, sectors: u32) {
         self.ti.max_io_len = sectors;
     }
 }
 
-/// A device-mapper target type.
-#[vtable]
-pub(crate) trait DmTarget: Sized + Send + Sync {
-    /// `ctr`: parse the table line's arguments.
-    fn ctr(ctor: &mut Ctor<'_>, argv: &[&str]) -> core::result::Result<Self, TargetError>;
-    /// `map`: remap the bio, or keep it and end it later. `pb` is the
-    /// bio's per-bio data (zeroed), given back to `end_io`.
-    fn map(&self, bio: Bio, pb: &mut PerBio) -> Mapped;
-    /// `end_io`: a bio this target mapped completed (any context: never
-    /// sleep). dm core calls it for every bio of the target.
-    fn end_io(&self, _pb: &mut PerBio) {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+/// A target and where it starts in the mapped device: what its worker runs.
+struct Deferred<T> {
+    target: T,
+    begin: u64,
+}
+
+impl<T: KTarget> Handler for Deferred<T> {
+    /// A bio `map` deferred: the target's bio path, allowed to wait for
+    /// locks now; what it gives back takes the synchronous path.
+    fn handle(&self, mut bio: Bio) {
+        let info = bio.info(self.begin);
+        bio.set_sector(info.sector);
+        match self.target.map_bio(bio, &info, true) {
+            Queued::Retry(bio) => self.work(bio, &info),
+            Queued::Remapped(bio) => bio.submit(),
+            Queued::Queued => {}
+            Queued::End(bio, r) => bio.end(r),
+        }
     }
-    /// `status` (INFO, TABLE, IMA); `noflush`: `DM_STATUS_NOFLUSH_FLAG`
-    /// (`dmsetup status --noflush`: no metadata commit for it).
-    fn status(&self, ty: StatusType, noflush: bool, out: &mut Emitter<'_>);
-    /// `message`.
-    fn message(&self, _argv: &[&str]) -> core::result::Result<(), Errno> {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+
+    fn background(&self) -> bool {
+        matches!(self.target.background(), Ok(true))
     }
-    /// `presuspend`.
-    fn presuspend(&self) {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
-    }
-    /// `postsuspend`.
-    fn postsuspend(&self) {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
-    }
-    /// `preresume`.
-    fn preresume(&self) -> core::result::Result<(), Errno> {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
-    }
-    /// `resume`.
-    fn resume(&self) {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
-    }
-    /// `iterate_devices`: calls `f(dev, start, len)` for every device the
-    /// target maps to, stopping at the first error (dm core stacks their
-    /// queue limits and checks their capabilities through it).
-    fn iterate_devices(&self, _f: &mut dyn FnMut(&KDev, u64, u64) -> core::result::Result<(), c_int>) -> c_int {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
-    }
-    /// `io_hints`: adjusts the limits dm core stacked from the devices.
-    fn io_hints(&self, _limits: &mut QueueLimits) {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+}
+
+impl<T: KTarget> Deferred<T> {
+    /// The synchronous path: the bio's data through a buffer.
+    fn work(&self, bio: Bio, info: &BioInfo) {
+        let t = &self.target;
+        let r = match (info.op, bio.op()) {
+            (BioOp::Read, _) => match try_zeroed(bio.size()) {
+                Ok(mut buf) => t
+                    .work(info, Data::Read(&mut buf))
+                    .and_then(|_| if bio.copy_in(&buf) { Ok(()) } else { Err(Errno::EIO) }),
+                Err(e) => Err(e),
+            },
+            (BioOp::Write, _) => match try_zeroed(bio.size()) {
+                Ok(mut buf) => {
+                    if bio.copy_out(&mut buf) {
+                        t.work(info, Data::Write(&buf))
+                    } else {
+                        Err(Errno::EIO)
+                    }
+                }
+                Err(e) => Err(e),
+            },
+            (BioOp::Flush | BioOp::Discard, Op::Write | Op::Discard) => t.work(info, Data::None),
+            _ => Err(Errno::EOPNOTSUPP),
+        };
+        bio.end(r)
     }
 }
 
@@ -157,36 +164,27 @@ pub(crate) trait DmTarget: Sized + Send + Sync {
 const DM_STATUS_NOFLUSH_FLAG: c_uint = 1 << 0;
 
 /// What `ti->private` points at.
-struct Private<T> {
-    target: T,
+struct Private<T: KTarget> {
+    w: Arc<Worker<Deferred<T>>>,
     devs: KVec<*mut b::dm_dev>,
+    /// Route slot of the target's copies, and its entry there.
+    route: u32,
+    route_target: RouteTarget,
 }
 
-/// One `ti->error` buffer: written by one failing constructor at a time
-/// (each takes its own slot), read by dm core right after.
-struct ErrSlot(core::cell::UnsafeCell<[u8; ERR_LEN]>);
+/// `copy_done` through a route entry.
+///
+/// # Safety
+/// `t` is the `T` of a live `Private<T>`.
+unsafe fn copy_done_tramp<T: KTarget>(t: *const c_void, context: u64, ok: bool) {
+    // SAFETY: the caller's contract.
+    unsafe { &*t.cast::<T>() }.copy_done(context, ok)
+}
 
-// SAFETY: a slot is written only by the constructor that took it from
-// `NEXT_ERR` (16 constructors failing at the same instant would be needed
-// to reuse one while dm core prints it).
-unsafe impl Sync for ErrSlot {}
-
-const ERR_SLOTS: usize = 16;
-const ERR_LEN: usize = 128;
-static ERR: [ErrSlot; ERR_SLOTS] = [const { ErrSlot(core::cell::UnsafeCell::new([0; ERR_LEN])) }; ERR_SLOTS];
-static NEXT_ERR: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-
-/// `ti->error` must outlive the constructor: the core's messages are
-/// `&'static str` without a NUL, so they are copied into one of a few
-/// static slots (dm core prints the message right after `ctr` returns).
-fn set_error(ti: &mut b::dm_target, msg: &str) {
-    let i = NEXT_ERR.fetch_add(1, core::sync::atomic::Ordering::Relaxed) % ERR_SLOTS;
-    // SAFETY: this call took slot `i` (see `ErrSlot`).
-    let slot = unsafe { &mut *ERR[i].0.get() };
-    let n = msg.len().min(ERR_LEN - 1);
-    slot[..n].copy_from_slice(&msg.as_bytes()[..n]);
-    slot[n] = 0;
-    ti.error = slot.as_mut_ptr().cast();
+/// `ti->error`: the core's messages are static C strings, kept by
+/// pointer as dm core expects.
+fn set_error(ti: &mut b::dm_target, msg: &'static CStr) {
+    ti.error = msg.as_ptr().cast_mut().cast();
 }
 
 /// The target behind `ti`.
@@ -194,63 +192,109 @@ fn set_error(ti: &mut b::dm_target, msg: &str) {
 /// # Safety
 /// `ti` is a target of type `T` between its `ctr` (which set `private`)
 /// and its `dtr`: dm core's contract for every callback but those two.
-unsafe fn private<'a, T>(ti: *mut b::dm_target) -> &'a T {
+unsafe fn private<'a, T: KTarget>(ti: *mut b::dm_target) -> &'a Private<T> {
     // SAFETY: `private` is our `Private<T>` from `ctr` until `dtr` (caller).
-    unsafe { &(*(*ti).private.cast::<Private<T>>()).target }
+    unsafe { &*(*ti).private.cast::<Private<T>>() }
 }
 
-unsafe extern "C" fn ctr_tramp<T: DmTarget>(ti: *mut b::dm_target, argc: c_uint, argv: *mut *mut c_char) -> c_int {
+/// The target behind `ti`.
+///
+/// # Safety
+/// As [`private`].
+unsafe fn target<'a, T: KTarget>(ti: *mut b::dm_target) -> &'a T {
+    // SAFETY: the caller's contract.
+    &unsafe { private::<T>(ti) }.w.h.target
+}
+
+/// A registered `target_type` and what every table of the type shares;
+/// `tt` first, so that `ti->type` leads back to it.
+#[repr(C)]
+struct TypeReg<T: KTarget> {
+    tt: b::target_type,
+    shared: T::Shared,
+    _name: KVec<u8>,
+}
+
+unsafe extern "C" fn ctr_tramp<T: KTarget>(ti: *mut b::dm_target, argc: c_uint, argv: *mut *mut c_char) -> c_int {
     // SAFETY: dm core hands us the constructing target, exclusively.
     let ti = unsafe { &mut *ti };
+    // SAFETY: `ti->type` is the `tt` of our registered `TypeReg<T>`,
+    // which outlives every table of the type.
+    let reg = unsafe { &*ti.type_.cast::<TypeReg<T>>() };
     let mut words: Args<'_> = Args::new();
     for i in 0..argc as usize {
         // SAFETY: `argc` NUL-terminated words.
         let w = unsafe { CStr::from_ptr((*argv.add(i)).cast()) };
         let Ok(w) = w.to_str() else {
-            set_error(ti, "Invalid argument");
+            set_error(ti, c"Invalid argument");
             return -(Errno::EINVAL.0);
         };
         if words.push(w).is_err() {
-            set_error(ti, "Too many arguments");
+            set_error(ti, c"Too many arguments");
             return -(Errno::EINVAL.0);
         }
     }
     // Allocated first so that a failure after `ctr` cannot strand its devices.
     let Ok(slot) = KBox::<Private<T>>::new_uninit(GFP_KERNEL) else {
-        set_error(ti, "Cannot allocate target context");
+        set_error(ti, c"Cannot allocate target context");
+        return -(Errno::ENOMEM.0);
+    };
+    let Some(route) = crate::kio::route_take() else {
+        set_error(ti, c"Too many targets");
         return -(Errno::ENOMEM.0);
     };
     // Every target gets per-bio data (`map` and `end_io` find it with
     // `dm_per_bio_data`).
     ti.per_io_data_size = core::mem::size_of::<PerBio>() as c_uint;
-    let mut ctor = Ctor { ti, devs: KVec::new() };
-    let r = T::ctr(&mut ctor, &words);
-    let Ctor { ti, devs } = ctor;
+    let mut md_name = [0u8; 16];
+    // SAFETY: a constructing target's table has its mapped device.
+    let name = unsafe { CStr::from_ptr(b::dm_device_name(b::dm_table_get_md(ti.table)).cast()) };
+    let md_len = name.to_bytes().len().min(md_name.len());
+    md_name[..md_len].copy_from_slice(&name.to_bytes()[..md_len]);
+    let begin = ti.begin;
+    let mut ctor = Ctor { ti, devs: KVec::new(), md_name, md_len, route };
+    let r = T::ctr(&reg.shared, &mut ctor, &words);
+    let Ctor { ti, devs, .. } = ctor;
     let put_all = |ti: &mut b::dm_target, devs: &KVec<*mut b::dm_dev>| {
         for d in devs.iter() {
             // SAFETY: opened by `get_device` for this target.
             unsafe { b::dm_put_device(ti, *d) };
         }
     };
-    match r {
-        Ok(target) => {
-            ti.private = KBox::into_raw(slot.write(Private { target, devs })).cast::<c_void>();
-            0
+    let e = match r.map(|target| Worker::new(Deferred { target, begin })) {
+        Ok(Ok(w)) => {
+            let route_target = RouteTarget { target: core::ptr::null(), done: copy_done_tramp::<T> };
+            let p = KBox::into_raw(slot.write(Private { w, devs, route, route_target }));
+            // SAFETY: just boxed, ours until `ti->private` is set below.
+            let pr = unsafe { &mut *p };
+            pr.route_target.target = core::ptr::from_ref(&pr.w.h.target).cast();
+            // SAFETY: the box and the target inside the worker's `Arc` stay
+            // put until `dtr`, which releases the route first.
+            unsafe { crate::kio::route_publish(route, &pr.route_target) };
+            ti.private = p.cast::<c_void>();
+            return 0;
         }
-        Err(e) => {
-            put_all(ti, &devs);
-            set_error(ti, e.msg);
-            -(e.errno.0)
-        }
-    }
+        // The target is dropped with the failed worker allocation.
+        Ok(Err(_)) => dmrs_core::TargetError::new(Errno::ENOMEM, c"Cannot allocate target context"),
+        Err(e) => e,
+    };
+    put_all(ti, &devs);
+    crate::kio::route_release(route);
+    set_error(ti, e.error());
+    -(e.errno.0)
 }
 
-unsafe extern "C" fn dtr_tramp<T: DmTarget>(ti: *mut b::dm_target) {
+unsafe extern "C" fn dtr_tramp<T: KTarget>(ti: *mut b::dm_target) {
     // SAFETY: set by `ctr_tramp`; dm core calls dtr once, with no I/O in flight.
     let p = unsafe { KBox::from_raw((*ti).private.cast::<Private<T>>()) };
-    let Private { target, devs } = KBox::into_inner(p);
+    let Private { w, devs, route, route_target } = KBox::into_inner(p);
+    // No background step runs any more; copies the target started finish
+    // (and their notify returns) before it goes.
+    w.stop();
+    crate::kio::route_release(route);
+    drop(route_target);
     // The core lets go of every device before they are closed.
-    drop(target);
+    drop(w);
     for d in devs.iter() {
         // SAFETY: opened in `ctr` for this target.
         unsafe { b::dm_put_device(ti, *d) };
@@ -267,7 +311,7 @@ unsafe fn per_bio<'a>(bio: *mut b::bio) -> &'a mut PerBio {
     unsafe { &mut *b::dm_per_bio_data(bio, core::mem::size_of::<PerBio>()).cast::<PerBio>() }
 }
 
-unsafe extern "C" fn map_tramp<T: DmTarget>(ti: *mut b::dm_target, bio: *mut b::bio) -> c_int {
+unsafe extern "C" fn map_tramp<T: KTarget>(ti: *mut b::dm_target, bio: *mut b::bio) -> c_int {
     if bio.is_null() {
         return b::DM_MAPIO_KILL as c_int;
     }
@@ -279,27 +323,62 @@ unsafe extern "C" fn map_tramp<T: DmTarget>(ti: *mut b::dm_target, bio: *mut b::
         &mut *p
     };
     // SAFETY: dm core gives us a live bio to own until we end or remap it.
-    let Some(bio) = (unsafe { Bio::from_raw(bio) }) else { return b::DM_MAPIO_KILL as c_int };
+    let Some(mut bio) = (unsafe { Bio::from_raw(bio) }) else { return b::DM_MAPIO_KILL as c_int };
     // SAFETY: dm core calls `map` between `ctr` and `dtr`.
-    match unsafe { private::<T>(ti) }.map(bio, pb) {
-        Mapped::Remapped => b::DM_MAPIO_REMAPPED as c_int,
-        Mapped::Submitted => b::DM_MAPIO_SUBMITTED as c_int,
+    let p = unsafe { private::<T>(ti) };
+    let (t, begin) = (&p.w.h.target, p.w.h.begin);
+    let info = bio.info(begin);
+    let submitted = b::DM_MAPIO_SUBMITTED as c_int;
+    match t.map(&info, pb) {
+        MapResult::Remapped { dev, sector } => {
+            <KIo as dmrs_core::dm::IoPlatform>::remap(&mut bio, &dev, sector);
+            bio.into_remapped();
+            b::DM_MAPIO_REMAPPED as c_int
+        }
+        MapResult::Kill(e) => {
+            bio.end(Err(e));
+            submitted
+        }
+        MapResult::Done(r) => {
+            bio.end(r);
+            submitted
+        }
+        MapResult::Submitted => {
+            // The target's bio path (never waits here); what it gives
+            // back goes to its worker, as dm core handed it to us.
+            bio.set_sector(info.sector);
+            match t.map_bio(bio, &info, false) {
+                Queued::Remapped(bio) => {
+                    bio.into_remapped();
+                    b::DM_MAPIO_REMAPPED as c_int
+                }
+                Queued::Queued => submitted,
+                Queued::Retry(mut bio) => {
+                    bio.set_sector(info.sector + begin);
+                    Worker::defer(&p.w, bio);
+                    submitted
+                }
+                Queued::End(bio, r) => {
+                    bio.end(r);
+                    submitted
+                }
+            }
+        }
     }
 }
 
-unsafe extern "C" fn end_io_tramp<T: DmTarget>(
+unsafe extern "C" fn end_io_tramp<T: KTarget>(
     ti: *mut b::dm_target,
     bio: *mut b::bio,
     _error: *mut b::blk_status_t,
 ) -> c_int {
-    // SAFETY: a completing clone of this target: `map_tramp` initialised
-    // its per-bio data.
-    // SAFETY: a completing bio of a live target (between `ctr` and `dtr`).
-    unsafe { private::<T>(ti) }.end_io(unsafe { per_bio(bio) });
+    // SAFETY: a completing clone of a live target (between `ctr` and
+    // `dtr`): `map_tramp` initialised its per-bio data.
+    unsafe { target::<T>(ti).end_io(per_bio(bio)) };
     b::DM_ENDIO_DONE as c_int
 }
 
-unsafe extern "C" fn status_tramp<T: DmTarget>(
+unsafe extern "C" fn status_tramp<T: KTarget>(
     ti: *mut b::dm_target,
     ty: b::status_type_t,
     flags: c_uint,
@@ -319,7 +398,7 @@ unsafe extern "C" fn status_tramp<T: DmTarget>(
     let n = {
         let mut e = Emitter::new(buf);
         // SAFETY: `status` runs between `ctr` and `dtr`.
-        unsafe { private::<T>(ti) }.status(ty, flags & DM_STATUS_NOFLUSH_FLAG != 0, &mut e);
+        unsafe { target::<T>(ti) }.status(ty, flags & DM_STATUS_NOFLUSH_FLAG != 0, &mut e);
         e.len()
     };
     // The emitter keeps room for the NUL.
@@ -328,7 +407,7 @@ unsafe extern "C" fn status_tramp<T: DmTarget>(
     }
 }
 
-unsafe extern "C" fn message_tramp<T: DmTarget>(
+unsafe extern "C" fn message_tramp<T: KTarget>(
     ti: *mut b::dm_target,
     argc: c_uint,
     argv: *mut *mut c_char,
@@ -344,58 +423,71 @@ unsafe extern "C" fn message_tramp<T: DmTarget>(
         }
     }
     // SAFETY: `message` runs between `ctr` and `dtr`.
-    match unsafe { private::<T>(ti) }.message(&words) {
+    let p = unsafe { private::<T>(ti) };
+    let r = p.w.h.target.message(&words);
+    // What the message started (hydration) runs in the worker.
+    if !p.w.stopped() {
+        Worker::kick(&p.w);
+    }
+    match r {
         Ok(()) => 0,
         Err(e) => -e.0,
     }
 }
 
-unsafe extern "C" fn presuspend_tramp<T: DmTarget>(ti: *mut b::dm_target) {
+unsafe extern "C" fn presuspend_tramp<T: KTarget>(ti: *mut b::dm_target) {
     // SAFETY: suspend hooks run between `ctr` and `dtr`.
-    unsafe { private::<T>(ti) }.presuspend()
+    let p = unsafe { private::<T>(ti) };
+    p.w.h.target.presuspend();
+    // Background work (a merge, hydration batches) stops before the
+    // table suspends; deferred bios still run.
+    p.w.stop();
 }
 
-unsafe extern "C" fn postsuspend_tramp<T: DmTarget>(ti: *mut b::dm_target) {
+unsafe extern "C" fn postsuspend_tramp<T: KTarget>(ti: *mut b::dm_target) {
     // SAFETY: as in `presuspend_tramp`.
-    unsafe { private::<T>(ti) }.postsuspend()
+    unsafe { target::<T>(ti) }.postsuspend()
 }
 
-unsafe extern "C" fn preresume_tramp<T: DmTarget>(ti: *mut b::dm_target) -> c_int {
+unsafe extern "C" fn preresume_tramp<T: KTarget>(ti: *mut b::dm_target) -> c_int {
     // SAFETY: resume hooks run between `ctr` and `dtr`.
-    match unsafe { private::<T>(ti) }.preresume() {
+    match unsafe { target::<T>(ti) }.preresume() {
         Ok(()) => 0,
         Err(e) => -e.0,
     }
 }
 
-unsafe extern "C" fn resume_tramp<T: DmTarget>(ti: *mut b::dm_target) {
+unsafe extern "C" fn resume_tramp<T: KTarget>(ti: *mut b::dm_target) {
     // SAFETY: as in `preresume_tramp`.
-    unsafe { private::<T>(ti) }.resume()
+    let p = unsafe { private::<T>(ti) };
+    p.w.h.target.resume();
+    Worker::start(&p.w)
 }
 
-unsafe extern "C" fn iterate_devices_tramp<T: DmTarget>(
+unsafe extern "C" fn iterate_devices_tramp<T: KTarget>(
     ti: *mut b::dm_target,
     f: b::iterate_devices_callout_fn,
     data: *mut c_void,
 ) -> c_int {
     let Some(f) = f else { return 0 };
     // SAFETY: dm core iterates the devices of a constructed target.
-    unsafe { private::<T>(ti) }.iterate_devices(&mut |dev, start, len| {
+    let r = unsafe { target::<T>(ti) }.iterate_devices(&mut |dev: &KDev, start, len| {
         // SAFETY: dm core's callout with its own `data`, on a device this
         // target opened.
         match unsafe { f(ti, dev.raw(), start, len, data) } {
             0 => Ok(()),
             r => Err(r),
         }
-    })
+    });
+    r.err().unwrap_or(0)
 }
 
-unsafe extern "C" fn io_hints_tramp<T: DmTarget>(ti: *mut b::dm_target, limits: *mut b::queue_limits) {
+unsafe extern "C" fn io_hints_tramp<T: KTarget>(ti: *mut b::dm_target, limits: *mut b::queue_limits) {
     // SAFETY: dm core's limits for this target, ours for the call.
     let l = unsafe { &mut *limits };
     let mut q = crate::kdev::limits_from(l);
     // SAFETY: `io_hints` runs for a constructed target.
-    unsafe { private::<T>(ti) }.io_hints(&mut q);
+    unsafe { target::<T>(ti) }.io_hints(&mut q);
     l.io_min = q.io_min;
     l.io_opt = q.io_opt;
     l.max_discard_sectors = q.max_discard_sectors;
@@ -406,27 +498,27 @@ unsafe extern "C" fn io_hints_tramp<T: DmTarget>(ti: *mut b::dm_target, limits: 
 }
 
 /// A registered target type; unregistered on drop.
-pub(crate) struct Registration<T: DmTarget> {
-    tt: *mut b::target_type,
-    _name: KVec<u8>,
+pub(crate) struct Registration<T: KTarget> {
+    reg: *mut TypeReg<T>,
     _t: PhantomData<T>,
 }
 
 // SAFETY: only touched at module init and exit.
-unsafe impl<T: DmTarget> Send for Registration<T> {}
+unsafe impl<T: KTarget> Send for Registration<T> {}
 // SAFETY: as above.
-unsafe impl<T: DmTarget> Sync for Registration<T> {}
+unsafe impl<T: KTarget> Sync for Registration<T> {}
 
-impl<T: DmTarget> Registration<T> {
-    /// `dm_register_target` under `prefix` + `name`.
-    pub(crate) fn new(prefix: &[u8], name: &str, version: [u32; 3]) -> Result<Self> {
+impl<T: KTarget> Registration<T> {
+    /// `dm_register_target` of `T` under `prefix` + `name` (the kernel's
+    /// `T::NAME` when the prefix is empty), its tables sharing `shared`.
+    pub(crate) fn new(prefix: &[u8], name: &str, shared: T::Shared) -> Result<Self> {
         let mut n = KVec::with_capacity(prefix.len() + name.len() + 1, GFP_KERNEL)?;
         n.extend_from_slice(prefix, GFP_KERNEL)?;
         n.extend_from_slice(name.as_bytes(), GFP_KERNEL)?;
         n.push(0, GFP_KERNEL)?;
         let tt = b::target_type {
             name: n.as_ptr().cast(),
-            version,
+            version: T::VERSION,
             module: this_module!(),
             ctr: Some(ctr_tramp::<T>),
             dtr: Some(dtr_tramp::<T>),
@@ -434,32 +526,32 @@ impl<T: DmTarget> Registration<T> {
             end_io: if T::HAS_END_IO { Some(end_io_tramp::<T>) } else { None },
             status: Some(status_tramp::<T>),
             message: if T::HAS_MESSAGE { Some(message_tramp::<T>) } else { None },
-            presuspend: if T::HAS_PRESUSPEND { Some(presuspend_tramp::<T>) } else { None },
-            postsuspend: if T::HAS_POSTSUSPEND { Some(postsuspend_tramp::<T>) } else { None },
-            preresume: if T::HAS_PRERESUME { Some(preresume_tramp::<T>) } else { None },
-            resume: if T::HAS_RESUME { Some(resume_tramp::<T>) } else { None },
-            iterate_devices: if T::HAS_ITERATE_DEVICES { Some(iterate_devices_tramp::<T>) } else { None },
+            presuspend: Some(presuspend_tramp::<T>),
+            postsuspend: Some(postsuspend_tramp::<T>),
+            preresume: Some(preresume_tramp::<T>),
+            resume: Some(resume_tramp::<T>),
+            iterate_devices: Some(iterate_devices_tramp::<T>),
             io_hints: if T::HAS_IO_HINTS { Some(io_hints_tramp::<T>) } else { None },
             ..Default::default()
         };
-        let tt = KBox::into_raw(KBox::new(tt, GFP_KERNEL)?);
+        let reg = KBox::into_raw(KBox::new(TypeReg::<T> { tt, shared, _name: n }, GFP_KERNEL)?);
         // SAFETY: a filled, heap-pinned target_type that outlives the registration.
-        let r = unsafe { b::dm_register_target(tt) };
+        let r = unsafe { b::dm_register_target(core::ptr::addr_of_mut!((*reg).tt)) };
         if r != 0 {
             // SAFETY: not registered; still ours.
-            drop(unsafe { KBox::from_raw(tt) });
+            drop(unsafe { KBox::from_raw(reg) });
             return Err(kernel::error::Error::from_errno(r));
         }
-        Ok(Registration { tt, _name: n, _t: PhantomData })
+        Ok(Registration { reg, _t: PhantomData })
     }
 }
 
-impl<T: DmTarget> Drop for Registration<T> {
+impl<T: KTarget> Drop for Registration<T> {
     fn drop(&mut self) {
         // SAFETY: registered in `new`; no table uses it once the module is unloading.
         unsafe {
-            b::dm_unregister_target(self.tt);
-            drop(KBox::from_raw(self.tt));
+            b::dm_unregister_target(core::ptr::addr_of_mut!((*self.reg).tt));
+            drop(KBox::from_raw(self.reg));
         }
     }
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Kernel-style error numbers, and the `ti->error` pair a constructor fails with.
 
+use core::ffi::CStr;
 use core::fmt;
 
 /// A positive errno value, as the kernel returns it negated.
@@ -77,24 +78,34 @@ pub type Result<T> = core::result::Result<T, Errno>;
 pub struct TargetError {
     /// The negated return value of the constructor.
     pub errno: Errno,
-    /// `ti->error`.
-    pub msg: &'static str,
+    /// `ti->error`: static and NUL-terminated, as dm core keeps the pointer.
+    error: &'static CStr,
 }
 
 impl TargetError {
     /// `-EINVAL` with a message.
-    pub const fn inval(msg: &'static str) -> Self {
-        TargetError { errno: Errno::EINVAL, msg }
+    pub const fn inval(msg: &'static CStr) -> Self {
+        TargetError { errno: Errno::EINVAL, error: msg }
     }
 
     /// Any errno with a message.
-    pub const fn new(errno: Errno, msg: &'static str) -> Self {
-        TargetError { errno, msg }
+    pub const fn new(errno: Errno, msg: &'static CStr) -> Self {
+        TargetError { errno, error: msg }
+    }
+
+    /// The message, for `ti->error`.
+    pub const fn error(&self) -> &'static CStr {
+        self.error
+    }
+
+    /// The message as text (every message is ASCII).
+    pub fn msg(&self) -> &'static str {
+        self.error.to_str().unwrap_or("?")
     }
 }
 
 impl fmt::Display for TargetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.msg, self.errno)
+        write!(f, "{} ({})", self.msg(), self.errno)
     }
 }

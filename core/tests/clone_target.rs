@@ -77,7 +77,7 @@ impl Lab {
     }
     fn ctr(&self, table: &str) -> std::result::Result<CloneTarget<Dev<'_>, SyncCopier>, &'static str> {
         let argv: Vec<&str> = table.split_whitespace().collect();
-        <CloneTarget<_, _>>::ctr(16384, &argv, &mut |p| Ok(self.dev(p)), SyncCopier::default()).map_err(|e| e.msg)
+        <CloneTarget<_, _>>::ctr(16384, &argv, &mut |p| Ok(self.dev(p)), SyncCopier::default()).map_err(|e| e.msg())
     }
 }
 
@@ -109,7 +109,7 @@ fn table_errors_are_the_kernels() {
     // Too many regions for the device size is checked against ti->len.
     let argv = ["meta", "dest", "src", "8"];
     let r = <CloneTarget<_, _>>::ctr(1 << 40, &argv, &mut |p| Ok(lab.dev(p)), SyncCopier::default());
-    assert_eq!(r.err().map(|e| e.msg), Some("Device size larger than destination device"));
+    assert_eq!(r.err().map(|e| e.msg()), Some("Device size larger than destination device"));
 }
 
 #[test]

@@ -117,7 +117,7 @@ pub fn walk(dev: &dyn BlockDevice, forced_chunk: Option<u32>, visit: &mut dyn Fn
         (Header::Snap { version: SNAPSHOT_DISK_VERSION, chunk_size, .. }, Some(f)) if chunk_size == f => f,
         (h, Some(f)) => {
             if let Err(msg) = dm_exception_store_set_chunk_size(f, dev.logical_block_size(), 512) {
-                img.fatal.push(format!("invalid chunk size {f}: {msg}"));
+                img.fatal.push(format!("invalid chunk size {f}: {}", msg.to_string_lossy()));
                 return img;
             }
             if h != Header::New {
@@ -135,7 +135,7 @@ pub fn walk(dev: &dyn BlockDevice, forced_chunk: Option<u32>, visit: &mut dyn Fn
                 img.fatal.push(format!("unable to handle snapshot disk version {version}"));
             }
             if let Err(msg) = dm_exception_store_set_chunk_size(chunk_size, dev.logical_block_size(), 512) {
-                img.fatal.push(format!("invalid on-disk chunk size {chunk_size}: {msg}"));
+                img.fatal.push(format!("invalid on-disk chunk size {chunk_size}: {}", msg.to_string_lossy()));
                 return img;
             }
             chunk_size

@@ -43,7 +43,7 @@ pub fn validate(d: &Dump, dev: &dyn BlockDevice) -> Result<(), RestoreError> {
         return Err(damaged(format!("unable to handle snapshot disk version {version}")));
     }
     dm_exception_store_set_chunk_size(chunk_size, dev.logical_block_size(), 512)
-        .map_err(|m| damaged(format!("invalid chunk size {chunk_size}: {m}")))?;
+        .map_err(|m| damaged(format!("invalid chunk size {chunk_size}: {}", m.to_string_lossy())))?;
     // The check streams the dump's slots (area and slot from the position)
     // rather than copying them into an image: a dump of millions of
     // exceptions is checked in the memory of its own list.

@@ -318,15 +318,15 @@ impl DeviceMapper {
         };
         let mut w = l.split_whitespace();
         let (Some(start), Some(len), Some(ttype)) = (w.next(), w.next(), w.next()) else {
-            return Err(fail(TargetError::inval("invalid table: expected <start> <length> <target> <args>"), "table"));
+            return Err(fail(TargetError::inval(c"invalid table: expected <start> <length> <target> <args>"), "table"));
         };
-        let start: u64 = start.parse().map_err(|_| fail(TargetError::inval("Invalid start sector"), ttype))?;
-        let len: u64 = len.parse().map_err(|_| fail(TargetError::inval("Invalid length"), ttype))?;
+        let start: u64 = start.parse().map_err(|_| fail(TargetError::inval(c"Invalid start sector"), ttype))?;
+        let len: u64 = len.parse().map_err(|_| fail(TargetError::inval(c"Invalid length"), ttype))?;
         if start != 0 {
-            return Err(fail(TargetError::inval("dmrs supports tables of one target starting at sector 0"), ttype));
+            return Err(fail(TargetError::inval(c"dmrs supports tables of one target starting at sector 0"), ttype));
         }
         if len == 0 {
-            return Err(fail(TargetError::inval("zero-length target"), ttype));
+            return Err(fail(TargetError::inval(c"zero-length target"), ttype));
         }
         let params: Vec<&str> = w.collect();
         let mut ti = HostCtx { files: &mut self.files, name, len, max_io_len: 0, num_discard_bios: 0 };

@@ -111,6 +111,7 @@ where
     const NAME: &'static str = "clone";
     const VERSION: [u32; 3] = CLONE_VERSION;
     const HAS_MESSAGE: bool = true;
+    const HAS_IO_HINTS: bool = true;
 
     /// `clone_ctr`.
     fn ctr(_: &(), ti: &mut dyn TargetCtx<P>, argv: &[&str]) -> core::result::Result<Self, TargetError> {

@@ -112,7 +112,12 @@ pub struct CloneTarget<D: DmDevice, K: ChunkCopier, L: BioQueue = ()> {
     broken_hydration_order: bool,
 }
 
-fn read_group(arg: Option<&str>, max: u32, left: usize, error: &'static str) -> core::result::Result<u32, TargetError> {
+fn read_group(
+    arg: Option<&str>,
+    max: u32,
+    left: usize,
+    error: &'static core::ffi::CStr,
+) -> core::result::Result<u32, TargetError> {
     let n = arg.and_then(kstrtouint).ok_or(TargetError::inval(error))?;
     if n > max || left < n as usize {
         return Err(TargetError::inval(error));
@@ -131,9 +136,9 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
         copier: K,
     ) -> core::result::Result<Self, TargetError> {
         if argv.len() < 4 {
-            return Err(TargetError::inval("Invalid number of arguments"));
+            return Err(TargetError::inval(c"Invalid number of arguments"));
         }
-        let metadata_dev = get_device(argv[0]).map_err(|e| TargetError::new(e, "Error opening metadata device"))?;
+        let metadata_dev = get_device(argv[0]).map_err(|e| TargetError::new(e, c"Error opening metadata device"))?;
         if metadata_dev.size_sectors() > METADATA_MAX_SECTORS_WARNING {
             crate::dm_warn!(
                 DM_MSG_PREFIX,
@@ -142,13 +147,13 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
                 METADATA_MAX_SECTORS
             );
         }
-        let dest = get_device(argv[1]).map_err(|e| TargetError::new(e, "Error opening destination device"))?;
+        let dest = get_device(argv[1]).map_err(|e| TargetError::new(e, c"Error opening destination device"))?;
         if dest.size_sectors() < ti_len {
-            return Err(TargetError::inval("Device size larger than destination device"));
+            return Err(TargetError::inval(c"Device size larger than destination device"));
         }
-        let source = get_device(argv[2]).map_err(|e| TargetError::new(e, "Error opening source device"))?;
+        let source = get_device(argv[2]).map_err(|e| TargetError::new(e, c"Error opening source device"))?;
         if source.size_sectors() < ti_len {
-            return Err(TargetError::inval("Device size larger than source device"));
+            return Err(TargetError::inval(c"Device size larger than source device"));
         }
         // parse_region_size
         let region_size = argv[3]
@@ -156,57 +161,57 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
             .parse::<u32>()
             .ok()
             .filter(|r| (MIN_REGION_SIZE..=MAX_REGION_SIZE).contains(r))
-            .ok_or(TargetError::inval("Invalid region size"))?;
+            .ok_or(TargetError::inval(c"Invalid region size"))?;
         if !region_size.is_power_of_two() {
-            return Err(TargetError::inval("Region size is not a power of 2"));
+            return Err(TargetError::inval(c"Region size is not a power of 2"));
         }
         let lbs = |d: &D| (d.logical_block_size() >> SECTOR_SHIFT).max(1);
         if region_size % lbs(&source) != 0 || region_size % lbs(&dest) != 0 {
-            return Err(TargetError::inval("Region size is not a multiple of device logical block size"));
+            return Err(TargetError::inval(c"Region size is not a multiple of device logical block size"));
         }
         let region_size = region_size as u64;
         let nr_regions = ti_len.div_ceil(region_size);
         if nr_regions > 1 << 31 {
-            return Err(TargetError::inval("Too many regions. Consider increasing the region size"));
+            return Err(TargetError::inval(c"Too many regions. Consider increasing the region size"));
         }
         // parse_feature_args, parse_core_args
         let mut rest = &argv[4..];
         let (mut hydration, mut passdown) = (true, true);
         let (mut threshold, mut batch) = (DEFAULT_HYDRATION_THRESHOLD, DEFAULT_HYDRATION_BATCH_SIZE);
         if let Some((count, tail)) = rest.split_first() {
-            let n = read_group(Some(count), 2, tail.len(), "Invalid number of feature arguments")? as usize;
+            let n = read_group(Some(count), 2, tail.len(), c"Invalid number of feature arguments")? as usize;
             for f in &tail[..n] {
                 if f.eq_ignore_ascii_case("no_hydration") {
                     hydration = false;
                 } else if f.eq_ignore_ascii_case("no_discard_passdown") {
                     passdown = false;
                 } else {
-                    return Err(TargetError::inval("Invalid feature argument"));
+                    return Err(TargetError::inval(c"Invalid feature argument"));
                 }
             }
             rest = &tail[n..];
         }
         if let Some((count, tail)) = rest.split_first() {
-            let n = read_group(Some(count), 4, tail.len(), "Invalid number of core arguments")? as usize;
+            let n = read_group(Some(count), 4, tail.len(), c"Invalid number of core arguments")? as usize;
             if n & 1 != 0 {
-                return Err(TargetError::inval("Number of core arguments must be even"));
+                return Err(TargetError::inval(c"Number of core arguments must be even"));
             }
             for pair in tail[..n].chunks(2) {
                 let (k, v) = (pair[0], pair.get(1).copied().unwrap_or(""));
                 if k.eq_ignore_ascii_case("hydration_threshold") {
                     threshold =
-                        kstrtouint(v).ok_or(TargetError::inval("Invalid value for argument `hydration_threshold'"))?;
+                        kstrtouint(v).ok_or(TargetError::inval(c"Invalid value for argument `hydration_threshold'"))?;
                 } else if k.eq_ignore_ascii_case("hydration_batch_size") {
-                    batch =
-                        kstrtouint(v).ok_or(TargetError::inval("Invalid value for argument `hydration_batch_size'"))?;
+                    batch = kstrtouint(v)
+                        .ok_or(TargetError::inval(c"Invalid value for argument `hydration_batch_size'"))?;
                 } else {
-                    return Err(TargetError::inval("Invalid core argument"));
+                    return Err(TargetError::inval(c"Invalid core argument"));
                 }
             }
         }
         let cmd = CloneMetadata::open(metadata_dev.clone(), ti_len, region_size)
-            .map_err(|e| TargetError::new(e, "Failed to load metadata"))?;
-        let nomem = TargetError::new(Errno::ENOMEM, "Failed to allocate memory for table line");
+            .map_err(|e| TargetError::new(e, c"Failed to load metadata"))?;
+        let nomem = TargetError::new(Errno::ENOMEM, c"Failed to allocate memory for table line");
         let mut ctr_args = TryVec::new();
         for (i, a) in argv[3..].iter().enumerate() {
             if i > 0 {
@@ -215,7 +220,7 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
             ctr_args.try_extend_from_slice(a.as_bytes()).map_err(|_| nomem)?;
         }
         let lock = |class| {
-            RwSem::new((), class).map_err(|_| TargetError::new(Errno::ENOMEM, "Failed to allocate clone structure"))
+            RwSem::new((), class).map_err(|_| TargetError::new(Errno::ENOMEM, c"Failed to allocate clone structure"))
         };
         Ok(CloneTarget {
             metadata_dev,
@@ -236,7 +241,7 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
             cmd,
             commit_lock: lock(&COMMIT_LOCK)?,
             hydrations: SpinLock::new(Hydrations::new(), &HYDRATIONS_LOCK)
-                .map_err(|_| TargetError::new(Errno::ENOMEM, "Failed to allocate clone structure"))?,
+                .map_err(|_| TargetError::new(Errno::ENOMEM, c"Failed to allocate clone structure"))?,
             events: AtomicU64::new(0),
             event_handle: AtomicU64::new(0),
             #[cfg(loom)]

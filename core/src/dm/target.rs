@@ -88,6 +88,8 @@ pub trait Target: Sized + Send + Sync {
     const HAS_MESSAGE: bool = false;
     /// The target needs `end_io`.
     const HAS_END_IO: bool = false;
+    /// The target adjusts the queue limits (`io_hints`).
+    const HAS_IO_HINTS: bool = false;
 
     /// `ctr`: parses the table line's arguments (the kernel's error strings).
     fn ctr(

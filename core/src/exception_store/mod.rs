@@ -43,16 +43,16 @@ pub fn dm_exception_store_set_chunk_size(
     chunk_size: u32,
     cow_lbs: u32,
     origin_lbs: u32,
-) -> core::result::Result<ChunkSize, &'static str> {
+) -> core::result::Result<ChunkSize, &'static core::ffi::CStr> {
     if !chunk_size.is_power_of_two() {
-        return Err("Chunk size is not a power of 2");
+        return Err(c"Chunk size is not a power of 2");
     }
     let (c, o) = ((cow_lbs >> SECTOR_SHIFT).max(1), (origin_lbs >> SECTOR_SHIFT).max(1));
     if chunk_size % c != 0 || chunk_size % o != 0 {
-        return Err("Chunk size is not a multiple of device blocksize");
+        return Err(c"Chunk size is not a multiple of device blocksize");
     }
     if chunk_size > (i32::MAX as u32) >> SECTOR_SHIFT {
-        return Err("Chunk size is too high");
+        return Err(c"Chunk size is too high");
     }
     Ok(ChunkSize { size: chunk_size, mask: chunk_size - 1, shift: chunk_size.trailing_zeros() })
 }
@@ -145,7 +145,7 @@ fn type_ctr_persistent(options: Option<&str>) -> core::result::Result<bool, Targ
         Some(o) if o.as_bytes().first().map(u8::to_ascii_uppercase) == Some(b'O') => Ok(true),
         Some(o) => {
             crate::dm_err!(persistent::DM_MSG_PREFIX, "Unsupported persistent store option: {}", o);
-            Err(TargetError::inval("Exception store type constructor failed"))
+            Err(TargetError::inval(c"Exception store type constructor failed"))
         }
     }
 }
@@ -156,15 +156,15 @@ impl<D: BlockDevice, C> ExceptionStore<D, C> {
     /// Returns the store and the number of arguments used (2).
     pub fn create(argv: &[&str], cow: D, origin_lbs: u32) -> core::result::Result<(Self, usize), TargetError> {
         let (Some(ty), Some(chunk_arg)) = (argv.first(), argv.get(1)) else {
-            return Err(TargetError::inval("Insufficient exception store arguments"));
+            return Err(TargetError::inval(c"Insufficient exception store arguments"));
         };
         let kind = match ty.as_bytes().first().map(u8::to_ascii_uppercase) {
             Some(b'P') => StoreKind::Persistent,
             Some(b'N') => StoreKind::Transient,
-            _ => return Err(TargetError::inval("Exception store type is not P or N")),
+            _ => return Err(TargetError::inval(c"Exception store type is not P or N")),
         };
         let Some(chunk_size) = kstrtouint(chunk_arg) else {
-            return Err(TargetError::inval("Invalid chunk size"));
+            return Err(TargetError::inval(c"Invalid chunk size"));
         };
         let chunk = if chunk_size == 0 {
             ChunkSize::default()

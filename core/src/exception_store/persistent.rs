@@ -195,7 +195,12 @@ impl<C> PStore<C> {
         match dm_exception_store_set_chunk_size(chunk_size, store.cow.logical_block_size(), store.origin_lbs) {
             Ok(c) => store.chunk = c,
             Err(msg) => {
-                crate::dm_err!(DM_MSG_PREFIX, "invalid on-disk chunk size {}: {}.", chunk_size, msg);
+                crate::dm_err!(
+                    DM_MSG_PREFIX,
+                    "invalid on-disk chunk size {}: {}.",
+                    chunk_size,
+                    msg.to_str().unwrap_or("?")
+                );
                 return Err(Errno::EINVAL);
             }
         }

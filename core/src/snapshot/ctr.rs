@@ -22,7 +22,12 @@ pub struct SnapshotArgs<'a> {
 
 /// `validate_next_arg` for a group count: `%u` in `[min, max]` and no more
 /// than the arguments left.
-fn read_arg_group(arg: Option<&str>, max: u32, left: usize, error: &'static str) -> Result<u32, TargetError> {
+fn read_arg_group(
+    arg: Option<&str>,
+    max: u32,
+    left: usize,
+    error: &'static core::ffi::CStr,
+) -> Result<u32, TargetError> {
     let n = arg
         .map(|a| a.trim_start())
         .and_then(|a| a.strip_prefix('+').unwrap_or(a).parse::<u32>().ok())
@@ -36,7 +41,7 @@ fn read_arg_group(arg: Option<&str>, max: u32, left: usize, error: &'static str)
 /// `snapshot_ctr`'s argument checks and `parse_snapshot_features`.
 pub fn parse_snapshot_args<'a>(argv: &[&'a str]) -> Result<SnapshotArgs<'a>, TargetError> {
     let [origin_path, cow_path, ty, chunk, rest @ ..] = argv else {
-        return Err(TargetError::inval("requires 4 or more arguments"));
+        return Err(TargetError::inval(c"requires 4 or more arguments"));
     };
     let mut a = SnapshotArgs {
         origin_path,
@@ -46,18 +51,18 @@ pub fn parse_snapshot_args<'a>(argv: &[&'a str]) -> Result<SnapshotArgs<'a>, Tar
         discard_passdown_origin: false,
     };
     if let Some((count, features)) = rest.split_first() {
-        let n = read_arg_group(Some(count), 2, features.len(), "Invalid number of feature arguments")?;
+        let n = read_arg_group(Some(count), 2, features.len(), c"Invalid number of feature arguments")?;
         for f in features.iter().take(n as usize) {
             if f.eq_ignore_ascii_case("discard_zeroes_cow") {
                 a.discard_zeroes_cow = true;
             } else if f.eq_ignore_ascii_case("discard_passdown_origin") {
                 a.discard_passdown_origin = true;
             } else {
-                return Err(TargetError::inval("Unrecognised feature requested"));
+                return Err(TargetError::inval(c"Unrecognised feature requested"));
             }
         }
         if !a.discard_zeroes_cow && a.discard_passdown_origin {
-            return Err(TargetError::inval("discard_passdown_origin feature depends on discard_zeroes_cow"));
+            return Err(TargetError::inval(c"discard_passdown_origin feature depends on discard_zeroes_cow"));
         }
     }
     Ok(a)
@@ -67,7 +72,7 @@ pub fn parse_snapshot_args<'a>(argv: &[&'a str]) -> Result<SnapshotArgs<'a>, Tar
 pub fn parse_origin_args<'a>(argv: &[&'a str]) -> Result<&'a str, TargetError> {
     match argv {
         [dev] => Ok(dev),
-        _ => Err(TargetError::inval("origin: incorrect number of arguments")),
+        _ => Err(TargetError::inval(c"origin: incorrect number of arguments")),
     }
 }
 
@@ -76,7 +81,7 @@ mod tests {
     use super::*;
 
     fn err(argv: &[&str]) -> &'static str {
-        parse_snapshot_args(argv).err().map(|e| e.msg).unwrap_or("ok")
+        parse_snapshot_args(argv).err().map(|e| e.msg()).unwrap_or("ok")
     }
 
     #[test]
@@ -91,8 +96,11 @@ mod tests {
             err(&["o", "c", "P", "16", "1", "discard_passdown_origin"]),
             "discard_passdown_origin feature depends on discard_zeroes_cow"
         );
-        assert_eq!(parse_origin_args(&["a", "b"]).err().map(|e| e.msg), Some("origin: incorrect number of arguments"));
-        assert_eq!(parse_origin_args(&[]).err().map(|e| e.msg), Some("origin: incorrect number of arguments"));
+        assert_eq!(
+            parse_origin_args(&["a", "b"]).err().map(|e| e.msg()),
+            Some("origin: incorrect number of arguments")
+        );
+        assert_eq!(parse_origin_args(&[]).err().map(|e| e.msg()), Some("origin: incorrect number of arguments"));
     }
 
     #[test]

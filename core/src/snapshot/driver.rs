@@ -263,24 +263,24 @@ impl<P: IoPlatform> SnapshotDriver<P> {
         get_device: &mut dyn FnMut(&str) -> Result<P::Dev>,
     ) -> core::result::Result<SnapId, TargetError> {
         let a = parse_snapshot_args(argv)?;
-        let origin = get_device(a.origin_path).map_err(|e| TargetError::new(e, "Cannot get origin device"))?;
-        let cow = get_device(a.cow_path).map_err(|e| TargetError::new(e, "Cannot get COW device"))?;
+        let origin = get_device(a.origin_path).map_err(|e| TargetError::new(e, c"Cannot get origin device"))?;
+        let cow = get_device(a.cow_path).map_err(|e| TargetError::new(e, c"Cannot get COW device"))?;
         if cow.bdev_id() == origin.bdev_id() {
-            return Err(TargetError::inval("COW device cannot be the same as origin device"));
+            return Err(TargetError::inval(c"COW device cannot be the same as origin device"));
         }
         let (store, _) =
             ExceptionStore::create(&a.store_args, cow.clone(), origin.logical_block_size()).map_err(|e| {
                 // The kernel overwrites this reason with the generic text below;
                 // keep it in the log so the user can see what was wrong.
-                crate::dm_err!(DM_MSG_PREFIX, "{}", e.msg);
-                TargetError::inval("Couldn't create exception store")
+                crate::dm_err!(DM_MSG_PREFIX, "{}", e.msg());
+                TargetError::inval(c"Couldn't create exception store")
             })?;
         if merge && !store.supports_merge() {
-            return Err(TargetError::inval("Snapshot exception store does not support snapshot-merge."));
+            return Err(TargetError::inval(c"Snapshot exception store does not support snapshot-merge."));
         }
         let (size, _) = table_sizes(cow.size_sectors(), store.chunk_shift());
         let complete = ExceptionTable::new(size, DM_CHUNK_CONSECUTIVE_BITS)
-            .map_err(|_| TargetError::new(Errno::ENOMEM, "Unable to allocate hash table space"))?;
+            .map_err(|_| TargetError::new(Errno::ENOMEM, c"Unable to allocate hash table space"))?;
         let (origin_id, cow_id, chunk_size) = (origin.bdev_id(), cow.bdev_id(), store.chunk_size());
         let snap = DmSnapshot {
             origin,
@@ -297,7 +297,7 @@ impl<P: IoPlatform> SnapshotDriver<P> {
             store,
             complete,
             pending: PendingTable::new()
-                .map_err(|_| TargetError::new(Errno::ENOMEM, "Could not allocate snapshot pending exception pool"))?,
+                .map_err(|_| TargetError::new(Errno::ENOMEM, c"Could not allocate snapshot pending exception pool"))?,
             exception_start_sequence: 0,
             exception_complete_sequence: 0,
             merging: None,
@@ -305,7 +305,7 @@ impl<P: IoPlatform> SnapshotDriver<P> {
             events: 0,
             event_handle: 0,
         };
-        let nomem = TargetError::new(Errno::ENOMEM, "Snapshot origin struct allocation failed");
+        let nomem = TargetError::new(Errno::ENOMEM, c"Snapshot origin struct allocation failed");
         let slot_lock = RwSem::new(snap, &SNAPSHOT_LOCK).map_err(|_| nomem)?;
 
         // register_snapshot: validate the handover, then insert.
@@ -313,15 +313,15 @@ impl<P: IoPlatform> SnapshotDriver<P> {
             let mut reg = self.reg.down_write();
             let sh = reg.find_sharing_cow(origin_id, cow_id);
             if sh.count == 2 || sh.dest.is_some() {
-                return Err(TargetError::inval("Snapshot cow pairing for exception table handover failed"));
+                return Err(TargetError::inval(c"Snapshot cow pairing for exception table handover failed"));
             }
             if let (Some(src), true) = (sh.src, merge) {
                 if sh.merge.is_some() {
-                    return Err(TargetError::inval("A snapshot is already merging."));
+                    return Err(TargetError::inval(c"A snapshot is already merging."));
                 }
                 let supports = reg.at(src).map(|s| s.snap.down_read().store.supports_merge()).unwrap_or(false);
                 if !supports {
-                    return Err(TargetError::inval("Snapshot exception store does not support snapshot-merge."));
+                    return Err(TargetError::inval(c"Snapshot exception store does not support snapshot-merge."));
                 }
             }
             let index = match reg.slots.iter().position(|s| s.is_none()) {
@@ -361,7 +361,7 @@ impl<P: IoPlatform> SnapshotDriver<P> {
 
         let loaded = {
             let reg = self.reg.down_read();
-            let slot = reg.slot(id).map_err(|e| TargetError::new(e, "Failed to read snapshot metadata"))?;
+            let slot = reg.slot(id).map_err(|e| TargetError::new(e, c"Failed to read snapshot metadata"))?;
             let mut s = slot.snap.down_write();
             let s = &mut *s;
             let table = &mut s.complete;
@@ -373,13 +373,13 @@ impl<P: IoPlatform> SnapshotDriver<P> {
                     Ok(s.store.chunk_size())
                 }
                 Ok(Metadata::Loaded) => Ok(s.store.chunk_size()),
-                Err(e) => Err(TargetError::new(e, "Failed to read snapshot metadata")),
+                Err(e) => Err(TargetError::new(e, c"Failed to read snapshot metadata")),
             }
         };
         match loaded {
             Ok(0) => {
                 self.unregister(id);
-                Err(TargetError::inval("Chunk size not set"))
+                Err(TargetError::inval(c"Chunk size not set"))
             }
             Ok(cs) => {
                 let mut reg = self.reg.down_write();

@@ -47,7 +47,7 @@ impl<S: Snapshots> Target for OriginTarget<S> {
     /// `origin_ctr`.
     fn ctr(shared: &S, ti: &mut dyn TargetCtx<S::Io>, argv: &[&str]) -> core::result::Result<Self, TargetError> {
         let path = parse_origin_args(argv)?;
-        let dev = ti.get_device(path).map_err(|e| TargetError::new(e, "Cannot get target device"))?;
+        let dev = ti.get_device(path).map_err(|e| TargetError::new(e, c"Cannot get target device"))?;
         ti.set_num_flush_bios(1);
         Ok(OriginTarget { snapshots: shared.clone(), dev, ti_len: ti.len() })
     }
@@ -106,6 +106,7 @@ impl<S: Snapshots, const MERGE: bool> Target for SnapshotTarget<S, MERGE> {
     const NAME: &'static str = if MERGE { "snapshot-merge" } else { "snapshot" };
     const VERSION: [u32; 3] = if MERGE { MERGE_VERSION } else { SNAPSHOT_VERSION };
     const HAS_END_IO: bool = true;
+    const HAS_IO_HINTS: bool = true;
 
     /// `snapshot_ctr`.
     fn ctr(shared: &S, ti: &mut dyn TargetCtx<S::Io>, argv: &[&str]) -> core::result::Result<Self, TargetError> {

@@ -74,7 +74,7 @@ fn status(s: &PS<'_>) -> String {
 #[test]
 fn store_type_and_chunk_size_errors_are_the_kernels() {
     let d = cow(MIB);
-    let err = |argv: &[&str], olbs: u32| ExceptionStore::<&RamDev, u32>::create(argv, &d, olbs).err().map(|e| e.msg);
+    let err = |argv: &[&str], olbs: u32| ExceptionStore::<&RamDev, u32>::create(argv, &d, olbs).err().map(|e| e.msg());
     assert_eq!(err(&["P"], 512), Some("Insufficient exception store arguments"));
     assert_eq!(err(&["X", "16"], 512), Some("Exception store type is not P or N"));
     assert_eq!(err(&["", "16"], 512), Some("Exception store type is not P or N"));
@@ -97,9 +97,9 @@ fn store_type_and_chunk_size_errors_are_the_kernels() {
     assert!(err(&["P", "8"], 8192).is_some());
     assert_eq!(
         dm_exception_store_set_chunk_size(4, 512, 4096),
-        Err("Chunk size is not a multiple of device blocksize")
+        Err(c"Chunk size is not a multiple of device blocksize")
     );
-    assert_eq!(dm_exception_store_set_chunk_size(0, 512, 512), Err("Chunk size is not a power of 2"));
+    assert_eq!(dm_exception_store_set_chunk_size(0, 512, 512), Err(c"Chunk size is not a power of 2"));
 }
 
 #[test]

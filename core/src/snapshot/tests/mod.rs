@@ -78,7 +78,7 @@ impl Lab {
         let devs = self.devs.clone();
         self.drv
             .snapshot_ctr(merge, 16384, &argv, &mut |p| devs.iter().find(|d| d.name == p).cloned().ok_or(Errno::ENOENT))
-            .map_err(|e| e.msg)
+            .map_err(|e| e.msg())
     }
 
     fn snap(&self, table: &str) -> SnapId {
