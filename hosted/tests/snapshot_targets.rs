@@ -342,6 +342,10 @@ fn table_errors_are_reported_as_dmsetup_and_the_kernel_do() {
     );
     let o = e.dmrs(&["message", "o", "0", "hello"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("Target type does not support messages"));
+    // origin_ctr asks dm core for no discard bios: dm core fails them.
+    let o = e.dmrs(&["discard", "o", "--offset", "0", "--length", "4096"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Operation not supported"), "{o:?}");
     assert_eq!(
         e.ok(&["info", "o"]),
         "Name:              o\nState:             ACTIVE\nTables present:    LIVE\nEvent number:      0\nNumber of targets: 1\n"

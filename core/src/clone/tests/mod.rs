@@ -235,3 +235,175 @@ fn io_hints_set_the_kernels_limits() {
     }
     assert_eq!(seen, [true, false, false]);
 }
+
+extern crate std;
+
+/// A platform with bios whose copies wait for the test (kcopyd's notify
+/// is the test calling `copy_done`); `submit`/`endio` are logged.
+#[derive(Default)]
+struct HydrationIo {
+    jobs: std::sync::Arc<std::sync::Mutex<Vec<(u64, u64, u64)>>>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<alloc::string::String>>>,
+}
+
+#[derive(Debug)]
+struct TestBio {
+    id: u32,
+    dev: &'static str,
+    sector: u64,
+}
+
+impl crate::dm::IoPlatform for HydrationIo {
+    type Dev = &'static RamDev;
+    type Bio = TestBio;
+    type BioList = HydrationQueue;
+    fn bio_list_add(l: &mut HydrationQueue, b: TestBio) {
+        l.0.push(b)
+    }
+    fn bio_list_pop(l: &mut HydrationQueue) -> Option<TestBio> {
+        (!l.0.is_empty()).then(|| l.0.remove(0))
+    }
+    fn bio_sectors(_: &TestBio) -> (u64, u64) {
+        (0, 8)
+    }
+    fn remap(b: &mut TestBio, dev: &&'static RamDev, sector: u64) {
+        b.dev = if dev.size_sectors() == 2048 { "dest" } else { "other" };
+        b.sector = sector;
+    }
+    fn submit(&self, b: TestBio) {
+        self.log.lock().unwrap().push(alloc::format!("submit {} {}@{}", b.id, b.dev, b.sector));
+    }
+    fn endio(&self, b: TestBio, r: crate::Result<()>) {
+        self.log.lock().unwrap().push(alloc::format!("end {} {r:?}", b.id));
+    }
+    fn start_copy(&self, _: &&'static RamDev, s: u64, _: &&'static RamDev, _: u64, n: u64, ctx: u64) -> Option<bool> {
+        self.jobs.lock().unwrap().push((s, n, ctx));
+        None
+    }
+    fn copy(&self, from: &&'static RamDev, fs: u64, to: &&'static RamDev, ts: u64, n: u64) -> crate::Result<()> {
+        crate::platform::ChunkCopier::copy(&crate::platform::SyncCopier::default(), *from, fs, *to, ts, n)
+    }
+}
+
+#[derive(Default)]
+struct HydrationQueue(Vec<TestBio>);
+
+impl crate::dm::BioQueue for HydrationQueue {
+    type Bio = TestBio;
+    fn push(&mut self, b: TestBio) {
+        self.0.push(b)
+    }
+    fn pop(&mut self) -> Option<TestBio> {
+        (!self.0.is_empty()).then(|| self.0.remove(0))
+    }
+}
+
+/// `struct dm_target` while a test constructs a target.
+struct TestCtx {
+    devs: [&'static RamDev; 3],
+    io: HydrationIo,
+    max_io_len: u32,
+    discard_bios: u32,
+}
+
+impl crate::dm::TargetCtx<HydrationIo> for TestCtx {
+    fn begin(&self) -> u64 {
+        0
+    }
+    fn len(&self) -> u64 {
+        2048
+    }
+    fn get_device(&mut self, p: &str) -> crate::Result<&'static RamDev> {
+        use crate::platform::DmDevice;
+        self.devs.iter().find(|d| d.name() == p).copied().ok_or(Errno::ENOENT)
+    }
+    fn table_handle(&self) -> u64 {
+        0
+    }
+    fn md_name(&self) -> &str {
+        "253:0"
+    }
+    fn io(&self) -> HydrationIo {
+        HydrationIo { jobs: self.io.jobs.clone(), log: self.io.log.clone() }
+    }
+    fn set_num_flush_bios(&mut self, _: u32) {}
+    fn set_num_discard_bios(&mut self, n: u32) {
+        self.discard_bios = n;
+    }
+    fn set_discards_supported(&mut self) {}
+    fn set_flush_supported(&mut self) {}
+    fn set_max_io_len(&mut self, s: u32) {
+        self.max_io_len = s;
+    }
+}
+
+/// dm-clone-target.c's I/O model through the core's `Target`: a write to
+/// an unhydrated region waits on the region's hydration, whose copy runs
+/// without waiting; a second write joins it; the copy's completion
+/// (`copy_done`) issues both to the destination, and later bios are
+/// remapped. Background hydration keeps `hydration_threshold` regions in
+/// flight, each completion starting the next, until every region is
+/// hydrated (then the commit raises the event).
+#[test]
+fn dm_clone_hydrates_asynchronously_through_the_target_layer() {
+    use super::dm_clone::DmClone;
+    use crate::dm::{BioInfo, BioOp, MapResult, PerBio, Queued, Target};
+    use crate::platform::{BlockDevice, ReqFlags, SyncCopier};
+    let leak = |d: RamDev| -> &'static RamDev { alloc::boxed::Box::leak(alloc::boxed::Box::new(d)) };
+    let meta = leak(RamDev::new(META, 512).unwrap().named("meta"));
+    let dest = leak(RamDev::new(2048, 512).unwrap().named("dest"));
+    let src = leak(RamDev::from_bytes(&[0x5a; 2048 * 512], 512).unwrap().named("src"));
+    let mut ti = TestCtx { devs: [meta, dest, src], io: HydrationIo::default(), max_io_len: 0, discard_bios: 0 };
+    let argv = ["meta", "dest", "src", "64", "1", "no_hydration", "2", "hydration_threshold", "4"];
+    let c = <DmClone<HydrationIo, SyncCopier> as Target>::ctr(&(), &mut ti, &argv).unwrap();
+    assert_eq!((ti.max_io_len, ti.discard_bios), (64, 1), "bios split at regions; discards taken");
+    let (jobs, log) = (ti.io.jobs.clone(), ti.io.log.clone());
+    let info = |op, sector| BioInfo { op, sector, nr_sectors: 8, flags: ReqFlags::empty() };
+    let mut pb = PerBio::new();
+    // A read of an unhydrated region goes to the source, untouched.
+    assert!(
+        matches!(c.map(&info(BioOp::Read, 72), &mut pb), MapResult::Remapped { dev, sector: 72 } if core::ptr::eq(dev, src))
+    );
+    // Writes to region 1: the first starts its hydration, the second joins it.
+    let w = info(BioOp::Write, 72);
+    assert!(matches!(c.map(&w, &mut pb), MapResult::Submitted));
+    assert!(matches!(c.map_bio(TestBio { id: 1, dev: "?", sector: 72 }, &w, false), Queued::Queued));
+    let w2 = info(BioOp::Write, 96);
+    assert!(matches!(c.map_bio(TestBio { id: 2, dev: "?", sector: 96 }, &w2, false), Queued::Queued));
+    assert_eq!(*jobs.lock().unwrap(), [(64, 64, 0)], "one copy for the region, in flight");
+    assert!(log.lock().unwrap().is_empty(), "nothing issued before the region is copied");
+    // kcopyd's notify: copy, then complete.
+    let run = |(s, n, ctx): (u64, u64, u64)| {
+        crate::platform::ChunkCopier::copy(&SyncCopier::default(), src, s, dest, s, n).unwrap();
+        c.copy_done(ctx, true);
+    };
+    run(jobs.lock().unwrap().remove(0));
+    assert_eq!(*log.lock().unwrap(), ["submit 1 dest@72", "submit 2 dest@96"]);
+    assert!(matches!(c.map(&w, &mut pb), MapResult::Remapped { dev, sector: 72 } if core::ptr::eq(dev, dest)));
+    // A whole-region write takes the synchronous path (no copy).
+    let whole = BioInfo { nr_sectors: 64, ..info(BioOp::Write, 128) };
+    assert!(matches!(c.map_bio(TestBio { id: 3, dev: "?", sector: 128 }, &whole, false), Queued::Retry(_)));
+    // Background hydration: nothing while disabled or suspended.
+    assert_eq!(c.background(), Ok(false));
+    c.message(&["enable_hydration"]).unwrap();
+    assert_eq!(c.background(), Ok(false));
+    assert!(jobs.lock().unwrap().is_empty(), "not resumed: no hydration starts");
+    c.resume();
+    assert_eq!(c.background(), Ok(false), "copies complete later: the worker does not spin");
+    assert_eq!(jobs.lock().unwrap().len(), 4, "hydration_threshold regions in flight");
+    assert_eq!(c.remaining(), Some(31));
+    let mut rounds = 0;
+    while let Some(job) = {
+        let j = jobs.lock().unwrap().pop();
+        j
+    } {
+        run(job);
+        rounds += 1;
+        assert!(jobs.lock().unwrap().len() <= 4, "never more than the threshold in flight");
+    }
+    assert_eq!((rounds, c.remaining()), (31, Some(0)), "each completion started the next");
+    assert_eq!(c.events(), 1, "the commit once everything is hydrated raised the event");
+    let mut b = [0u8; 512];
+    dest.read(2047, &mut b).unwrap();
+    assert!(b.iter().all(|&x| x == 0x5a));
+}
