@@ -172,15 +172,6 @@ struct Private<T: KTarget> {
     route_target: RouteTarget,
 }
 
-/// `copy_done` through a route entry.
-///
-/// # Safety
-/// `t` is the `T` of a live `Private<T>`.
-unsafe fn copy_done_tramp<T: KTarget>(t: *const c_void, context: u64, ok: bool) {
-    // SAFETY: the caller's contract.
-    unsafe { &*t.cast::<T>() }.copy_done(context, ok)
-}
-
 /// `ti->error`: the core's messages are static C strings, kept by
 /// pointer as dm core expects.
 fn set_error(ti: &mut b::dm_target, msg: &'static CStr) {
@@ -215,93 +206,7 @@ struct TypeReg<T: KTarget> {
     _name: KVec<u8>,
 }
 
-unsafe extern "C" fn ctr_tramp<T: KTarget>(ti: *mut b::dm_target, argc: c_uint, argv: *mut *mut c_char) -> c_int {
-    // SAFETY: dm core hands us the constructing target, exclusively.
-    let ti = unsafe { &mut *ti };
-    // SAFETY: `ti->type` is the `tt` of our registered `TypeReg<T>`,
-    // which outlives every table of the type.
-    let reg = unsafe { &*ti.type_.cast::<TypeReg<T>>() };
-    let mut words: Args<'_> = Args::new();
-    for i in 0..argc as usize {
-        // SAFETY: `argc` NUL-terminated words.
-        let w = unsafe { CStr::from_ptr((*argv.add(i)).cast()) };
-        let Ok(w) = w.to_str() else {
-            set_error(ti, c"Invalid argument");
-            return -(Errno::EINVAL.0);
-        };
-        if words.push(w).is_err() {
-            set_error(ti, c"Too many arguments");
-            return -(Errno::EINVAL.0);
-        }
-    }
-    // Allocated first so that a failure after `ctr` cannot strand its devices.
-    let Ok(slot) = KBox::<Private<T>>::new_uninit(GFP_KERNEL) else {
-        set_error(ti, c"Cannot allocate target context");
-        return -(Errno::ENOMEM.0);
-    };
-    let Some(route) = crate::kio::route_take() else {
-        set_error(ti, c"Too many targets");
-        return -(Errno::ENOMEM.0);
-    };
-    // Every target gets per-bio data (`map` and `end_io` find it with
-    // `dm_per_bio_data`).
-    ti.per_io_data_size = core::mem::size_of::<PerBio>() as c_uint;
-    let mut md_name = [0u8; 16];
-    // SAFETY: a constructing target's table has its mapped device.
-    let name = unsafe { CStr::from_ptr(b::dm_device_name(b::dm_table_get_md(ti.table)).cast()) };
-    let md_len = name.to_bytes().len().min(md_name.len());
-    md_name[..md_len].copy_from_slice(&name.to_bytes()[..md_len]);
-    let begin = ti.begin;
-    let mut ctor = Ctor { ti, devs: KVec::new(), md_name, md_len, route };
-    let r = T::ctr(&reg.shared, &mut ctor, &words);
-    let Ctor { ti, devs, .. } = ctor;
-    let put_all = |ti: &mut b::dm_target, devs: &KVec<*mut b::dm_dev>| {
-        for d in devs.iter() {
-            // SAFETY: opened by `get_device` for this target.
-            unsafe { b::dm_put_device(ti, *d) };
-        }
-    };
-    let e = match r.map(|target| Worker::new(Deferred { target, begin })) {
-        Ok(Ok(w)) => {
-            let route_target = RouteTarget { target: core::ptr::null(), done: copy_done_tramp::<T> };
-            let p = KBox::into_raw(slot.write(Private { w, devs, route, route_target }));
-            // SAFETY: just boxed, ours until `ti->private` is set below.
-            let pr = unsafe { &mut *p };
-            pr.route_target.target = core::ptr::from_ref(&pr.w.h.target).cast();
-            // SAFETY: the box and the target inside the worker's `Arc` stay
-            // put until `dtr`, which releases the route first.
-            unsafe { crate::kio::route_publish(route, &pr.route_target) };
-            ti.private = p.cast::<c_void>();
-            return 0;
-        }
-        // The target is dropped with the failed worker allocation.
-        Ok(Err(_)) => dmrs_core::TargetError::new(Errno::ENOMEM, c"Cannot allocate target context"),
-        Err(e) => e,
-    };
-    put_all(ti, &devs);
-    crate::kio::route_release(route);
-    set_error(ti, e.error());
-    -(e.errno.0)
-}
-
-unsafe extern "C" fn dtr_tramp<T: KTarget>(ti: *mut b::dm_target) {
-    // SAFETY: set by `ctr_tramp`; dm core calls dtr once, with no I/O in flight.
-    let p = unsafe { KBox::from_raw((*ti).private.cast::<Private<T>>()) };
-    let Private { w, devs, route, route_target } = KBox::into_inner(p);
-    // No background step runs any more; copies the target started finish
-    // (and their notify returns) before it goes.
-    w.stop();
-    crate::kio::route_release(route);
-    drop(route_target);
-    // The core lets go of every device before they are closed.
-    drop(w);
-    for d in devs.iter() {
-        // SAFETY: opened in `ctr` for this target.
-        unsafe { b::dm_put_device(ti, *d) };
-    }
-}
-
-/// The bio's per-bio data: `ctr_tramp` sized it for a [`PerBio`].
+/// The bio's per-bio data: `TargetVTable::ctr` sized it for a [`PerBio`].
 ///
 /// # Safety
 /// `bio` is a live bio dm core cloned for a target of this module.
@@ -311,190 +216,345 @@ unsafe fn per_bio<'a>(bio: *mut b::bio) -> &'a mut PerBio {
     unsafe { &mut *b::dm_per_bio_data(bio, core::mem::size_of::<PerBio>()).cast::<PerBio>() }
 }
 
-unsafe extern "C" fn map_tramp<T: KTarget>(ti: *mut b::dm_target, bio: *mut b::bio) -> c_int {
-    if bio.is_null() {
-        return b::DM_MAPIO_KILL as c_int;
+/// The trampolines of every `struct target_type` this module registers,
+/// for target type `T`: each turns dm core's raw pointers into references
+/// and owned bios and calls the core.
+struct TargetVTable<T>(PhantomData<T>);
+
+impl<T: KTarget> TargetVTable<T> {
+    /// `copy_done` through a route entry.
+    ///
+    /// # Safety
+    /// `t` is the `T` of a live `Private<T>`.
+    unsafe fn copy_done(t: *const c_void, context: u64, ok: bool) {
+        // SAFETY: the caller's contract.
+        unsafe { &*t.cast::<T>() }.copy_done(context, ok)
     }
-    // SAFETY: a live clone of this target (dm core's contract for `map`);
-    // its per-bio data is uninitialised, so it is written before use.
-    let pb = unsafe {
-        let p = b::dm_per_bio_data(bio, core::mem::size_of::<PerBio>()).cast::<PerBio>();
-        p.write(PerBio::new());
-        &mut *p
-    };
-    // SAFETY: dm core gives us a live bio to own until we end or remap it.
-    let Some(mut bio) = (unsafe { Bio::from_raw(bio) }) else { return b::DM_MAPIO_KILL as c_int };
-    // SAFETY: dm core calls `map` between `ctr` and `dtr`.
-    let p = unsafe { private::<T>(ti) };
-    let (t, begin) = (&p.w.h.target, p.w.h.begin);
-    let info = bio.info(begin);
-    let submitted = b::DM_MAPIO_SUBMITTED as c_int;
-    match t.map(&info, pb) {
-        MapResult::Remapped { dev, sector } => {
-            <KIo as dmrs_core::dm::IoPlatform>::remap(&mut bio, &dev, sector);
-            bio.into_remapped();
-            b::DM_MAPIO_REMAPPED as c_int
+
+    /// `ctr`: builds the target from the table line's words.
+    ///
+    /// # Safety
+    /// dm core's contract: `ti` is a target under construction of this
+    /// registered type, exclusively ours for the call; `argv` holds `argc`
+    /// NUL-terminated words.
+    unsafe extern "C" fn ctr(ti: *mut b::dm_target, argc: c_uint, argv: *mut *mut c_char) -> c_int {
+        // SAFETY: dm core hands us the constructing target, exclusively.
+        let ti = unsafe { &mut *ti };
+        // SAFETY: `ti->type` is the `tt` of our registered `TypeReg<T>`,
+        // which outlives every table of the type.
+        let reg = unsafe { &*ti.type_.cast::<TypeReg<T>>() };
+        let mut words: Args<'_> = Args::new();
+        for i in 0..argc as usize {
+            // SAFETY: `argc` NUL-terminated words.
+            let w = unsafe { CStr::from_ptr((*argv.add(i)).cast()) };
+            let Ok(w) = w.to_str() else {
+                set_error(ti, c"Invalid argument");
+                return -(Errno::EINVAL.0);
+            };
+            if words.push(w).is_err() {
+                set_error(ti, c"Too many arguments");
+                return -(Errno::EINVAL.0);
+            }
         }
-        MapResult::Kill(e) => {
-            bio.end(Err(e));
-            submitted
+        // Allocated first so that a failure after `ctr` cannot strand its devices.
+        let Ok(slot) = KBox::<Private<T>>::new_uninit(GFP_KERNEL) else {
+            set_error(ti, c"Cannot allocate target context");
+            return -(Errno::ENOMEM.0);
+        };
+        let Some(route) = crate::kio::route_take() else {
+            set_error(ti, c"Too many targets");
+            return -(Errno::ENOMEM.0);
+        };
+        // Every target gets per-bio data (`map` and `end_io` find it with
+        // `dm_per_bio_data`).
+        ti.per_io_data_size = core::mem::size_of::<PerBio>() as c_uint;
+        let mut md_name = [0u8; 16];
+        // SAFETY: a constructing target's table has its mapped device.
+        let name = unsafe { CStr::from_ptr(b::dm_device_name(b::dm_table_get_md(ti.table)).cast()) };
+        let md_len = name.to_bytes().len().min(md_name.len());
+        md_name[..md_len].copy_from_slice(&name.to_bytes()[..md_len]);
+        let begin = ti.begin;
+        let mut ctor = Ctor { ti, devs: KVec::new(), md_name, md_len, route };
+        let r = T::ctr(&reg.shared, &mut ctor, &words);
+        let Ctor { ti, devs, .. } = ctor;
+        let put_all = |ti: &mut b::dm_target, devs: &KVec<*mut b::dm_dev>| {
+            for d in devs.iter() {
+                // SAFETY: opened by `get_device` for this target.
+                unsafe { b::dm_put_device(ti, *d) };
+            }
+        };
+        let e = match r.map(|target| Worker::new(Deferred { target, begin })) {
+            Ok(Ok(w)) => {
+                let route_target = RouteTarget { target: core::ptr::null(), done: Self::copy_done };
+                let p = KBox::into_raw(slot.write(Private { w, devs, route, route_target }));
+                // SAFETY: just boxed, ours until `ti->private` is set below.
+                let pr = unsafe { &mut *p };
+                pr.route_target.target = core::ptr::from_ref(&pr.w.h.target).cast();
+                // SAFETY: the box and the target inside the worker's `Arc` stay
+                // put until `dtr`, which releases the route first.
+                unsafe { crate::kio::route_publish(route, &pr.route_target) };
+                ti.private = p.cast::<c_void>();
+                return 0;
+            }
+            // The target is dropped with the failed worker allocation.
+            Ok(Err(_)) => dmrs_core::TargetError::new(Errno::ENOMEM, c"Cannot allocate target context"),
+            Err(e) => e,
+        };
+        put_all(ti, &devs);
+        crate::kio::route_release(route);
+        set_error(ti, e.error());
+        -(e.errno.0)
+    }
+
+    /// `dtr`: drops the target, then closes its devices.
+    ///
+    /// # Safety
+    /// `ti` was constructed by [`Self::ctr`]; dm core calls `dtr` once, with
+    /// no bio of the target in flight.
+    unsafe extern "C" fn dtr(ti: *mut b::dm_target) {
+        // SAFETY: set by `Self::ctr`; dm core calls dtr once, with no I/O in flight.
+        let p = unsafe { KBox::from_raw((*ti).private.cast::<Private<T>>()) };
+        let Private { w, devs, route, route_target } = KBox::into_inner(p);
+        // No background step runs any more; copies the target started finish
+        // (and their notify returns) before it goes.
+        w.stop();
+        crate::kio::route_release(route);
+        drop(route_target);
+        // The core lets go of every device before they are closed.
+        drop(w);
+        for d in devs.iter() {
+            // SAFETY: opened in `ctr` for this target.
+            unsafe { b::dm_put_device(ti, *d) };
         }
-        MapResult::Done(r) => {
-            bio.end(r);
-            submitted
+    }
+
+    /// `map`: the core's decision for a bio, carried out.
+    ///
+    /// # Safety
+    /// `ti` is live (between `ctr` and `dtr`); `bio` is a clone dm core hands
+    /// to this target to own until it is remapped or ended.
+    unsafe extern "C" fn map(ti: *mut b::dm_target, bio: *mut b::bio) -> c_int {
+        if bio.is_null() {
+            return b::DM_MAPIO_KILL as c_int;
         }
-        MapResult::Submitted => {
-            // The target's bio path (never waits here); what it gives
-            // back goes to its worker, as dm core handed it to us.
-            bio.set_sector(info.sector);
-            match t.map_bio(bio, &info, false) {
-                Queued::Remapped(bio) => {
-                    bio.into_remapped();
-                    b::DM_MAPIO_REMAPPED as c_int
-                }
-                Queued::Queued => submitted,
-                Queued::Retry(mut bio) => {
-                    bio.set_sector(info.sector + begin);
-                    Worker::defer(&p.w, bio);
-                    submitted
-                }
-                Queued::End(bio, r) => {
-                    bio.end(r);
-                    submitted
+        // SAFETY: a live clone of this target (dm core's contract for `map`);
+        // its per-bio data is uninitialised, so it is written before use.
+        let pb = unsafe {
+            let p = b::dm_per_bio_data(bio, core::mem::size_of::<PerBio>()).cast::<PerBio>();
+            p.write(PerBio::new());
+            &mut *p
+        };
+        // SAFETY: dm core gives us a live bio to own until we end or remap it.
+        let Some(mut bio) = (unsafe { Bio::from_raw(bio) }) else { return b::DM_MAPIO_KILL as c_int };
+        // SAFETY: dm core calls `map` between `ctr` and `dtr`.
+        let p = unsafe { private::<T>(ti) };
+        let (t, begin) = (&p.w.h.target, p.w.h.begin);
+        let info = bio.info(begin);
+        let submitted = b::DM_MAPIO_SUBMITTED as c_int;
+        match t.map(&info, pb) {
+            MapResult::Remapped { dev, sector } => {
+                <KIo as dmrs_core::dm::IoPlatform>::remap(&mut bio, &dev, sector);
+                bio.into_remapped();
+                b::DM_MAPIO_REMAPPED as c_int
+            }
+            MapResult::Kill(e) => {
+                bio.end(Err(e));
+                submitted
+            }
+            MapResult::Done(r) => {
+                bio.end(r);
+                submitted
+            }
+            MapResult::Submitted => {
+                // The target's bio path (never waits here); what it gives
+                // back goes to its worker, as dm core handed it to us.
+                bio.set_sector(info.sector);
+                match t.map_bio(bio, &info, false) {
+                    Queued::Remapped(bio) => {
+                        bio.into_remapped();
+                        b::DM_MAPIO_REMAPPED as c_int
+                    }
+                    Queued::Queued => submitted,
+                    Queued::Retry(mut bio) => {
+                        bio.set_sector(info.sector + begin);
+                        Worker::defer(&p.w, bio);
+                        submitted
+                    }
+                    Queued::End(bio, r) => {
+                        bio.end(r);
+                        submitted
+                    }
                 }
             }
         }
     }
-}
 
-unsafe extern "C" fn end_io_tramp<T: KTarget>(
-    ti: *mut b::dm_target,
-    bio: *mut b::bio,
-    _error: *mut b::blk_status_t,
-) -> c_int {
-    // SAFETY: a completing clone of a live target (between `ctr` and
-    // `dtr`): `map_tramp` initialised its per-bio data.
-    unsafe { target::<T>(ti).end_io(per_bio(bio)) };
-    b::DM_ENDIO_DONE as c_int
-}
-
-unsafe extern "C" fn status_tramp<T: KTarget>(
-    ti: *mut b::dm_target,
-    ty: b::status_type_t,
-    flags: c_uint,
-    result: *mut c_char,
-    maxlen: c_uint,
-) {
-    if result.is_null() || maxlen == 0 {
-        return;
+    /// `end_io`: a bio of the target completed (any context).
+    ///
+    /// # Safety
+    /// `ti` is live; `bio` went through [`Self::map`], which initialised its
+    /// per-bio data.
+    unsafe extern "C" fn end_io(
+        ti: *mut b::dm_target,
+        bio: *mut b::bio,
+        _error: *mut b::blk_status_t,
+    ) -> c_int {
+        // SAFETY: a completing clone of a live target (between `ctr` and
+        // `dtr`): `Self::map` initialised its per-bio data.
+        unsafe { target::<T>(ti).end_io(per_bio(bio)) };
+        b::DM_ENDIO_DONE as c_int
     }
-    // SAFETY: dm core gives `maxlen` writable bytes.
-    let buf = unsafe { core::slice::from_raw_parts_mut(result.cast::<u8>(), maxlen as usize) };
-    let ty = match ty {
-        b::status_type_t_STATUSTYPE_INFO => StatusType::Info,
-        b::status_type_t_STATUSTYPE_TABLE => StatusType::Table,
-        _ => StatusType::Ima,
-    };
-    let n = {
-        let mut e = Emitter::new(buf);
-        // SAFETY: `status` runs between `ctr` and `dtr`.
-        unsafe { target::<T>(ti) }.status(ty, flags & DM_STATUS_NOFLUSH_FLAG != 0, &mut e);
-        e.len()
-    };
-    // The emitter keeps room for the NUL.
-    if let Some(z) = buf.get_mut(n) {
-        *z = 0;
-    }
-}
 
-unsafe extern "C" fn message_tramp<T: KTarget>(
-    ti: *mut b::dm_target,
-    argc: c_uint,
-    argv: *mut *mut c_char,
-    _result: *mut c_char,
-    _maxlen: c_uint,
-) -> c_int {
-    let mut words: Args<'_> = Args::new();
-    for i in 0..argc as usize {
-        // SAFETY: `argc` NUL-terminated words.
-        let Ok(w) = unsafe { CStr::from_ptr((*argv.add(i)).cast()) }.to_str() else { return -(Errno::EINVAL.0) };
-        if words.push(w).is_err() {
-            return -(Errno::EINVAL.0);
+    /// `status`: INFO, TABLE or IMA text into `result`.
+    ///
+    /// # Safety
+    /// `ti` is live; `result` has `maxlen` writable bytes.
+    unsafe extern "C" fn status(
+        ti: *mut b::dm_target,
+        ty: b::status_type_t,
+        flags: c_uint,
+        result: *mut c_char,
+        maxlen: c_uint,
+    ) {
+        if result.is_null() || maxlen == 0 {
+            return;
+        }
+        // SAFETY: dm core gives `maxlen` writable bytes.
+        let buf = unsafe { core::slice::from_raw_parts_mut(result.cast::<u8>(), maxlen as usize) };
+        let ty = match ty {
+            b::status_type_t_STATUSTYPE_INFO => StatusType::Info,
+            b::status_type_t_STATUSTYPE_TABLE => StatusType::Table,
+            _ => StatusType::Ima,
+        };
+        let n = {
+            let mut e = Emitter::new(buf);
+            // SAFETY: `status` runs between `ctr` and `dtr`.
+            unsafe { target::<T>(ti) }.status(ty, flags & DM_STATUS_NOFLUSH_FLAG != 0, &mut e);
+            e.len()
+        };
+        // The emitter keeps room for the NUL.
+        if let Some(z) = buf.get_mut(n) {
+            *z = 0;
         }
     }
-    // SAFETY: `message` runs between `ctr` and `dtr`.
-    let p = unsafe { private::<T>(ti) };
-    let r = p.w.h.target.message(&words);
-    // What the message started (hydration) runs in the worker.
-    if !p.w.stopped() {
-        Worker::kick(&p.w);
-    }
-    match r {
-        Ok(()) => 0,
-        Err(e) => -e.0,
-    }
-}
 
-unsafe extern "C" fn presuspend_tramp<T: KTarget>(ti: *mut b::dm_target) {
-    // SAFETY: suspend hooks run between `ctr` and `dtr`.
-    let p = unsafe { private::<T>(ti) };
-    p.w.h.target.presuspend();
-    // Background work (a merge, hydration batches) stops before the
-    // table suspends; deferred bios still run.
-    p.w.stop();
-}
-
-unsafe extern "C" fn postsuspend_tramp<T: KTarget>(ti: *mut b::dm_target) {
-    // SAFETY: as in `presuspend_tramp`.
-    unsafe { target::<T>(ti) }.postsuspend()
-}
-
-unsafe extern "C" fn preresume_tramp<T: KTarget>(ti: *mut b::dm_target) -> c_int {
-    // SAFETY: resume hooks run between `ctr` and `dtr`.
-    match unsafe { target::<T>(ti) }.preresume() {
-        Ok(()) => 0,
-        Err(e) => -e.0,
-    }
-}
-
-unsafe extern "C" fn resume_tramp<T: KTarget>(ti: *mut b::dm_target) {
-    // SAFETY: as in `preresume_tramp`.
-    let p = unsafe { private::<T>(ti) };
-    p.w.h.target.resume();
-    Worker::start(&p.w)
-}
-
-unsafe extern "C" fn iterate_devices_tramp<T: KTarget>(
-    ti: *mut b::dm_target,
-    f: b::iterate_devices_callout_fn,
-    data: *mut c_void,
-) -> c_int {
-    let Some(f) = f else { return 0 };
-    // SAFETY: dm core iterates the devices of a constructed target.
-    let r = unsafe { target::<T>(ti) }.iterate_devices(&mut |dev: &KDev, start, len| {
-        // SAFETY: dm core's callout with its own `data`, on a device this
-        // target opened.
-        match unsafe { f(ti, dev.raw(), start, len, data) } {
-            0 => Ok(()),
-            r => Err(r),
+    /// `message`.
+    ///
+    /// # Safety
+    /// `ti` is live; `argv` holds `argc` NUL-terminated words.
+    unsafe extern "C" fn message(
+        ti: *mut b::dm_target,
+        argc: c_uint,
+        argv: *mut *mut c_char,
+        _result: *mut c_char,
+        _maxlen: c_uint,
+    ) -> c_int {
+        let mut words: Args<'_> = Args::new();
+        for i in 0..argc as usize {
+            // SAFETY: `argc` NUL-terminated words.
+            let Ok(w) = unsafe { CStr::from_ptr((*argv.add(i)).cast()) }.to_str() else { return -(Errno::EINVAL.0) };
+            if words.push(w).is_err() {
+                return -(Errno::EINVAL.0);
+            }
         }
-    });
-    r.err().unwrap_or(0)
-}
+        // SAFETY: `message` runs between `ctr` and `dtr`.
+        let p = unsafe { private::<T>(ti) };
+        let r = p.w.h.target.message(&words);
+        // What the message started (hydration) runs in the worker.
+        if !p.w.stopped() {
+            Worker::kick(&p.w);
+        }
+        match r {
+            Ok(()) => 0,
+            Err(e) => -e.0,
+        }
+    }
 
-unsafe extern "C" fn io_hints_tramp<T: KTarget>(ti: *mut b::dm_target, limits: *mut b::queue_limits) {
-    // SAFETY: dm core's limits for this target, ours for the call.
-    let l = unsafe { &mut *limits };
-    let mut q = crate::kdev::limits_from(l);
-    // SAFETY: `io_hints` runs for a constructed target.
-    unsafe { target::<T>(ti) }.io_hints(&mut q);
-    l.io_min = q.io_min;
-    l.io_opt = q.io_opt;
-    l.max_discard_sectors = q.max_discard_sectors;
-    l.max_hw_discard_sectors = q.max_hw_discard_sectors;
-    l.discard_granularity = q.discard_granularity;
-    l.discard_alignment = q.discard_alignment;
-    l.max_discard_segments = q.max_discard_segments;
+    /// `presuspend`: the target's hook, then its worker stops background work.
+    ///
+    /// # Safety
+    /// `ti` is live.
+    unsafe extern "C" fn presuspend(ti: *mut b::dm_target) {
+        // SAFETY: suspend hooks run between `ctr` and `dtr`.
+        let p = unsafe { private::<T>(ti) };
+        p.w.h.target.presuspend();
+        // Background work (a merge, hydration batches) stops before the
+        // table suspends; deferred bios still run.
+        p.w.stop();
+    }
+
+    /// `postsuspend`.
+    ///
+    /// # Safety
+    /// `ti` is live.
+    unsafe extern "C" fn postsuspend(ti: *mut b::dm_target) {
+        // SAFETY: as in `Self::presuspend`.
+        unsafe { target::<T>(ti) }.postsuspend()
+    }
+
+    /// `preresume`: an error keeps the device suspended.
+    ///
+    /// # Safety
+    /// `ti` is live.
+    unsafe extern "C" fn preresume(ti: *mut b::dm_target) -> c_int {
+        // SAFETY: resume hooks run between `ctr` and `dtr`.
+        match unsafe { target::<T>(ti) }.preresume() {
+            Ok(()) => 0,
+            Err(e) => -e.0,
+        }
+    }
+
+    /// `resume`: the target's hook, then its worker may run background work.
+    ///
+    /// # Safety
+    /// `ti` is live.
+    unsafe extern "C" fn resume(ti: *mut b::dm_target) {
+        // SAFETY: as in `Self::preresume`.
+        let p = unsafe { private::<T>(ti) };
+        p.w.h.target.resume();
+        Worker::start(&p.w)
+    }
+
+    /// `iterate_devices`: dm core's callout on every device the target uses.
+    ///
+    /// # Safety
+    /// `ti` is live; `f` is dm core's callout for its `data`.
+    unsafe extern "C" fn iterate_devices(
+        ti: *mut b::dm_target,
+        f: b::iterate_devices_callout_fn,
+        data: *mut c_void,
+    ) -> c_int {
+        let Some(f) = f else { return 0 };
+        // SAFETY: dm core iterates the devices of a constructed target.
+        let r = unsafe { target::<T>(ti) }.iterate_devices(&mut |dev: &KDev, start, len| {
+            // SAFETY: dm core's callout with its own `data`, on a device this
+            // target opened.
+            match unsafe { f(ti, dev.raw(), start, len, data) } {
+                0 => Ok(()),
+                r => Err(r),
+            }
+        });
+        r.err().unwrap_or(0)
+    }
+
+    /// `io_hints`: the target adjusts the limits dm core stacked.
+    ///
+    /// # Safety
+    /// `ti` is live; `limits` is dm core's, ours for the call.
+    unsafe extern "C" fn io_hints(ti: *mut b::dm_target, limits: *mut b::queue_limits) {
+        // SAFETY: dm core's limits for this target, ours for the call.
+        let l = unsafe { &mut *limits };
+        let mut q = crate::kdev::limits_from(l);
+        // SAFETY: `io_hints` runs for a constructed target.
+        unsafe { target::<T>(ti) }.io_hints(&mut q);
+        l.io_min = q.io_min;
+        l.io_opt = q.io_opt;
+        l.max_discard_sectors = q.max_discard_sectors;
+        l.max_hw_discard_sectors = q.max_hw_discard_sectors;
+        l.discard_granularity = q.discard_granularity;
+        l.discard_alignment = q.discard_alignment;
+        l.max_discard_segments = q.max_discard_segments;
+    }
 }
 
 /// A registered target type; unregistered on drop.
@@ -520,18 +580,18 @@ impl<T: KTarget> Registration<T> {
             name: n.as_ptr().cast(),
             version: T::VERSION,
             module: this_module!(),
-            ctr: Some(ctr_tramp::<T>),
-            dtr: Some(dtr_tramp::<T>),
-            map: Some(map_tramp::<T>),
-            end_io: if T::HAS_END_IO { Some(end_io_tramp::<T>) } else { None },
-            status: Some(status_tramp::<T>),
-            message: if T::HAS_MESSAGE { Some(message_tramp::<T>) } else { None },
-            presuspend: Some(presuspend_tramp::<T>),
-            postsuspend: Some(postsuspend_tramp::<T>),
-            preresume: Some(preresume_tramp::<T>),
-            resume: Some(resume_tramp::<T>),
-            iterate_devices: Some(iterate_devices_tramp::<T>),
-            io_hints: if T::HAS_IO_HINTS { Some(io_hints_tramp::<T>) } else { None },
+            ctr: Some(TargetVTable::<T>::ctr),
+            dtr: Some(TargetVTable::<T>::dtr),
+            map: Some(TargetVTable::<T>::map),
+            end_io: if T::HAS_END_IO { Some(TargetVTable::<T>::end_io) } else { None },
+            status: Some(TargetVTable::<T>::status),
+            message: if T::HAS_MESSAGE { Some(TargetVTable::<T>::message) } else { None },
+            presuspend: Some(TargetVTable::<T>::presuspend),
+            postsuspend: Some(TargetVTable::<T>::postsuspend),
+            preresume: Some(TargetVTable::<T>::preresume),
+            resume: Some(TargetVTable::<T>::resume),
+            iterate_devices: Some(TargetVTable::<T>::iterate_devices),
+            io_hints: if T::HAS_IO_HINTS { Some(TargetVTable::<T>::io_hints) } else { None },
             ..Default::default()
         };
         let reg = KBox::into_raw(KBox::new(TypeReg::<T> { tt, shared, _name: n }, GFP_KERNEL)?);
