@@ -57,10 +57,10 @@ use target::Registration;
 
 /// Every snapshot table shares the module's one driver.
 type Snapshots = &'static SnapshotDriver<kio::KIo>;
-type Origin = OriginTarget<Snapshots>;
-type Snapshot = SnapshotTarget<Snapshots, false>;
-type Merge = SnapshotTarget<Snapshots, true>;
-type Clone = DmClone<kio::KIo, kcopyd::KcopydCopier>;
+type OriginType = OriginTarget<Snapshots>;
+type SnapshotType = SnapshotTarget<Snapshots, false>;
+type MergeType = SnapshotTarget<Snapshots, true>;
+type CloneType = DmClone<kio::KIo, kcopyd::KcopydCopier>;
 
 module! {
     type: DmRs,
@@ -94,7 +94,7 @@ fn table_event(handle: u64) {
     unsafe { b::dm_table_event(handle as *mut b::dm_table) }
 }
 
-type Regs = (Registration<Origin>, Registration<Snapshot>, Registration<Merge>, Registration<Clone>);
+type Regs = (Registration<OriginType>, Registration<SnapshotType>, Registration<MergeType>, Registration<CloneType>);
 
 struct DmRs {
     regs: Option<Regs>,
@@ -117,13 +117,13 @@ impl kernel::Module for DmRs {
             let s = kio::snapshots();
             // dm's type names are at most 15 bytes: a prefixed origin is
             // `<prefix>snap-origin`.
-            let origin = if prefix.is_empty() { Origin::NAME } else { "snap-origin" };
+            let origin = if prefix.is_empty() { OriginType::NAME } else { "snap-origin" };
             Ok(DmRs {
                 regs: Some((
                     Registration::new(prefix, origin, s)?,
-                    Registration::new(prefix, Snapshot::NAME, s)?,
-                    Registration::new(prefix, Merge::NAME, s)?,
-                    Registration::new(prefix, Clone::NAME, ())?,
+                    Registration::new(prefix, SnapshotType::NAME, s)?,
+                    Registration::new(prefix, MergeType::NAME, s)?,
+                    Registration::new(prefix, CloneType::NAME, ())?,
                 )),
             })
         })();

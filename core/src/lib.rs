@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! dmrs core: the kernel's dm-snapshot (and later dm-clone) structures in
-//! `no_std` Rust, shared by the Rust-for-Linux module and the hosted shim.
+//! dmrs core: the kernel's dm-snapshot and dm-clone structures in `no_std`
+//! Rust, shared by the Rust-for-Linux module and the hosted shim.
 //!
-//! Reading guide (C file → Rust module):
+//! Reading guide (C file → Rust module; core/README.md has the full table):
+//! - `device-mapper.h` (`struct target_type`, `map`) → [`dm`]
 //! - `dm-exception-store.{c,h}` → [`exception_store`], [`exception`]
 //! - `dm-snap-persistent.c` → [`exception_store::persistent`] (`pstore`),
 //!   its on-disk structures in [`exception_store::disk`]
 //! - `dm-snap-transient.c` → [`exception_store::transient`]
 //! - `dm_exception_table` in `dm-snap.c` → [`exception_table`]
+//! - `dm-snap.c` → [`snapshot`]
+//! - `dm-clone-target.c`, `dm-clone-metadata.c` → [`clone`], over the
+//!   persistent-data library in [`pdata`]
 //!
 //! The platform seam — the only thing a platform implements — is
 //! [`platform`] (block I/O, chunk copy), [`sync`] (spinlock, rwsem,

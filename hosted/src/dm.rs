@@ -100,10 +100,10 @@ type Result<T> = std::result::Result<T, DmError>;
 type Io = SyncIo<HostDev>;
 /// Every table shares one snapshot driver (dm-snap.c's `_origins`).
 type Snapshots = Arc<SnapshotDriver<Io>>;
-type Origin = OriginTarget<Snapshots>;
-type Snapshot = SnapshotTarget<Snapshots, false>;
-type Merge = SnapshotTarget<Snapshots, true>;
-type Clone = DmClone<Io, SyncCopier>;
+type OriginType = OriginTarget<Snapshots>;
+type SnapshotType = SnapshotTarget<Snapshots, false>;
+type MergeType = SnapshotTarget<Snapshots, true>;
+type CloneType = DmClone<Io, SyncCopier>;
 
 /// A table's target as the hosted device mapper drives it: the core's
 /// [`Target`], object-safe (any target type behind one `Box`).
@@ -254,10 +254,10 @@ struct Device {
 
 /// The targets dmrs registers, with the kernel's versions.
 pub const TARGETS: [(&str, [u32; 3]); 4] = [
-    (Clone::NAME, Clone::VERSION),
-    (Merge::NAME, Merge::VERSION),
-    (Origin::NAME, Origin::VERSION),
-    (Snapshot::NAME, Snapshot::VERSION),
+    (CloneType::NAME, CloneType::VERSION),
+    (MergeType::NAME, MergeType::VERSION),
+    (OriginType::NAME, OriginType::VERSION),
+    (SnapshotType::NAME, SnapshotType::VERSION),
 ];
 
 /// Named devices and the snapshot driver behind them.
@@ -332,10 +332,10 @@ impl DeviceMapper {
         let mut ti = HostCtx { files: &mut self.files, name, len, max_io_len: 0, num_discard_bios: 0 };
         // `dm_get_target_type`.
         let r = match ttype {
-            Origin::NAME => construct::<Origin>(&self.snap, &mut ti, &params),
-            Snapshot::NAME => construct::<Snapshot>(&self.snap, &mut ti, &params),
-            Merge::NAME => construct::<Merge>(&self.snap, &mut ti, &params),
-            Clone::NAME => construct::<Clone>(&(), &mut ti, &params),
+            OriginType::NAME => construct::<OriginType>(&self.snap, &mut ti, &params),
+            SnapshotType::NAME => construct::<SnapshotType>(&self.snap, &mut ti, &params),
+            MergeType::NAME => construct::<MergeType>(&self.snap, &mut ti, &params),
+            CloneType::NAME => construct::<CloneType>(&(), &mut ti, &params),
             other => {
                 return Err(err(
                     Errno::EINVAL,
@@ -627,7 +627,7 @@ impl DeviceMapper {
     /// A table's snapshot in the driver, if its target is one.
     fn snap_id(t: &Table) -> Option<SnapId> {
         let a = t.target.as_any();
-        a.downcast_ref::<Snapshot>().map(|s| s.id()).or_else(|| a.downcast_ref::<Merge>().map(|s| s.id()))
+        a.downcast_ref::<SnapshotType>().map(|s| s.id()).or_else(|| a.downcast_ref::<MergeType>().map(|s| s.id()))
     }
 
     fn snapshot_tables(&self) -> impl Iterator<Item = (&str, &'static str, SnapId)> {
@@ -743,7 +743,7 @@ impl DeviceMapper {
         }
         t.target.periodic();
         let left = report(progress);
-        if left > 0 && t.ttype == Clone::NAME {
+        if left > 0 && t.ttype == CloneType::NAME {
             return Err(err(
                 Errno::EAGAIN,
                 format!("dmrs: {name}: hydration is not running ({left} regions left; enable_hydration first)"),

@@ -7,9 +7,12 @@
 pub mod block;
 pub mod copy;
 pub mod limits;
+/// The test device: never in the kernel build.
+#[cfg(not(kernel))]
 pub mod ramdev;
 
 pub use block::{split_io, BlockDevice, DmDevice, ReqFlags, SECTOR_SHIFT, SECTOR_SIZE};
 pub use copy::{ChunkCopier, SyncCopier};
 pub use limits::QueueLimits;
+#[cfg(not(kernel))]
 pub use ramdev::RamDev;
