@@ -2,6 +2,7 @@
 //! dm-clone: its metadata (`dm-clone-metadata.c`) on persistent-data.
 //! [`superblock`] is the on-disk superblock.
 
+pub mod ctr;
 pub mod dm_clone;
 pub mod hydration;
 pub mod metadata;

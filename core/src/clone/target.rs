@@ -7,6 +7,7 @@
 //! [`CloneTarget::commit_metadata`], and on postsuspend — always after the
 //! destination is flushed (`pre_commit`, flush, `commit`).
 
+use super::ctr::{parse_options, parse_region_size};
 use super::hydration::Hydrations;
 use super::metadata::CloneMetadata;
 use crate::args::kstrtouint;
@@ -26,14 +27,7 @@ static HYDRATIONS_LOCK: LockClass = LockClass::new(c"dmrs_clone_hydrations_lock"
 pub const DM_MSG_PREFIX: &str = "clone";
 /// Target version in Linux 6.12.
 pub const CLONE_VERSION: [u32; 3] = [1, 0, 0];
-/// `MIN_REGION_SIZE`.
-pub const MIN_REGION_SIZE: u32 = 1 << 3;
-/// `MAX_REGION_SIZE`.
-pub const MAX_REGION_SIZE: u32 = 1 << 21;
-/// `DEFAULT_HYDRATION_THRESHOLD`.
-pub const DEFAULT_HYDRATION_THRESHOLD: u32 = 1;
-/// `DEFAULT_HYDRATION_BATCH_SIZE`.
-pub const DEFAULT_HYDRATION_BATCH_SIZE: u32 = 1;
+pub use super::ctr::{DEFAULT_HYDRATION_BATCH_SIZE, DEFAULT_HYDRATION_THRESHOLD, MAX_REGION_SIZE, MIN_REGION_SIZE};
 /// `DM_CLONE_METADATA_MAX_SECTORS`: what the metadata space map can use.
 pub const METADATA_MAX_SECTORS: u64 = crate::pdata::space_map::METADATA_MAX_BLOCKS * 8;
 /// `DM_CLONE_METADATA_MAX_SECTORS_WARNING`: 16 GiB.
@@ -112,19 +106,6 @@ pub struct CloneTarget<D: DmDevice, K: ChunkCopier, L: BioQueue = ()> {
     broken_hydration_order: bool,
 }
 
-fn read_group(
-    arg: Option<&str>,
-    max: u32,
-    left: usize,
-    error: &'static core::ffi::CStr,
-) -> core::result::Result<u32, TargetError> {
-    let n = arg.and_then(kstrtouint).ok_or(TargetError::inval(error))?;
-    if n > max || left < n as usize {
-        return Err(TargetError::inval(error));
-    }
-    Ok(n)
-}
-
 impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
     /// `clone_ctr`: `<metadata dev> <destination dev> <source dev> <region
     /// size> [<#feature args> [no_hydration] [no_discard_passdown]]
@@ -155,16 +136,7 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
         if source.size_sectors() < ti_len {
             return Err(TargetError::inval(c"Device size larger than source device"));
         }
-        // parse_region_size
-        let region_size = argv[3]
-            .trim_start()
-            .parse::<u32>()
-            .ok()
-            .filter(|r| (MIN_REGION_SIZE..=MAX_REGION_SIZE).contains(r))
-            .ok_or(TargetError::inval(c"Invalid region size"))?;
-        if !region_size.is_power_of_two() {
-            return Err(TargetError::inval(c"Region size is not a power of 2"));
-        }
+        let region_size = parse_region_size(argv[3])?;
         let lbs = |d: &D| (d.logical_block_size() >> SECTOR_SHIFT).max(1);
         if region_size % lbs(&source) != 0 || region_size % lbs(&dest) != 0 {
             return Err(TargetError::inval(c"Region size is not a multiple of device logical block size"));
@@ -174,41 +146,7 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
         if nr_regions > 1 << 31 {
             return Err(TargetError::inval(c"Too many regions. Consider increasing the region size"));
         }
-        // parse_feature_args, parse_core_args
-        let mut rest = &argv[4..];
-        let (mut hydration, mut passdown) = (true, true);
-        let (mut threshold, mut batch) = (DEFAULT_HYDRATION_THRESHOLD, DEFAULT_HYDRATION_BATCH_SIZE);
-        if let Some((count, tail)) = rest.split_first() {
-            let n = read_group(Some(count), 2, tail.len(), c"Invalid number of feature arguments")? as usize;
-            for f in &tail[..n] {
-                if f.eq_ignore_ascii_case("no_hydration") {
-                    hydration = false;
-                } else if f.eq_ignore_ascii_case("no_discard_passdown") {
-                    passdown = false;
-                } else {
-                    return Err(TargetError::inval(c"Invalid feature argument"));
-                }
-            }
-            rest = &tail[n..];
-        }
-        if let Some((count, tail)) = rest.split_first() {
-            let n = read_group(Some(count), 4, tail.len(), c"Invalid number of core arguments")? as usize;
-            if n & 1 != 0 {
-                return Err(TargetError::inval(c"Number of core arguments must be even"));
-            }
-            for pair in tail[..n].chunks(2) {
-                let (k, v) = (pair[0], pair.get(1).copied().unwrap_or(""));
-                if k.eq_ignore_ascii_case("hydration_threshold") {
-                    threshold =
-                        kstrtouint(v).ok_or(TargetError::inval(c"Invalid value for argument `hydration_threshold'"))?;
-                } else if k.eq_ignore_ascii_case("hydration_batch_size") {
-                    batch = kstrtouint(v)
-                        .ok_or(TargetError::inval(c"Invalid value for argument `hydration_batch_size'"))?;
-                } else {
-                    return Err(TargetError::inval(c"Invalid core argument"));
-                }
-            }
-        }
+        let o = parse_options(&argv[4..])?;
         let cmd = CloneMetadata::open(metadata_dev.clone(), ti_len, region_size)
             .map_err(|e| TargetError::new(e, c"Failed to load metadata"))?;
         let nomem = TargetError::new(Errno::ENOMEM, c"Failed to allocate memory for table line");
@@ -232,10 +170,10 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
             region_shift: region_size.trailing_zeros(),
             nr_regions,
             ctr_args,
-            hydration_enabled: AtomicBool::new(hydration),
-            discard_passdown: AtomicBool::new(passdown),
-            hydration_threshold: AtomicU32::new(threshold),
-            hydration_batch_size: AtomicU32::new(batch),
+            hydration_enabled: AtomicBool::new(o.hydration),
+            discard_passdown: AtomicBool::new(o.discard_passdown),
+            hydration_threshold: AtomicU32::new(o.hydration_threshold),
+            hydration_batch_size: AtomicU32::new(o.hydration_batch_size),
             mode: AtomicUsize::new(Mode::Write as usize),
             hydration_offset: AtomicU64::new(0),
             cmd,

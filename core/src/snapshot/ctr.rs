@@ -3,6 +3,7 @@
 //! in the kernel's order and with its `ti->error` strings. Opening devices
 //! and creating the store are the driver's next steps (`snapshot_ctr`).
 
+use crate::args::dm_read_arg_group;
 use crate::errno::TargetError;
 
 /// Parsed `<origin> <COW> <P|PO|N> <chunksize> [<#features> <feature>...]`.
@@ -20,24 +21,6 @@ pub struct SnapshotArgs<'a> {
     pub discard_passdown_origin: bool,
 }
 
-/// `validate_next_arg` for a group count: `%u` in `[min, max]` and no more
-/// than the arguments left.
-fn read_arg_group(
-    arg: Option<&str>,
-    max: u32,
-    left: usize,
-    error: &'static core::ffi::CStr,
-) -> Result<u32, TargetError> {
-    let n = arg
-        .map(|a| a.trim_start())
-        .and_then(|a| a.strip_prefix('+').unwrap_or(a).parse::<u32>().ok())
-        .ok_or(TargetError::inval(error))?;
-    if n > max || left < n as usize {
-        return Err(TargetError::inval(error));
-    }
-    Ok(n)
-}
-
 /// `snapshot_ctr`'s argument checks and `parse_snapshot_features`.
 pub fn parse_snapshot_args<'a>(argv: &[&'a str]) -> Result<SnapshotArgs<'a>, TargetError> {
     let [origin_path, cow_path, ty, chunk, rest @ ..] = argv else {
@@ -51,7 +34,7 @@ pub fn parse_snapshot_args<'a>(argv: &[&'a str]) -> Result<SnapshotArgs<'a>, Tar
         discard_passdown_origin: false,
     };
     if let Some((count, features)) = rest.split_first() {
-        let n = read_arg_group(Some(count), 2, features.len(), c"Invalid number of feature arguments")?;
+        let n = dm_read_arg_group(Some(count), 0, 2, features.len(), c"Invalid number of feature arguments")?;
         for f in features.iter().take(n as usize) {
             if f.eq_ignore_ascii_case("discard_zeroes_cow") {
                 a.discard_zeroes_cow = true;
