@@ -25,7 +25,7 @@ pub trait Log: Sync {
     fn log(&self, level: Level, prefix: &str, args: fmt::Arguments<'_>);
 }
 
-static LOGGER: spin::Once<&'static dyn Log> = spin::Once::new();
+static LOGGER: crate::sync::Once<&'static dyn Log> = crate::sync::Once::new();
 
 /// Installs the sink; the first call wins, as the kernel has one log.
 pub fn set_logger(l: &'static dyn Log) {

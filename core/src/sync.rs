@@ -61,6 +61,8 @@ mod imp {
 
     pub type SpinInner<T> = spin::Mutex<T>;
     pub type SpinGuard<'a, T> = spin::MutexGuard<'a, T>;
+    pub type MutexInner<T> = spin::Mutex<T>;
+    pub type MutexGuard<'a, T> = spin::MutexGuard<'a, T>;
     pub type RwInner<T> = spin::RwLock<T>;
     pub type ReadGuard<'a, T> = spin::RwLockReadGuard<'a, T>;
     pub type WriteGuard<'a, T> = spin::RwLockWriteGuard<'a, T>;
@@ -73,6 +75,12 @@ mod imp {
     }
     pub fn spin_lock<T>(m: &SpinInner<T>) -> SpinGuard<'_, T> {
         m.lock()
+    }
+    pub fn new_mutex<T>(v: T, c: &'static LockClass) -> Result<MutexInner<T>> {
+        new_spin(v, c)
+    }
+    pub fn mutex_lock<T>(m: &MutexInner<T>) -> MutexGuard<'_, T> {
+        spin_lock(m)
     }
     pub fn read<T>(m: &RwInner<T>) -> ReadGuard<'_, T> {
         m.read()
@@ -105,6 +113,8 @@ mod imp {
 
     pub type SpinInner<T> = loom::sync::Mutex<T>;
     pub type SpinGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+    pub type MutexInner<T> = loom::sync::Mutex<T>;
+    pub type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
     pub type RwInner<T> = loom::sync::RwLock<T>;
     pub type ReadGuard<'a, T> = loom::sync::RwLockReadGuard<'a, T>;
     pub type WriteGuard<'a, T> = loom::sync::RwLockWriteGuard<'a, T>;
@@ -119,6 +129,12 @@ mod imp {
     // reports that panic itself, so take the data and carry on.
     pub fn spin_lock<T>(m: &SpinInner<T>) -> SpinGuard<'_, T> {
         m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn new_mutex<T>(v: T, c: &'static LockClass) -> Result<MutexInner<T>> {
+        new_spin(v, c)
+    }
+    pub fn mutex_lock<T>(m: &MutexInner<T>) -> MutexGuard<'_, T> {
+        spin_lock(m)
     }
     pub fn read<T>(m: &RwInner<T>) -> ReadGuard<'_, T> {
         m.read().unwrap_or_else(|e| e.into_inner())
@@ -173,6 +189,24 @@ mod imp {
             .map_err(|_| Errno::ENOMEM)
     }
     pub fn spin_lock<T>(m: &SpinInner<T>) -> SpinGuard<'_, T> {
+        m.0.lock()
+    }
+
+    pub struct MutexInner<T>(core::pin::Pin<KBox<kernel::sync::Mutex<T>>>);
+    pub type MutexGuard<'a, T> = kernel::sync::lock::Guard<'a, T, kernel::sync::lock::mutex::MutexBackend>;
+
+    impl<T> core::fmt::Debug for MutexInner<T> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("mutex")
+        }
+    }
+
+    pub fn new_mutex<T>(v: T, c: &'static LockClass) -> Result<MutexInner<T>> {
+        KBox::pin_init(kernel::sync::Mutex::new(v, kname(c), &c.key), GFP_KERNEL)
+            .map(MutexInner)
+            .map_err(|_| Errno::ENOMEM)
+    }
+    pub fn mutex_lock<T>(m: &MutexInner<T>) -> MutexGuard<'_, T> {
         m.0.lock()
     }
 
@@ -313,6 +347,30 @@ impl<T> SpinLock<T> {
     }
 }
 
+/// `struct mutex` protecting a `T`: a sleeping lock only ever taken
+/// exclusively (it may be held across I/O; never under a [`SpinLock`]).
+#[derive(Debug)]
+pub struct Mutex<T>(imp::MutexInner<T>);
+
+/// Guard of a [`Mutex`].
+pub type MutexGuard<'a, T> = imp::MutexGuard<'a, T>;
+
+impl<T> Mutex<T> {
+    /// `mutex_init`. Fallible for the same reason as [`SpinLock::new`].
+    pub fn new(v: T, class: &'static LockClass) -> Result<Self> {
+        imp::new_mutex(v, class).map(Mutex)
+    }
+    /// `mutex_lock`.
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        imp::mutex_lock(&self.0)
+    }
+}
+
+/// A value set once at start and read without a lock afterwards (the
+/// platform's logger, its `dm_table_event`). Statics are outside loom's
+/// models, so every backend uses the same cell.
+pub use spin::Once;
+
 /// `struct rw_semaphore` protecting a `T`: sleeping reader-writer lock.
 #[derive(Debug)]
 pub struct RwSem<T>(imp::RwInner<T>);
@@ -383,6 +441,10 @@ mod tests {
         }
         *r.down_write() = 6;
         assert_eq!(*r.down_read(), 6);
+        static M: LockClass = LockClass::new(c"test_mutex");
+        let m = Mutex::new(1u32, &M).unwrap();
+        *m.lock() += 2;
+        assert_eq!(*m.lock(), 3);
         let a = AtomicU32::new(1);
         assert_eq!(a.fetch_sub(1, Ordering::AcqRel), 1);
     }

@@ -16,7 +16,7 @@ use crate::emit::{Emitter, StatusType};
 use crate::errno::{Errno, Result, TargetError};
 use crate::mem::TryVec;
 use crate::platform::{split_io, ChunkCopier, DmDevice, QueueLimits, ReqFlags, SECTOR_SHIFT};
-use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, LockClass, Ordering, RwSem, SpinLock};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, LockClass, Mutex, Ordering, SpinLock};
 
 /// Serialises metadata commits (the worker's commit against suspend's).
 static COMMIT_LOCK: LockClass = LockClass::new(c"dmrs_clone_commit_lock");
@@ -92,8 +92,8 @@ pub struct CloneTarget<D: DmDevice, K: ChunkCopier, L: BioQueue = ()> {
     mode: AtomicUsize,
     hydration_offset: AtomicU64,
     cmd: CloneMetadata<D>,
-    /// `commit_lock` (a mutex in the kernel).
-    commit_lock: RwSem<()>,
+    /// `commit_lock`.
+    commit_lock: Mutex<()>,
     /// Hydrations in flight: a region is copied once.
     hydrations: SpinLock<Hydrations<L>>,
     /// Events raised (`dm_table_event`): mode changes, commits once
@@ -158,7 +158,7 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
             ctr_args.try_extend_from_slice(a.as_bytes()).map_err(|_| nomem)?;
         }
         let lock = |class| {
-            RwSem::new((), class).map_err(|_| TargetError::new(Errno::ENOMEM, c"Failed to allocate clone structure"))
+            Mutex::new((), class).map_err(|_| TargetError::new(Errno::ENOMEM, c"Failed to allocate clone structure"))
         };
         Ok(CloneTarget {
             metadata_dev,
@@ -248,7 +248,7 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
     /// `commit_metadata`: pre_commit (swap dirty maps), flush the
     /// destination, commit. Returns whether the destination was flushed.
     pub fn commit_metadata(&self, name: &str) -> Result<bool> {
-        let _g = self.commit_lock.down_write();
+        let _g = self.commit_lock.lock();
         if !self.cmd.changed_this_transaction() {
             return Ok(false);
         }

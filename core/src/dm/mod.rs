@@ -25,7 +25,7 @@ pub use target::{Data, DeviceCallout, Target, TargetCtx};
 /// handle a target was given ([`crate::snapshot::SnapshotDriver::set_event_handle`],
 /// [`crate::clone::target::CloneTarget::set_event_handle`]), from process
 /// context (it may sleep), never under a spinlock.
-static TABLE_EVENT: spin::Once<fn(u64)> = spin::Once::new();
+static TABLE_EVENT: crate::sync::Once<fn(u64)> = crate::sync::Once::new();
 
 /// Registers the platform's `dm_table_event`.
 pub fn set_table_event(f: fn(u64)) {
