@@ -17,15 +17,79 @@
 use crate::errno::{Errno, Result};
 use core::ops::{Deref, DerefMut};
 
+use imp::Vec;
+
+// One backend per platform, as in `sync.rs`: the vector and the few
+// operations whose signatures differ.
 #[cfg(not(kernel))]
-use alloc::vec::Vec;
+mod imp {
+    use alloc::collections::TryReserveError;
+    pub use alloc::vec::Vec;
+
+    pub fn reserve<T>(v: &mut Vec<T>, n: usize) -> Result<(), TryReserveError> {
+        v.try_reserve(n)
+    }
+    pub fn reserve_exact<T>(v: &mut Vec<T>, n: usize) -> Result<(), TryReserveError> {
+        v.try_reserve_exact(n)
+    }
+    /// The caller made room first.
+    pub fn push_in_capacity<T>(v: &mut Vec<T>, x: T) {
+        v.push(x)
+    }
+    pub fn pop<T>(v: &mut Vec<T>) -> Option<T> {
+        v.pop()
+    }
+    pub fn from_elem<T: Clone>(x: T, n: usize) -> Result<Vec<T>, TryReserveError> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(n)?;
+        v.resize(n, x);
+        Ok(v)
+    }
+    pub fn extend_from_slice<T: Clone>(v: &mut Vec<T>, s: &[T]) -> Result<(), TryReserveError> {
+        v.try_reserve(s.len())?;
+        v.extend_from_slice(s);
+        Ok(())
+    }
+}
+
 // `kvmalloc`-backed: large tables fall back to vmalloc like the C code's
 // `kvzalloc`/`dm_vcalloc`. Every call passes GFP_KERNEL: the core never
 // allocates under a spinlock (see `push_within_capacity`).
 #[cfg(kernel)]
-type Vec<T> = kernel::alloc::KVVec<T>;
-#[cfg(kernel)]
-use kernel::alloc::flags::GFP_KERNEL;
+#[allow(unsafe_code)]
+mod imp {
+    use kernel::alloc::flags::GFP_KERNEL;
+    use kernel::alloc::AllocError;
+    pub type Vec<T> = kernel::alloc::KVVec<T>;
+
+    pub fn reserve<T>(v: &mut Vec<T>, n: usize) -> Result<(), AllocError> {
+        v.reserve(n, GFP_KERNEL)
+    }
+    /// `KVVec::reserve` allocates exactly what is asked for.
+    pub fn reserve_exact<T>(v: &mut Vec<T>, n: usize) -> Result<(), AllocError> {
+        v.reserve(n, GFP_KERNEL)
+    }
+    /// The caller made room first: cannot fail or allocate.
+    pub fn push_in_capacity<T>(v: &mut Vec<T>, x: T) {
+        let _ = v.push(x, GFP_KERNEL);
+    }
+    /// 6.12's KVec has no `pop`: the one unsafe step, kept to this module.
+    pub fn pop<T>(v: &mut Vec<T>) -> Option<T> {
+        let n = v.len().checked_sub(1)?;
+        // SAFETY: element `n` is initialised; shrinking the length first
+        // hands its ownership to the `read` below, so it is dropped once.
+        unsafe {
+            v.set_len(n);
+            Some(core::ptr::read(v.as_ptr().add(n)))
+        }
+    }
+    pub fn from_elem<T: Clone>(x: T, n: usize) -> Result<Vec<T>, AllocError> {
+        Vec::from_elem(x, n, GFP_KERNEL)
+    }
+    pub fn extend_from_slice<T: Clone>(v: &mut Vec<T>, s: &[T]) -> Result<(), AllocError> {
+        v.extend_from_slice(s, GFP_KERNEL)
+    }
+}
 
 /// A growable array with fallible allocation only.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,21 +116,12 @@ impl<T> TryVec<T> {
 
     /// Makes room for `additional` more elements.
     pub fn try_reserve(&mut self, additional: usize) -> Result<()> {
-        #[cfg(not(kernel))]
-        let r = self.0.try_reserve(additional);
-        #[cfg(kernel)]
-        let r = self.0.reserve(additional, GFP_KERNEL);
-        r.map_err(|_| Errno::ENOMEM)
+        imp::reserve(&mut self.0, additional).map_err(|_| Errno::ENOMEM)
     }
 
     /// Makes room for exactly `additional` more elements.
     pub fn try_reserve_exact(&mut self, additional: usize) -> Result<()> {
-        #[cfg(not(kernel))]
-        let r = self.0.try_reserve_exact(additional);
-        // KVVec::reserve allocates exactly what is asked for.
-        #[cfg(kernel)]
-        let r = self.0.reserve(additional, GFP_KERNEL);
-        r.map_err(|_| Errno::ENOMEM)
+        imp::reserve_exact(&mut self.0, additional).map_err(|_| Errno::ENOMEM)
     }
 
     /// Appends, allocating if needed.
@@ -79,11 +134,7 @@ impl<T> TryVec<T> {
     /// usable where sleeping is not allowed. Gives the value back when full.
     pub fn push_within_capacity(&mut self, v: T) -> core::result::Result<(), T> {
         if self.0.len() < self.0.capacity() {
-            #[cfg(not(kernel))]
-            self.0.push(v);
-            // Cannot fail or allocate: there is spare capacity.
-            #[cfg(kernel)]
-            let _ = self.0.push(v, GFP_KERNEL);
+            imp::push_in_capacity(&mut self.0, v);
             Ok(())
         } else {
             Err(v)
@@ -110,10 +161,7 @@ impl<T> TryVec<T> {
 
     /// Removes the last element.
     pub fn pop(&mut self) -> Option<T> {
-        #[cfg(not(kernel))]
-        return self.0.pop();
-        #[cfg(kernel)]
-        kernel_vec::pop(&mut self.0)
+        imp::pop(&mut self.0)
     }
 
     /// Shortens to `len` elements.
@@ -147,26 +195,12 @@ impl<T> TryVec<T> {
 impl<T: Clone> TryVec<T> {
     /// `n` copies of `v`.
     pub fn try_from_elem(v: T, n: usize) -> Result<Self> {
-        #[cfg(not(kernel))]
-        {
-            let mut out = Self::try_with_capacity(n)?;
-            out.0.resize(n, v);
-            Ok(out)
-        }
-        #[cfg(kernel)]
-        Vec::from_elem(v, n, GFP_KERNEL).map(TryVec).map_err(|_| Errno::ENOMEM)
+        imp::from_elem(v, n).map(TryVec).map_err(|_| Errno::ENOMEM)
     }
 
     /// Appends a copy of every element of `s`.
     pub fn try_extend_from_slice(&mut self, s: &[T]) -> Result<()> {
-        #[cfg(not(kernel))]
-        {
-            self.try_reserve(s.len())?;
-            self.0.extend_from_slice(s);
-            Ok(())
-        }
-        #[cfg(kernel)]
-        self.0.extend_from_slice(s, GFP_KERNEL).map_err(|_| Errno::ENOMEM)
+        imp::extend_from_slice(&mut self.0, s).map_err(|_| Errno::ENOMEM)
     }
 }
 
@@ -180,23 +214,6 @@ impl<T> Deref for TryVec<T> {
 impl<T> DerefMut for TryVec<T> {
     fn deref_mut(&mut self) -> &mut [T] {
         &mut self.0
-    }
-}
-
-// 6.12's KVec has no `pop`: the one unsafe step, kept to this module.
-#[cfg(kernel)]
-#[allow(unsafe_code)]
-mod kernel_vec {
-    use super::Vec;
-
-    pub(super) fn pop<T>(v: &mut Vec<T>) -> Option<T> {
-        let n = v.len().checked_sub(1)?;
-        // SAFETY: element `n` is initialised; shrinking the length first
-        // hands its ownership to the `read` below, so it is dropped once.
-        unsafe {
-            v.set_len(n);
-            Some(core::ptr::read(v.as_ptr().add(n)))
-        }
     }
 }
 
