@@ -23,47 +23,7 @@ use crate::filedev::{FileDev, OpenMode};
 
 /// A device a table holds: a shared open file plus the name as written in
 /// the table (what `dmsetup table` shows).
-#[derive(Clone, Debug)]
-pub struct HostDev {
-    dev: Arc<FileDev>,
-    name: Arc<str>,
-}
-
-impl BlockDevice for HostDev {
-    fn read(&self, s: u64, b: &mut [u8]) -> KResult<()> {
-        self.dev.read(s, b)
-    }
-    fn write(&self, s: u64, b: &[u8], f: ReqFlags) -> KResult<()> {
-        self.dev.write(s, b, f)
-    }
-    fn flush(&self) -> KResult<()> {
-        self.dev.flush()
-    }
-    fn size_sectors(&self) -> u64 {
-        self.dev.size_sectors()
-    }
-    fn logical_block_size(&self) -> u32 {
-        self.dev.logical_block_size()
-    }
-    fn prefetch(&self, s: u64, n: u64) {
-        self.dev.prefetch(s, n)
-    }
-    fn discard(&self, s: u64, n: u64) -> KResult<()> {
-        self.dev.discard(s, n)
-    }
-    fn queue_limits(&self) -> QueueLimits {
-        self.dev.queue_limits()
-    }
-}
-
-impl DmDevice for HostDev {
-    fn bdev_id(&self) -> u64 {
-        self.dev.id()
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
+pub type HostDev = dmrs_core::platform::TableDev<Arc<FileDev>, Arc<str>>;
 
 /// A failed device-mapper operation: the text dmsetup and the kernel log
 /// would print, and the errno.
@@ -294,7 +254,7 @@ impl DeviceMapper {
                 d
             }
         };
-        Ok(HostDev { dev, name: Arc::from(path) })
+        Ok(HostDev::new(dev.clone(), dev.id(), Arc::from(path)))
     }
 
     fn device(&mut self, name: &str) -> Result<&mut Device> {

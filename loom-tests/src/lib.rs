@@ -11,41 +11,20 @@
 //! Without `--cfg loom` the test files compile to nothing.
 
 #[cfg(loom)]
-pub use handle::{snapshot, Dev};
+pub use handle::{dev, snapshot, Dev};
 
 #[cfg(loom)]
 mod handle {
-    use dmrs_core::platform::{BlockDevice, DmDevice, RamDev, ReqFlags};
+    use dmrs_core::platform::RamDev;
     use dmrs_core::Result;
     use loom::sync::Arc;
 
     /// A shared handle on a RAM device (a `dm_dev`): identity and name.
-    #[derive(Clone)]
-    pub struct Dev(pub Arc<RamDev>, pub u64, pub &'static str);
+    pub type Dev = dmrs_core::platform::TableDev<Arc<RamDev>>;
 
-    impl Dev {
-        /// A handle on `dev` with identity `id` and table name `name`.
-        pub fn new(dev: RamDev, id: u64, name: &'static str) -> Dev {
-            Dev(Arc::new(dev), id, name)
-        }
-    }
-
-    impl BlockDevice for Dev {
-        fn read(&self, s: u64, b: &mut [u8]) -> Result<()> {
-            self.0.read(s, b)
-        }
-        fn write(&self, s: u64, b: &[u8], f: ReqFlags) -> Result<()> {
-            self.0.write(s, b, f)
-        }
-        fn flush(&self) -> Result<()> {
-            self.0.flush()
-        }
-        fn size_sectors(&self) -> u64 {
-            self.0.size_sectors()
-        }
-        fn logical_block_size(&self) -> u32 {
-            512
-        }
+    /// A handle on `dev` with identity `id` and table name `name`.
+    pub fn dev(dev: RamDev, id: u64, name: &'static str) -> Dev {
+        Dev::new(Arc::new(dev), id, name)
     }
 
     /// `snapshot <origin> <cow> P <chunk>` of `len` sectors on `drv`, resumed.
@@ -63,15 +42,6 @@ mod handle {
             .unwrap();
         drv.snapshot_resume(id).unwrap();
         id
-    }
-
-    impl DmDevice for Dev {
-        fn bdev_id(&self) -> u64 {
-            self.1
-        }
-        fn name(&self) -> &str {
-            self.2
-        }
     }
 }
 
@@ -170,12 +140,12 @@ mod asyncio {
             (b.sector, b.nr)
         }
         fn remap(b: &mut TestBio, dev: &Dev, sector: u64) {
-            b.dev = dev.2;
+            b.dev = dev.name;
             b.sector = sector;
         }
         fn submit(&self, b: TestBio) {
             if b.fill != 0 {
-                let d = self.devs.iter().find(|d| d.2 == b.dev).unwrap();
+                let d = self.devs.iter().find(|d| d.name == b.dev).unwrap();
                 d.write(b.sector, &vec![b.fill; b.nr as usize * 512], dmrs_core::platform::ReqFlags::empty()).unwrap();
             }
             let area = self.area_entries();

@@ -31,8 +31,8 @@ type Driver = SnapshotDriver<AsyncIo>;
 /// a 16-sector COW (header chunk 0, area in chunk 1 at sector 2), on the
 /// asynchronous platform; `hook` may break the driver first.
 fn setup(hook: impl FnOnce(&mut Driver)) -> (Arc<Driver>, SnapId, Dev) {
-    let origin = Dev::new(RamDev::from_bytes(&[0x11; 16 * 512], 512).unwrap(), 1, "origin");
-    let cow = Dev::new(RamDev::new(16, 512).unwrap(), 2, "cow");
+    let origin = dmrs_loom_tests::dev(RamDev::from_bytes(&[0x11; 16 * 512], 512).unwrap(), 1, "origin");
+    let cow = dmrs_loom_tests::dev(RamDev::new(16, 512).unwrap(), 2, "cow");
     let mut drv = SnapshotDriver::new(AsyncIo::new(cow.clone(), 2, vec![origin.clone(), cow.clone()])).unwrap();
     hook(&mut drv);
     let id = snapshot(&drv, &origin, &cow, 16, "2");

@@ -38,8 +38,8 @@ fn model(old_protocol: bool) {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(3);
     builder.check(move || {
-        let meta = Dev::new(RamDev::new(64 * 8, 512).unwrap(), 1, "meta");
-        let dest = Dev::new(RamDev::new(TARGET, 512).unwrap(), 2, "dest");
+        let meta = dmrs_loom_tests::dev(RamDev::new(64 * 8, 512).unwrap(), 1, "meta");
+        let dest = dmrs_loom_tests::dev(RamDev::new(TARGET, 512).unwrap(), 2, "dest");
         let md = Arc::new(CloneMetadata::open(meta.clone(), TARGET, REGION).unwrap());
         let hydrated_first = Arc::new(AtomicBool::new(false));
         let t = {
@@ -69,8 +69,8 @@ fn model(old_protocol: bool) {
         assert_eq!(md.changed_this_transaction(), !committed, "changed_this_transaction lies");
         assert!(!md.is_region_hydrated(0));
         // Power cut: every committed region's data must be durable.
-        meta.0.crash();
-        dest.0.crash();
+        meta.dev.crash();
+        dest.dev.crash();
         let after = CloneMetadata::open(meta.clone(), TARGET, REGION).unwrap();
         for r in 0..TARGET / REGION {
             if after.is_region_hydrated(r) {

@@ -24,9 +24,9 @@ fn model(broken: bool) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(3);
     b.check(move || {
-        let meta = Dev::new(RamDev::new(64 * 8, 512).unwrap(), 1, "meta");
-        let dest = Dev::new(RamDev::new(16, 512).unwrap(), 2, "dest");
-        let src = Dev::new(RamDev::from_bytes(&[0x5a; 16 * 512], 512).unwrap(), 3, "src");
+        let meta = dmrs_loom_tests::dev(RamDev::new(64 * 8, 512).unwrap(), 1, "meta");
+        let dest = dmrs_loom_tests::dev(RamDev::new(16, 512).unwrap(), 2, "dest");
+        let src = dmrs_loom_tests::dev(RamDev::from_bytes(&[0x5a; 16 * 512], 512).unwrap(), 3, "src");
         let (m, d, s) = (meta.clone(), dest.clone(), src.clone());
         let mut c = <CloneTarget<Dev, SyncCopier>>::ctr(
             16,

@@ -48,8 +48,8 @@ fn model(source_dtr: bool, broken: bool) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(3);
     b.check(move || {
-        let origin = Dev::new(RamDev::from_bytes(&[0x11; LEN as usize * 512], 512).unwrap(), 1, "origin");
-        let cow = Dev::new(RamDev::new(16, 512).unwrap(), 2, "cow");
+        let origin = dmrs_loom_tests::dev(RamDev::from_bytes(&[0x11; LEN as usize * 512], 512).unwrap(), 1, "origin");
+        let cow = dmrs_loom_tests::dev(RamDev::new(16, 512).unwrap(), 2, "cow");
         let drv = Arc::new(driver(broken));
         let (o, c) = (origin.clone(), cow.clone());
         let mut get = move |p: &str| Ok(if p == "origin" { o.clone() } else { c.clone() });
@@ -104,7 +104,7 @@ fn model(source_dtr: bool, broken: bool) {
         // Power cut, reload the COW in a new table: both exceptions are on disk.
         drv.snapshot_dtr(dest);
         drv.snapshot_dtr(src);
-        cow.0.crash();
+        cow.dev.crash();
         let again = driver(false);
         let (o, c) = (origin.clone(), cow.clone());
         let id = again

@@ -20,8 +20,8 @@ fn model(unlocked_writer: bool) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(2);
     b.check(move || {
-        let origin = Dev::new(RamDev::from_bytes(&[0x11; 32 * 512], 512).unwrap(), 1, "origin");
-        let cow = Dev::new(RamDev::new(16, 512).unwrap(), 2, "cow");
+        let origin = dmrs_loom_tests::dev(RamDev::from_bytes(&[0x11; 32 * 512], 512).unwrap(), 1, "origin");
+        let cow = dmrs_loom_tests::dev(RamDev::new(16, 512).unwrap(), 2, "cow");
         let drv = Arc::new(SnapshotDriver::new(SyncIo::<_, SyncCopier>::default()).unwrap());
         let (o, c) = (origin.clone(), cow.clone());
         let mut get = |p: &str| Ok(if p == "origin" { o.clone() } else { c.clone() });

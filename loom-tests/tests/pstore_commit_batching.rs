@@ -112,10 +112,10 @@ fn cow_image(prefilled: u32) -> Vec<u8> {
 fn durable(cow: &Dev, e: &DmException) -> bool {
     let mut buf = [0u8; 512];
     let recorded = (0..2).any(|a| {
-        cow.0.peek_durable(disk::area_location(EPA, a).unwrap() * CHUNK, &mut buf).unwrap();
+        cow.dev.peek_durable(disk::area_location(EPA, a).unwrap() * CHUNK, &mut buf).unwrap();
         (0..EPA).any(|i| disk::read_exception(&buf, i) == Some((e.old_chunk, e.new_chunk)))
     });
-    cow.0.peek_durable(e.new_chunk * CHUNK, &mut buf).unwrap();
+    cow.dev.peek_durable(e.new_chunk * CHUNK, &mut buf).unwrap();
     recorded && buf.iter().all(|&b| b == origin_byte(e.old_chunk))
 }
 
@@ -171,8 +171,8 @@ fn model(case: Case) {
     b.preemption_bound = Some(3);
     b.check(move || {
         let bytes: Vec<u8> = (0..NEW as u64).flat_map(|c| [origin_byte(c); 512]).collect();
-        let origin = Dev::new(RamDev::from_bytes(&bytes, 512).unwrap(), 1, "origin");
-        let cow = Dev::new(RamDev::from_bytes(&cow_image(case.prefilled), 512).unwrap(), 2, "cow");
+        let origin = dmrs_loom_tests::dev(RamDev::from_bytes(&bytes, 512).unwrap(), 1, "origin");
+        let cow = dmrs_loom_tests::dev(RamDev::from_bytes(&cow_image(case.prefilled), 512).unwrap(), 2, "cow");
         let (mut store, _) = ExceptionStore::create(&["P", "1"], cow.clone(), 512).unwrap();
         assert_eq!(store.read_metadata(&mut |_, _| Ok(())), Ok(Metadata::Loaded));
         let st = Arc::new(
@@ -186,8 +186,8 @@ fn model(case: Case) {
         // Two origin writes queued the copies of chunks 0 and 1; the copies
         // complete on two threads.
         let pending = [prepare(&st, 0), prepare(&st, 1)];
-        cow.0.record_writes(true);
-        cow.0.fail_writes_after(case.fail_writes_after);
+        cow.dev.record_writes(true);
+        cow.dev.fail_writes_after(case.fail_writes_after);
         let copies: Vec<_> = pending
             .into_iter()
             .map(|e| {
@@ -220,7 +220,7 @@ fn model(case: Case) {
         assert_eq!(ps.valid(), valid);
         // One PREFLUSH|FUA write of an area per batch, and no other.
         let mut area_writes = 0;
-        cow.0.for_each_write(|w| {
+        cow.dev.for_each_write(|w| {
             if w.flags.contains(ReqFlags::FUA) {
                 assert!(w.flags.contains(ReqFlags::PREFLUSH), "metadata written before the data it points at");
                 assert!(disk::is_metadata_chunk(EPA, w.sector / CHUNK));
@@ -239,7 +239,7 @@ fn model(case: Case) {
 
         // Power cut, reload: every exception reported valid is there.
         if valid {
-            cow.0.crash();
+            cow.dev.crash();
             let (mut again, _) = ExceptionStore::<Dev, ()>::create(&["P", "1"], cow.clone(), 512).unwrap();
             let mut found = Vec::new();
             again

@@ -25,9 +25,9 @@ use loom::thread;
 type Driver = SnapshotDriver<SyncIo<Dev>>;
 
 fn setup() -> (Arc<Driver>, SnapId, Dev) {
-    let origin = Dev::new(RamDev::from_bytes(&[0x11; 16 * 512 * 2], 512).unwrap(), 1, "origin");
+    let origin = dmrs_loom_tests::dev(RamDev::from_bytes(&[0x11; 16 * 512 * 2], 512).unwrap(), 1, "origin");
     // Chunk 2 sectors: header, area, then data chunks.
-    let cow = Dev::new(RamDev::new(16, 512).unwrap(), 2, "cow");
+    let cow = dmrs_loom_tests::dev(RamDev::new(16, 512).unwrap(), 2, "cow");
     let drv = Arc::new(SnapshotDriver::new(SyncIo::<_, SyncCopier>::default()).unwrap());
     let id = snapshot(&drv, &origin, &cow, 32, "2");
     (drv, id, origin)

@@ -31,8 +31,8 @@ fn model(broken: bool) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(2);
     b.check(move || {
-        let origin = Dev::new(RamDev::from_bytes(&[0x11; 16 * 512 * 2], 512).unwrap(), 1, "origin");
-        let cow = Dev::new(RamDev::new(16, 512).unwrap(), 2, "cow");
+        let origin = dmrs_loom_tests::dev(RamDev::from_bytes(&[0x11; 16 * 512 * 2], 512).unwrap(), 1, "origin");
+        let cow = dmrs_loom_tests::dev(RamDev::new(16, 512).unwrap(), 2, "cow");
         let mut drv = SnapshotDriver::new(SyncIo::<_, SyncCopier>::default()).unwrap();
         if broken {
             drv.break_tracking_for_loom();

@@ -10,9 +10,11 @@ pub mod limits;
 /// The test device: never in the kernel build.
 #[cfg(not(kernel))]
 pub mod ramdev;
+pub mod table_dev;
 
 pub use block::{split_io, BlockDevice, DmDevice, ReqFlags, SECTOR_SHIFT, SECTOR_SIZE};
 pub use copy::{ChunkCopier, SyncCopier};
 pub use limits::QueueLimits;
 #[cfg(not(kernel))]
 pub use ramdev::RamDev;
+pub use table_dev::TableDev;

@@ -8,48 +8,13 @@ use super::*;
 use crate::dm::SyncIo;
 use crate::emit::{Emitter, StatusType};
 use crate::errno::{Errno, Result};
-use crate::platform::{BlockDevice, DmDevice, QueueLimits, RamDev, ReqFlags};
+use crate::platform::{BlockDevice, QueueLimits, RamDev, ReqFlags};
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
-#[derive(Clone)]
-struct Dev {
-    d: Arc<RamDev>,
-    id: u64,
-    name: &'static str,
-}
-
-impl BlockDevice for Dev {
-    fn read(&self, s: u64, b: &mut [u8]) -> Result<()> {
-        self.d.read(s, b)
-    }
-    fn write(&self, s: u64, b: &[u8], f: ReqFlags) -> Result<()> {
-        self.d.write(s, b, f)
-    }
-    fn flush(&self) -> Result<()> {
-        self.d.flush()
-    }
-    fn size_sectors(&self) -> u64 {
-        self.d.size_sectors()
-    }
-    fn logical_block_size(&self) -> u32 {
-        self.d.logical_block_size()
-    }
-    fn discard(&self, s: u64, n: u64) -> Result<()> {
-        self.d.discard(s, n)
-    }
-}
-
-impl DmDevice for Dev {
-    fn bdev_id(&self) -> u64 {
-        self.id
-    }
-    fn name(&self) -> &str {
-        self.name
-    }
-}
+type Dev = crate::platform::TableDev<Arc<RamDev>>;
 
 const NAMES: [&str; 5] = ["origin", "cow1", "cow2", "cow3", "cow4"];
 
@@ -68,7 +33,7 @@ impl Lab {
             } else {
                 RamDev::new(cow_sectors, 512).unwrap()
             };
-            devs.push(Dev { d: Arc::new(d), id: i as u64 + 1, name });
+            devs.push(Dev::new(Arc::new(d), i as u64 + 1, name));
         }
         Lab { devs, drv: SnapshotDriver::new(SyncIo::default()).unwrap() }
     }
@@ -164,13 +129,13 @@ fn origin_writes_copy_to_every_snapshot_with_its_own_chunk_size() {
 fn snapshot_writes_partial_and_whole_chunk() {
     let lab = Lab::new(8192);
     let s = lab.snap("origin cow1 P 16");
-    let reads = lab.devs[0].d.stats().reads;
+    let reads = lab.devs[0].dev.stats().reads;
     // Whole chunk: no read of the origin.
     lab.drv.snapshot_write(s, 160, &[0x44u8; 8192], ReqFlags::empty()).unwrap();
-    assert_eq!(lab.devs[0].d.stats().reads, reads);
+    assert_eq!(lab.devs[0].dev.stats().reads, reads);
     // Half a chunk: the rest comes from the origin.
     lab.drv.snapshot_write(s, 320, &[0x55u8; 4096], ReqFlags::empty()).unwrap();
-    assert!(lab.devs[0].d.stats().reads > reads);
+    assert!(lab.devs[0].dev.stats().reads > reads);
     let b = lab.read(s, 320, 8192).unwrap();
     assert!(all(&b[..4096], 0x55) && all(&b[4096..], 0x11));
     assert!(all(&lab.read(s, 160, 8192).unwrap(), 0x44));
@@ -343,9 +308,9 @@ fn merge_to_completion_with_origin_io() {
 fn copy_errors_invalidate_and_the_origin_keeps_working() {
     let lab = Lab::new(8192);
     let s = lab.snap("origin cow1 P 16");
-    lab.devs[1].d.fail_writes_after(Some(0));
+    lab.devs[1].dev.fail_writes_after(Some(0));
     lab.origin_write(0, 512, 0x61);
-    lab.devs[1].d.fail_writes_after(None);
+    lab.devs[1].dev.fail_writes_after(None);
     assert_eq!(lab.status(s, StatusType::Info), "Invalid");
     assert!(all(&lab.origin(0, 512), 0x61), "origin write went through");
     assert_eq!(lab.read(s, 0, 512), Err(Errno::EIO));
@@ -400,7 +365,7 @@ fn origin_write_batches_exceptions() {
     let a = lab.snap("origin cow1 P 16");
     let b = lab.snap("origin cow2 P 8");
     for d in &lab.devs[1..3] {
-        d.d.record_writes(true);
+        d.dev.record_writes(true);
     }
     let chunks_a = 40u64; // 40 chunks of 16 sectors, 80 of 8
     lab.origin_write(0, (chunks_a * 16 * 512) as usize, 0x22);
@@ -410,7 +375,7 @@ fn origin_write_batches_exceptions() {
     }
     let log = |d: &Dev| {
         let mut v = Vec::new();
-        d.d.for_each_write(|r| v.push((r.sector, r.nr_sectors, r.flags)));
+        d.dev.for_each_write(|r| v.push((r.sector, r.nr_sectors, r.flags)));
         v
     };
     let durable = ReqFlags::PREFLUSH | ReqFlags::FUA;
@@ -432,7 +397,7 @@ fn origin_write_batches_exceptions() {
     assert_eq!(lab.status(b, StatusType::Info), "656/8192 16");
     // Power cut: every exception made is in the metadata.
     for d in &lab.devs[1..3] {
-        d.d.crash();
+        d.dev.crash();
     }
     drop(lab.drv);
     let lab2 = Lab { devs: lab.devs.clone(), drv: SnapshotDriver::new(SyncIo::default()).unwrap() };
@@ -655,7 +620,7 @@ fn origin_bio(id: u32, sector: u64) -> TestBio {
 fn copies_complete_out_of_order_and_commit_in_order() {
     use crate::dm::Queued;
     let (lab, drv, id) = async_lab(8192);
-    lab.devs[1].d.record_writes(true);
+    lab.devs[1].dev.record_writes(true);
     for (n, chunk) in [(1, 0u64), (2, 1)] {
         assert!(matches!(drv.origin_write_bio(&lab.devs[0], origin_bio(n, chunk * 16), false), Queued::Queued));
     }
@@ -666,7 +631,7 @@ fn copies_complete_out_of_order_and_commit_in_order() {
     complete_copy(&drv, drv.platform(), 1);
     assert!(drv.platform().log.lock().unwrap().is_empty(), "nothing released before chunk 0 commits");
     let mut writes = Vec::new();
-    lab.devs[1].d.for_each_write(|r| writes.push(r.flags));
+    lab.devs[1].dev.for_each_write(|r| writes.push(r.flags));
     assert!(writes.iter().all(|f| f.is_empty()), "no metadata written yet: {writes:?}");
     complete_copy(&drv, drv.platform(), 0);
     assert_eq!(
@@ -675,7 +640,7 @@ fn copies_complete_out_of_order_and_commit_in_order() {
         "origin writes retried once their exceptions are durable"
     );
     let mut writes = Vec::new();
-    lab.devs[1].d.for_each_write(|r| writes.push((r.sector, r.flags)));
+    lab.devs[1].dev.for_each_write(|r| writes.push((r.sector, r.flags)));
     assert_eq!(writes.len(), 3, "two copies, one area write for both: {writes:?}");
     assert!(writes[2].1.contains(ReqFlags::PREFLUSH | ReqFlags::FUA));
     // The area lists them in allocation order (merge relies on it).
@@ -711,14 +676,14 @@ fn map_context_never_writes_metadata() {
     let (lab, drv, id) = async_lab(3 * 16);
     assert!(matches!(drv.origin_write_bio(&lab.devs[0], origin_bio(1, 0), false), Queued::Queued));
     complete_copy(&drv, drv.platform(), 0);
-    lab.devs[1].d.record_writes(true);
+    lab.devs[1].dev.record_writes(true);
     // No room for chunk 1: invalidating writes the header, which a bio
     // submitted from `map` would wait for until `map` returns.
     let Queued::Retry(bio) = drv.origin_write_bio(&lab.devs[0], origin_bio(2, 16), false) else {
         panic!("map must defer")
     };
     let mut n = 0;
-    lab.devs[1].d.for_each_write(|_| n += 1);
+    lab.devs[1].dev.for_each_write(|_| n += 1);
     assert_eq!(n, 0, "map wrote to the COW");
     let Queued::Retry(bio) = drv.snapshot_write_bio(id, TestBio { id: 3, ..bio }, false) else {
         panic!("map must defer")
@@ -726,7 +691,7 @@ fn map_context_never_writes_metadata() {
     // From process context the snapshot is invalidated and the write goes on.
     assert!(matches!(drv.origin_write_bio(&lab.devs[0], TestBio { id: 2, ..bio }, true), Queued::Remapped(_)));
     let mut n = 0;
-    lab.devs[1].d.for_each_write(|_| n += 1);
+    lab.devs[1].dev.for_each_write(|_| n += 1);
     assert_eq!(n, 1, "the header, marked invalid");
 }
 
