@@ -740,7 +740,8 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
                     self.region_size,
                     self.cmd.nr_of_hydrated_regions(),
                     self.nr_regions,
-                    0
+                    // `hydrations_in_flight`: regions being copied now.
+                    self.hydrations.lock().regions_in_flight()
                 );
                 let h = !self.hydration_enabled.load(Ordering::Acquire);
                 let d = !self.discard_passdown.load(Ordering::Acquire);

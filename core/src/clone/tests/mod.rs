@@ -392,6 +392,16 @@ fn dm_clone_hydrates_asynchronously_through_the_target_layer() {
     assert_eq!(c.background(), Ok(false), "copies complete later: the worker does not spin");
     assert_eq!(jobs.lock().unwrap().len(), 4, "hydration_threshold regions in flight");
     assert_eq!(c.remaining(), Some(31));
+    // `<#hydrating regions>` (dmsetup's field 8) counts the copies in flight.
+    let info = |c: &DmClone<HydrationIo, SyncCopier>| {
+        let mut buf = [0u8; 256];
+        let mut e = crate::emit::Emitter::new(&mut buf);
+        c.status(crate::emit::StatusType::Info, true, &mut e);
+        alloc::string::String::from(e.as_str())
+    };
+    let fields = info(&c);
+    let fields: Vec<&str> = fields.split_whitespace().collect();
+    assert_eq!((fields[3], fields[4]), ("1/32", "4"), "{fields:?}");
     let mut rounds = 0;
     while let Some(job) = {
         let j = jobs.lock().unwrap().pop();
@@ -403,6 +413,7 @@ fn dm_clone_hydrates_asynchronously_through_the_target_layer() {
     }
     assert_eq!((rounds, c.remaining()), (31, Some(0)), "each completion started the next");
     assert_eq!(c.events(), 1, "the commit once everything is hydrated raised the event");
+    assert!(info(&c).starts_with("8 6/1024 64 32/32 0 "), "{}", info(&c));
     let mut b = [0u8; 512];
     dest.read(2047, &mut b).unwrap();
     assert!(b.iter().all(|&x| x == 0x5a));
