@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # clone-ext4.sh: dmtest's filesystem_test for ext4 (device-mapper-test-suite
 # feature-dm-clone, lib/dmtest/tests/clone/consistency_tests.rb) on the
-# stock kernel's C dm-clone: an ext4 source (made here by mkfs.ext4 -d:
-# a tree of 300 files and a 16 MiB random test file; dmtest: a kernel
+# stock kernel's C dm-clone: an ext4 source (ext4-source.sh: mkfs.ext4 -d
+# of a tree of 300 files and a 16 MiB random test file; dmtest: a kernel
 # tree and 1 GiB on 10 GiB), cloned with hydration off and mounted through
 # the clone; the test file's md5 must hold when read through the clone,
 # after fstrim (discards of unhydrated regions skip their hydration), and
@@ -10,8 +10,8 @@
 # destination alone must be a clean ext4 (e2fsck -fn) whose files are the
 # source's (debugfs dump + md5).
 # Only the stock guest can run it: our Rust-enabled kernel (rfl/) is
-# tinyconfig without EXT4, so dm_rs is not covered here (see
-# rfl/clone-users.sh for its C-vs-dm_rs checks).
+# tinyconfig without EXT4, so dm_rs gets the same image with fstrim's
+# discards issued by hand instead (rfl/clone-fs.sh).
 # Exits 1 on any mismatch.
 set -uo pipefail
 LAB=$(cd "$(dirname "$0")" && pwd)
@@ -20,23 +20,10 @@ W=$(mktemp -d /tmp/dmrs-ext4.XXXXXX)
 t0=$(date +%s)
 fail() { echo "clone-ext4: FAIL: $*"; echo "kept $W"; exit 1; }
 
-# The source filesystem, deterministic content.
-python3 - "$W/tree" <<'PY' || fail "tree"
-import os, random, sys
-root = sys.argv[1]
-r = random.Random(1302)
-for i in range(300):
-    d = os.path.join(root, "linux", f"dir{i % 17}", f"sub{i % 5}")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"file{i}.c"), "wb") as f:
-        f.write(r.randbytes(r.choice([100, 700, 4096, 5000, 20000, 70000])))
-with open(os.path.join(root, "testfile"), "wb") as f:
-    f.write(r.randbytes(16 << 20))
-PY
-( cd "$W/tree" && find . -type f | LC_ALL=C sort | xargs md5sum ) > "$W/tree.md5"
-test_md5=$(md5sum < "$W/tree/testfile" | cut -c1-32)
-truncate -s 96M "$W/src.img"
-mkfs.ext4 -q -F -b 4096 -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 -d "$W/tree" "$W/src.img" || fail mkfs
+# The source filesystem (ext4-source.sh), deterministic content.
+. "$LAB/ext4-source.sh"
+ext4_source "$W" || fail "ext4 source"
+test_md5=$(cat "$W/test.md5")
 truncate -s 96M "$W/dest.img"; truncate -s 4M "$W/meta.img"
 cp "$W/src.img" "$W/src.orig"
 
