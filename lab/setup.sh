@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 need=()
 for p in qemu-system-x86 busybox-static cpio kmod xz-utils zstd gcc-12 make bc \
-         "linux-headers-$KVER" linux-source-6.12 dmsetup; do
+         "linux-headers-$KVER" linux-source-6.12 dmsetup e2fsprogs python3; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ((${#need[@]})); then
