@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# rfl/clone-hydrating.sh: KNOWN DIFFERENCE, not run by CI (it fails today).
-# The clone status's <#hydrating regions> field (field 8 of `dmsetup
-# status`, the kernel's atomic_read(&clone->hydrations_in_flight)) during
-# background hydration, C dm-clone against dm_rs in one guest: 16 MiB,
-# default threshold (1 region at a time), status polled with --noflush
-# while hydration runs. The kernel shows regions in flight; dm_rs's status
-# (core/src/clone/target.rs `status`) always emits 0. Positional parsers
-# that wait for "hydrated == total and hydrating == 0" still end right, but
-# anything reading progress sees nothing in flight.
+# rfl/clone-hydrating.sh: the clone status's <#hydrating regions> field
+# (field 8 of `dmsetup status`, the kernel's
+# atomic_read(&clone->hydrations_in_flight)) during background hydration,
+# C dm-clone against dm_rs in one guest: 16 MiB, default threshold (1
+# region at a time), status polled with --noflush while hydration runs.
+# Both must show regions in flight at some point, and the same end line.
+# (dm_rs printed a constant 0 here until the core counted them.)
 # Exits 1 when the two sides differ (or the guest fails).
 set -uo pipefail
 RFL=$(cd "$(dirname "$0")" && pwd)
