@@ -77,6 +77,78 @@ impl<P: IoPlatform> DmSnapshot<P> {
         crate::dm::table_event(self.event_handle);
     }
 
+    /// The store says the snapshot was invalidated before: loaded invalid.
+    pub(crate) fn loaded_invalid(&mut self) {
+        self.valid = false;
+        crate::dm_warn!(DM_MSG_PREFIX, "Snapshot is marked invalid.");
+    }
+
+    /// A handover's destination is cancelled with its source
+    /// (`snapshot_dtr` of the source): it stays invalid.
+    pub(crate) fn cancel_handover(&mut self) {
+        self.valid = false;
+    }
+
+    /// `snapshot_dtr`'s first steps: no merge, and origin writes make no
+    /// more exceptions in it.
+    pub(crate) fn deactivate(&mut self) {
+        self.running_merge = false;
+        self.active = false;
+    }
+
+    /// `snapshot_resume`: active (origin writes make exceptions), resumed,
+    /// and a merge target merges.
+    pub(crate) fn activate(&mut self) {
+        self.active = true;
+        self.suspended = false;
+        if self.is_merge {
+            self.running_merge = true;
+        }
+    }
+
+    /// A `PO` store ran out of room: further snapshot writes fail, the
+    /// snapshot stays valid for reads.
+    pub(crate) fn overflow(&mut self) {
+        if self.valid && !self.snapshot_overflowed {
+            self.snapshot_overflowed = true;
+            crate::dm_err!(DM_MSG_PREFIX, "Snapshot overflowed: Unable to allocate exception.");
+        }
+    }
+
+    /// A merge step takes `n` chunks from `first`: writes to them wait.
+    pub(crate) fn start_merging(&mut self, first: u64, n: u64) {
+        self.merging = Some((first, n));
+    }
+
+    /// The merge step's chunks are back in the origin.
+    pub(crate) fn end_merging(&mut self) {
+        self.merging = None;
+    }
+
+    /// The merge stops (`failed`: `merge_failed`, shown in the status).
+    pub(crate) fn stop_merge(&mut self, failed: bool) {
+        if failed {
+            self.merge_failed = true;
+        }
+        self.running_merge = false;
+        self.merging = None;
+    }
+
+    /// `__handover_exceptions(src, self)`: this destination takes the
+    /// source's exception table and store (keeping its own table's `PO`
+    /// choice) and its state; the source becomes invalid in memory only.
+    pub(crate) fn handover_from(&mut self, src: &mut DmSnapshot<P>) {
+        core::mem::swap(&mut src.complete, &mut self.complete);
+        core::mem::swap(&mut src.store, &mut self.store);
+        // Each side goes on using the COW device its own table opened.
+        src.store.swap_cow(&mut self.store);
+        let po = src.store.userspace_supports_overflow();
+        self.store.set_userspace_supports_overflow(po);
+        self.valid = src.valid;
+        self.snapshot_overflowed = src.snapshot_overflowed;
+        src.valid = false;
+    }
+
     /// The COW sector holding origin `sector` if its chunk is remapped.
     pub(crate) fn remap(&self, sector: u64) -> Option<u64> {
         let chunk = sector >> self.chunk_shift();

@@ -368,8 +368,7 @@ impl<P: IoPlatform> SnapshotDriver<P> {
             let r = s.store.read_metadata(&mut |old, new| table.insert(old, new));
             match r {
                 Ok(Metadata::Invalidated) => {
-                    s.valid = false;
-                    crate::dm_warn!(DM_MSG_PREFIX, "Snapshot is marked invalid.");
+                    s.loaded_invalid();
                     Ok(s.store.chunk_size())
                 }
                 Ok(Metadata::Loaded) => Ok(s.store.chunk_size()),
@@ -417,15 +416,12 @@ impl<P: IoPlatform> SnapshotDriver<P> {
             if let (Some(src), Some(dest)) = (sh.src, sh.dest) {
                 if src == id.index {
                     if let Some(d) = reg.at(dest) {
-                        d.snap.down_write().valid = false;
+                        d.snap.down_write().cancel_handover();
                     }
                     crate::dm_err!(DM_MSG_PREFIX, "Cancelling snapshot handover.");
                 }
             }
-            let mut s = slot.snap.down_write();
-            s.running_merge = false;
-            // Origin writes make no more exceptions in it.
-            s.active = false;
+            slot.snap.down_write().deactivate();
         }
         // Exceptions started by origin writes complete first (their
         // origin bios are retried and skip this snapshot now).
@@ -499,7 +495,7 @@ impl<P: IoPlatform> SnapshotDriver<P> {
                 // Source, then destination (`down_write_nested` as in C).
                 let mut s = a.snap.down_write();
                 let mut d = b.snap.down_write_nested();
-                handover_exceptions(&mut s, &mut d);
+                d.handover_from(&mut s);
             }
         }
         #[cfg(loom)]
@@ -515,12 +511,7 @@ impl<P: IoPlatform> SnapshotDriver<P> {
         }
         reg.insert_ordered(id.index)?;
         let slot = reg.slot(id)?;
-        let mut s = slot.snap.down_write();
-        s.active = true;
-        s.suspended = false;
-        if s.is_merge {
-            s.running_merge = true;
-        }
+        slot.snap.down_write().activate();
         Ok(())
     }
 
@@ -832,10 +823,7 @@ impl<P: IoPlatform> SnapshotDriver<P> {
     /// anything else invalidates (`__invalidate_snapshot(s, -ENOMEM)`).
     fn no_room(&self, snap: &mut DmSnapshot<P>) {
         if snap.store.userspace_supports_overflow() {
-            if snap.valid && !snap.snapshot_overflowed {
-                snap.snapshot_overflowed = true;
-                crate::dm_err!(DM_MSG_PREFIX, "Snapshot overflowed: Unable to allocate exception.");
-            }
+            snap.overflow();
         } else {
             snap.invalidate(Errno::ENOMEM);
         }
@@ -1309,11 +1297,7 @@ impl<P: IoPlatform> SnapshotDriver<P> {
             if !msg.is_empty() {
                 crate::dm_err!(DM_MSG_PREFIX, "{}", msg);
             }
-            if failed {
-                snap.merge_failed = true;
-            }
-            snap.running_merge = false;
-            snap.merging = None;
+            snap.stop_merge(failed);
             if failed {
                 MergeProgress::Failed
             } else {
@@ -1338,7 +1322,7 @@ impl<P: IoPlatform> SnapshotDriver<P> {
                 Err(_) => return Ok(shut(&mut snap, true, "Read error in exception store: shutting down merge")),
             };
             let n = run.nr_consecutive as u64;
-            snap.merging = Some((run.last_old_chunk + 1 - n, n));
+            snap.start_merging(run.last_old_chunk + 1 - n, n);
             (run, slot.origin_id, snap.origin.clone(), snap.cow.clone(), snap.chunk_shift())
         };
         let n = run.nr_consecutive as u64;
@@ -1374,7 +1358,7 @@ impl<P: IoPlatform> SnapshotDriver<P> {
                 return Ok(shut(&mut snap, true, ""));
             }
         }
-        snap.merging = None;
+        snap.end_merging();
         Ok(MergeProgress::Merged(run.nr_consecutive))
     }
 }
@@ -1446,19 +1430,4 @@ fn copy_context(id: SnapId, slot: u32) -> u64 {
 
 fn split_context(c: u64) -> (u32, u32, u32) {
     ((c >> 40) as u32, ((c >> 16) as u32) & CONTEXT_GEN_MASK, (c & 0xffff) as u32)
-}
-
-/// `__handover_exceptions`: the destination takes the source's exception
-/// table and store (keeping its own table's `PO` choice) and its state; the
-/// source becomes invalid in memory only.
-fn handover_exceptions<P: IoPlatform>(src: &mut DmSnapshot<P>, dest: &mut DmSnapshot<P>) {
-    core::mem::swap(&mut src.complete, &mut dest.complete);
-    core::mem::swap(&mut src.store, &mut dest.store);
-    // Each side goes on using the COW device its own table opened.
-    src.store.swap_cow(&mut dest.store);
-    let po = src.store.userspace_supports_overflow();
-    dest.store.set_userspace_supports_overflow(po);
-    dest.valid = src.valid;
-    dest.snapshot_overflowed = src.snapshot_overflowed;
-    src.valid = false;
 }
