@@ -13,10 +13,15 @@
 //! Runner (b) is `dmrs run` over the disk files; runner (a) is the shell
 //! script [`guest_script`] emits for the real kernel (dmsetup + dd with
 //! `oflag=direct`, 4 KiB at a time, so allocation order is deterministic);
-//! runner (c), the Rust module, will run the same guest script. Output
-//! is what `status`, `table` and `echo` print; a failing line stops both.
+//! runner (c) runs the same guest script against the dm_rs module
+//! (`--prefix`, `--disk-offset`). Output is what `status`, `table` and
+//! `echo` print; a failing line stops every runner. [`run`] is `dmrs lab`.
 
-use crate::cli::{parse_line, Verb};
+use crate::cli::grammar::{line_mode, parse_line, LabVerb, LineMode, Verb};
+use crate::cli::script::run_script;
+use crate::cli::Session;
+use crate::error::{Error, Result};
+use crate::pattern::pattern;
 use crate::state::{quote, split_words};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -107,7 +112,7 @@ pub fn prepare(sc: &Scenario, dir: &Path) -> std::io::Result<()> {
     for d in &sc.disks {
         let p = dir.join(&d.name);
         match &d.pattern {
-            Some(t) => std::fs::write(&p, crate::cli::pattern(t, d.size as usize))?,
+            Some(text) => std::fs::write(&p, pattern(text, d.size as usize))?,
             None => {
                 let f = std::fs::File::create(&p)?;
                 f.set_len(d.size)?;
@@ -129,10 +134,6 @@ exp() { pat "$1" "$2" | md5sum | cut -c1-32; }
 wr() { pat "$2" "$4" | dd of="$1" bs=4096 seek=$(($3/4096)) oflag=direct 2>/dev/null; }
 stop() { echo "LAB FAILED: $*"; exit 1; }
 "#;
-
-fn q(s: &str) -> String {
-    quote(s)
-}
 
 /// Where a guest script runs: which target names, which disks.
 #[derive(Clone, Debug, Default)]
@@ -188,41 +189,41 @@ fn check_4k(v: u64, what: &str) -> Result<(), String> {
 }
 
 /// The guest shell command for one verb (without its failure handling).
-fn guest_cmd(sc: &Scenario, o: &GuestOpts, v: &Verb) -> Result<String, String> {
+fn guest_command(sc: &Scenario, o: &GuestOpts, v: &Verb) -> Result<String, String> {
     Ok(match v {
         Verb::Create { name, table, notable } => {
             if *notable {
-                format!("dmsetup create {} --notable", q(name))
+                format!("dmsetup create {} --notable", quote(name))
             } else {
                 let t = table.table.as_deref().ok_or("create needs --table in a scenario")?;
-                format!("dmsetup create {} --table {}", q(name), q(&guest_table(sc, o, t)))
+                format!("dmsetup create {} --table {}", quote(name), quote(&guest_table(sc, o, t)))
             }
         }
         Verb::Load { name, table } => {
             let t = table.table.as_deref().ok_or("load needs --table in a scenario")?;
-            format!("dmsetup load {} --table {}", q(name), q(&guest_table(sc, o, t)))
+            format!("dmsetup load {} --table {}", quote(name), quote(&guest_table(sc, o, t)))
         }
-        Verb::Suspend { name } => format!("dmsetup suspend {}", q(name)),
-        Verb::Resume { name } => format!("dmsetup resume {}", q(name)),
-        Verb::Remove { name } => format!("dmsetup remove {}", q(name)),
-        Verb::Status { name: Some(n) } => format!("dmsetup status {} | norm", q(n)),
-        Verb::Table { name: Some(n) } => format!("dmsetup table {} | norm", q(n)),
+        Verb::Suspend { name } => format!("dmsetup suspend {}", quote(name)),
+        Verb::Resume { name } => format!("dmsetup resume {}", quote(name)),
+        Verb::Remove { name } => format!("dmsetup remove {}", quote(name)),
+        Verb::Status { name: Some(n) } => format!("dmsetup status {} | norm", quote(n)),
+        Verb::Table { name: Some(n) } => format!("dmsetup table {} | norm", quote(n)),
         Verb::Status { name: None } | Verb::Table { name: None } => {
             return Err("status/table need a device name in a scenario (listing order differs)".into())
         }
         Verb::Message { name, sector, msg } => {
-            let m: Vec<String> = msg.iter().map(|w| q(w)).collect();
-            format!("dmsetup message {} {sector} {}", q(name), m.join(" "))
+            let m: Vec<String> = msg.iter().map(|w| quote(w)).collect();
+            format!("dmsetup message {} {sector} {}", quote(name), m.join(" "))
         }
         Verb::Write { name, offset, pattern: Some(p), length: Some(l), .. } => {
             check_4k(*offset, "offset")?;
             check_4k(*l, "length")?;
-            format!("wr {} {} {offset} {l}", dm(name), q(p))
+            format!("wr {} {} {offset} {l}", dm(name), quote(p))
         }
         Verb::Read { name, offset, length, expect_pattern: Some(p), .. } => {
             check_4k(*offset, "offset")?;
             check_4k(*length, "length")?;
-            format!("[ \"$(sum {} {offset} {length})\" = \"$(exp {} {length})\" ]", dm(name), q(p))
+            format!("[ \"$(sum {} {offset} {length})\" = \"$(exp {} {length})\" ]", dm(name), quote(p))
         }
         Verb::Read { name, offset, length, expect_pattern: None, output: None } => {
             check_4k(*offset, "offset")?;
@@ -237,17 +238,17 @@ fn guest_cmd(sc: &Scenario, o: &GuestOpts, v: &Verb) -> Result<String, String> {
         Verb::Flush { name } => format!("blockdev --flushbufs {}", dm(name)),
         Verb::Discard { name, offset, length } => format!("blkdiscard -o {offset} -l {length} {}", dm(name)),
         // snapshot-merge: allocated == metadata; clone: hydrated == regions.
-        Verb::Events { name } => format!("dmsetup info -c --noheadings -o events {}", q(name)),
-        Verb::Wait { name, event_nr: Some(n) } => format!("dmsetup wait {} {n} >/dev/null", q(name)),
+        Verb::Events { name } => format!("dmsetup info -c --noheadings -o events {}", quote(name)),
+        Verb::Wait { name, event_nr: Some(n) } => format!("dmsetup wait {} {n} >/dev/null", quote(name)),
         Verb::Wait { name, event_nr: None } => format!(
             "i=0; while :; do set -- $(dmsetup status {n}); \
              case $3 in *clone) [ \"${{7%/*}}\" = \"${{7#*/}}\" ] && [ \"$8\" = 0 ] && break;; \
              *) [ \"${{4%/*}}\" = \"$5\" ] && break;; esac; \
              i=$((i+1)); [ $i -gt 3000 ] && stop \"wait {n}: $*\"; sleep 0.1; done",
-            n = q(name)
+            n = quote(name)
         ),
         Verb::Echo { words } => {
-            let w: Vec<String> = words.iter().map(|w| q(w)).collect();
+            let w: Vec<String> = words.iter().map(|w| quote(w)).collect();
             format!("echo {}", w.join(" "))
         }
         other => return Err(format!("{other:?} cannot run in the guest")),
@@ -270,29 +271,81 @@ pub fn guest_script(sc: &Scenario, o: &GuestOpts, lines: &[String]) -> Result<St
     }
     s.push_str("; }\n");
     for (n, line) in lines.iter().enumerate() {
-        let t = line.trim_start();
-        let (mode, rest) = match t.chars().next() {
-            Some('!') => ('!', &t[1..]),
-            Some('-') => ('-', &t[1..]),
-            _ => (' ', t),
-        };
+        let (mode, rest) = line_mode(line);
         let words = split_words(rest).map_err(|e| format!("line {}: {e}", n + 1))?;
         if words.is_empty() {
             continue;
         }
         let verb = parse_line(&words).map_err(|e| format!("line {}: {e}", n + 1))?;
-        let cmd = guest_cmd(sc, o, &verb).map_err(|e| format!("line {}: {e}", n + 1))?;
+        let command = guest_command(sc, o, &verb).map_err(|e| format!("line {}: {e}", n + 1))?;
         let _ = match mode {
-            '!' => writeln!(
+            LineMode::MustFail => writeln!(
                 s,
-                "if {cmd} >/dev/null 2>&1; then stop {}; fi",
-                q(&format!("succeeded but must fail: {rest}"))
+                "if {command} >/dev/null 2>&1; then stop {}; fi",
+                quote(&format!("succeeded but must fail: {rest}"))
             ),
-            '-' => writeln!(s, "{cmd} >/dev/null 2>&1 || true"),
-            _ => writeln!(s, "{cmd} || stop {}", q(rest.trim())),
+            LineMode::MayFail => writeln!(s, "{command} >/dev/null 2>&1 || true"),
+            LineMode::MustSucceed => writeln!(s, "{command} || stop {}", quote(rest.trim())),
         };
     }
     Ok(s)
+}
+
+/// Reads and parses a scenario file.
+fn load(path: &Path) -> Result<Scenario> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::failed(format!("dmrs: {}: {e}", path.display())))?;
+    parse(&text).map_err(|e| Error::failed(format!("dmrs: {}: {e}", path.display())))
+}
+
+/// The script lines of part 1 or 2.
+fn part(sc: &Scenario, n: u8) -> Result<Vec<String>> {
+    match (n, &sc.part2) {
+        (1, _) => Ok(sc.part1.clone()),
+        (2, Some(lines)) => Ok(lines.clone()),
+        _ => Err(Error::failed("dmrs lab: no such part")),
+    }
+}
+
+/// Runs `dmrs lab …`.
+pub fn run(verb: &LabVerb, out: &mut dyn std::io::Write) -> Result<()> {
+    match verb {
+        LabVerb::Disks { scenario, compared } => {
+            for disk in load(scenario)?.disks.into_iter().filter(|d| !*compared || !d.nocompare) {
+                let _ = writeln!(out, "{}", disk.name);
+            }
+        }
+        LabVerb::Prepare { scenario, dir } => {
+            prepare(&load(scenario)?, dir).map_err(|e| Error::failed(format!("dmrs: {}: {e}", dir.display())))?
+        }
+        LabVerb::Guest { scenario, part: n, prefix, disk_offset } => {
+            let sc = load(scenario)?;
+            let opts = GuestOpts { prefix: prefix.clone(), disk_offset: *disk_offset };
+            let script = guest_script(&sc, &opts, &part(&sc, *n)?)
+                .map_err(|e| Error::failed(format!("dmrs: {}: {e}", scenario.display())))?;
+            let _ = write!(out, "{script}");
+        }
+        LabVerb::Host { scenario, dir, part: n } => {
+            let sc = load(scenario)?;
+            let script = dir.join(format!(".part{n}.dmrs"));
+            std::fs::write(&script, part(&sc, *n)?.join("\n") + "\n")
+                .map_err(|e| Error::failed(format!("dmrs: {}: {e}", script.display())))?;
+            let cwd = std::env::current_dir().map_err(|e| Error::failed(e.to_string()))?;
+            std::env::set_current_dir(dir).map_err(|e| Error::failed(format!("dmrs: {}: {e}", dir.display())))?;
+            let mut session = Session::new()?;
+            let result = run_script(&mut session, Path::new(&format!(".part{n}.dmrs")), out);
+            // Tear down as a guest poweroff would: destroy every table.
+            for name in session.dm.names() {
+                let _ = session.dm.remove(&name);
+            }
+            let _ = std::env::set_current_dir(cwd);
+            result?;
+        }
+        LabVerb::Info { scenario } => {
+            let sc = load(scenario)?;
+            let _ = writeln!(out, "deterministic={} handoff={}", sc.deterministic as u8, sc.part2.is_some() as u8);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
