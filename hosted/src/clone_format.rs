@@ -5,6 +5,7 @@
 //! `<range begin length/>`.
 
 use crate::clone::{runs, CloneImage};
+use crate::error::Error;
 use dmrs_core::pdata::bitset;
 use std::io::Write;
 
@@ -47,14 +48,16 @@ fn num(s: &str, what: &str) -> Result<u64, String> {
     s.parse().map_err(|_| format!("{what}: `{s}` is not a number"))
 }
 
-/// Parses any of the three formats (told apart by the first character).
-pub fn parse(text: &str) -> Result<CloneDump, String> {
-    match text.trim_start().chars().next() {
+/// Parses any of the three formats (told apart by the first character);
+/// a bad dump is damage (exit code 1).
+pub fn parse(text: &str) -> Result<CloneDump, Error> {
+    let parsed = match text.trim_start().chars().next() {
         Some('<') => parse_xml(text),
         Some('{') => parse_json(text),
         Some(_) => parse_text(text),
         None => Err("empty dump".into()),
-    }
+    };
+    parsed.map_err(Error::failed)
 }
 
 fn kv<'a>(s: &'a str, key: &str) -> Option<&'a str> {

@@ -9,6 +9,7 @@
 //! With no usable superblock nothing can be placed: every region is
 //! unhydrated (the sizes must then be given).
 
+use crate::error::Error;
 use dmrs_core::clone::superblock;
 use dmrs_core::endian::{read_le32, read_le64};
 use dmrs_core::pdata::array::{calc_max_entries, ARRAY_HEADER_SIZE, ARRAY_VALIDATOR};
@@ -31,8 +32,9 @@ pub struct Salvaged {
     pub problems: Vec<String>,
 }
 
-/// Salvages `dev`; `sizes` (region, target) overrides or replaces the superblock's.
-pub fn salvage(dev: &dyn BlockDevice, sizes: Option<(u64, u64)>) -> Result<Salvaged, String> {
+/// Salvages `dev`; `sizes` (region, target) overrides or replaces the
+/// superblock's. Fails (exit code 2) when the sizes are unknown or zero.
+pub fn salvage(dev: &dyn BlockDevice, sizes: Option<(u64, u64)>) -> Result<Salvaged, Error> {
     let bm = BlockManager::new(dev);
     let mut b0 = vec![0u8; BLOCK_SIZE];
     let sb = match bm.read_raw(0, &mut b0) {
@@ -42,10 +44,10 @@ pub fn salvage(dev: &dyn BlockDevice, sizes: Option<(u64, u64)>) -> Result<Salva
     let (region_size, target_size) = match (&sb, sizes) {
         (_, Some(s)) => s,
         (Ok(sb), None) => (sb.region_size, sb.target_size),
-        (Err(e), None) => return Err(format!("{e}; give --region-size and --target-size")),
+        (Err(e), None) => return Err(Error::usage_or_io(format!("{e}; give --region-size and --target-size"))),
     };
     if region_size == 0 || target_size == 0 {
-        return Err("region size and target size must not be 0".into());
+        return Err(Error::usage_or_io("region size and target size must not be 0"));
     }
     let nr_regions = target_size.div_ceil(region_size);
     let mut out = Salvaged { region_size, target_size, ..Default::default() };

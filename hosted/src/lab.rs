@@ -63,8 +63,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.parse::<u64>().map(|v| v * mult).map_err(|_| format!("bad size {s:?}"))
 }
 
-/// Parses a scenario's text.
-pub fn parse(text: &str) -> Result<Scenario, String> {
+/// Parses a scenario's text; a bad line fails with exit code 1.
+pub fn parse(text: &str) -> Result<Scenario> {
+    parse_lines(text).map_err(Error::failed)
+}
+
+fn parse_lines(text: &str) -> Result<Scenario, String> {
     let mut sc = Scenario::default();
     let mut handoff = false;
     for (n, line) in text.lines().enumerate() {
@@ -255,8 +259,13 @@ fn guest_command(sc: &Scenario, o: &GuestOpts, v: &Verb) -> Result<String, Strin
     })
 }
 
-/// The guest shell script for `lines` of scenario `sc`.
-pub fn guest_script(sc: &Scenario, o: &GuestOpts, lines: &[String]) -> Result<String, String> {
+/// The guest shell script for `lines` of scenario `sc`; a line the guest
+/// cannot run fails with exit code 1.
+pub fn guest_script(sc: &Scenario, o: &GuestOpts, lines: &[String]) -> Result<String> {
+    guest_lines(sc, o, lines).map_err(Error::failed)
+}
+
+fn guest_lines(sc: &Scenario, o: &GuestOpts, lines: &[String]) -> Result<String, String> {
     let mut s = String::from(PRELUDE);
     // norm: major:minor of each disk back to its name, dm_rs's target
     // names back to the kernel's.
@@ -294,7 +303,7 @@ pub fn guest_script(sc: &Scenario, o: &GuestOpts, lines: &[String]) -> Result<St
 /// Reads and parses a scenario file.
 fn load(path: &Path) -> Result<Scenario> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::failed(format!("dmrs: {}: {e}", path.display())))?;
-    parse(&text).map_err(|e| Error::failed(format!("dmrs: {}: {e}", path.display())))
+    parse(&text).map_err(|e| e.at(path))
 }
 
 /// The script lines of part 1 or 2.
@@ -320,8 +329,7 @@ pub fn run(verb: &LabVerb, out: &mut dyn std::io::Write) -> Result<()> {
         LabVerb::Guest { scenario, part: n, prefix, disk_offset } => {
             let sc = load(scenario)?;
             let opts = GuestOpts { prefix: prefix.clone(), disk_offset: *disk_offset };
-            let script = guest_script(&sc, &opts, &part(&sc, *n)?)
-                .map_err(|e| Error::failed(format!("dmrs: {}: {e}", scenario.display())))?;
+            let script = guest_script(&sc, &opts, &part(&sc, *n)?).map_err(|e| e.at(scenario))?;
             let _ = write!(out, "{script}");
         }
         LabVerb::Host { scenario, dir, part: n } => {

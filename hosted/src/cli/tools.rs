@@ -187,7 +187,7 @@ pub fn run_cow(tool: &CowTool, out: &mut dyn Write) -> Result<()> {
                 bar.inc(n * chunk_bytes)
             });
             drop(bar);
-            let merged = merged.map_err(|e| damaged(file, &[e], opts.quiet))?;
+            let merged = merged.map_err(|e| e.at(file).quiet(opts.quiet))?;
             if !opts.quiet {
                 let state = if merged.finished { "merge finished" } else { "merge interrupted" };
                 let _ = writeln!(out, "{state}: {} exceptions in {} steps", merged.chunks, merged.steps);
@@ -221,13 +221,13 @@ fn cow_changed(
         return Err(Error::usage_or_io("dmrs: cow changed: --format text or json"));
     }
     let json = format == Format::Json;
-    crate::cow_changed::trusted(&img).map_err(|e| damaged(file, &[e], quiet))?;
+    crate::cow_changed::trusted(&img).map_err(|e| e.at(file).quiet(quiet))?;
     let mut report = open_report(quiet, output, out)?;
     let mut buffered = std::io::BufWriter::with_capacity(1 << 20, &mut report);
     let mut first = true;
     // Streamed; the JSON keys in serde_json's (sorted) order.
     let head = if json { write!(buffered, "{{\"chunk_size\":{},\"ranges\":[", chunk_bytes / 512) } else { Ok(()) };
-    let listed = head.map_err(|e| e.to_string()).and_then(|_| {
+    let listed = head.map_err(|e| Error::failed(e.to_string())).and_then(|_| {
         crate::cow_changed::for_each_range(&img, old_chunks, &mut |begin, length| {
             let written = if json {
                 let separator = if first { "" } else { "," };
@@ -236,12 +236,12 @@ fn cow_changed(
                 writeln!(buffered, "{} {}", begin * unit, length * unit)
             };
             first = false;
-            written.map_err(|e| e.to_string())
+            written.map_err(|e| Error::failed(e.to_string()))
         })
     });
     if let Err(e) = listed {
         drop(buffered);
-        return Err(damaged(file, &[e], quiet));
+        return Err(e.at(file).quiet(quiet));
     }
     let unit_name = if bytes { "bytes" } else { "chunks" };
     let tail = if json { writeln!(buffered, "],\"unit\":\"{unit_name}\"}}") } else { Ok(()) };
@@ -342,7 +342,7 @@ pub fn run_clone(tool: &CloneTool, out: &mut dyn Write) -> Result<()> {
         CloneTool::Restore { input, output, region_size, target_size, force, opts } => {
             let quiet = opts.quiet;
             let text = std::fs::read_to_string(input).map_err(|e| Error::file(input, e))?;
-            let dump = crate::clone_format::parse(&text).map_err(|e| damaged(input, &[e], quiet))?;
+            let dump = crate::clone_format::parse(&text).map_err(|e| e.at(input).quiet(quiet))?;
             let pick = |arg: Option<u64>, from_dump: Option<u64>, what: &str| match (arg, from_dump) {
                 (Some(a), Some(b)) if a != b => {
                     Err(Error::usage_or_io(format!("dmrs: --{what} {a} differs from the dump's {b}")).quiet(quiet))
@@ -356,9 +356,9 @@ pub fn run_clone(tool: &CloneTool, out: &mut dyn Write) -> Result<()> {
             refuse_overwrite(output, crate::clone_restore::holds_valid_metadata(&dev), *force, "metadata")
                 .map_err(|e| e.quiet(quiet))?;
             crate::clone_restore::validate_runs(&dump.runs, target_size.div_ceil(region_size.max(1)))
-                .map_err(|e| damaged(input, &[e], quiet))?;
+                .map_err(|e| e.at(input).quiet(quiet))?;
             crate::clone_restore::write_clone(&dev, target_size, region_size, &dump.runs)
-                .map_err(|e| Error::usage_or_io(e).at(output).quiet(quiet))?;
+                .map_err(|e| e.at(output).quiet(quiet))?;
             if !quiet {
                 let hydrated: u64 = dump.runs.iter().map(|run| run.1).sum();
                 let _ = writeln!(out, "restored {hydrated} hydrated regions onto {}", output.display());
@@ -370,13 +370,13 @@ pub fn run_clone(tool: &CloneTool, out: &mut dyn Write) -> Result<()> {
                 .map_err(|e| e.quiet(quiet))?;
             let src = open_read_only(input)?;
             let salvaged = crate::clone_repair::salvage(&src, region_size.zip(*target_size))
-                .map_err(|e| Error::usage_or_io(e).at(input).quiet(quiet))?;
+                .map_err(|e| e.at(input).quiet(quiet))?;
             create_sized_like(output, &src)?;
             let dev = open_read_write(output)?;
             refuse_overwrite(output, crate::clone_restore::holds_valid_metadata(&dev), *force, "metadata")
                 .map_err(|e| e.quiet(quiet))?;
             crate::clone_restore::write_clone(&dev, salvaged.target_size, salvaged.region_size, &salvaged.runs)
-                .map_err(|e| Error::usage_or_io(e).at(output).quiet(quiet))?;
+                .map_err(|e| e.at(output).quiet(quiet))?;
             if !quiet {
                 for problem in &salvaged.problems {
                     let _ = writeln!(out, "{problem}");
