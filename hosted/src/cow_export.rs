@@ -41,9 +41,9 @@ pub fn export(
     };
     let origin_sectors = origin.size_sectors();
     // Every exception must be usable before any byte is written.
-    let r = cow::check(img, Some(origin_sectors));
-    if let Some(p) = r.problems.first() {
-        return Err(Error::failed(p.clone()));
+    let checked = cow::check(img, Some(origin_sectors));
+    if let Some(problem) = checked.problems.first() {
+        return Err(Error::failed(problem.clone()));
     }
     out.set_len(origin_sectors * 512).map_err(|e| Error::usage_or_io(format!("output: {e}")))?;
     let map: HashMap<u64, u64> = img.exceptions.iter().map(|e| (e.old_chunk, e.new_chunk)).collect();
@@ -52,23 +52,27 @@ pub fn export(
     let mut buf = vec![0u8; cs as usize * 512];
     let mut done = Exported { from_cow: 0, written: 0 };
     let chunks = origin_sectors.div_ceil(cs);
-    for c in 0..chunks {
-        let sector = c * cs;
+    for chunk in 0..chunks {
+        let sector = chunk * cs;
         let len = (origin_sectors - sector).min(cs) as usize * 512;
-        let b = &mut buf[..len];
-        match map.get(&c) {
-            Some(&n) => {
-                cow_dev.read(n * cs, b).map_err(|e| Error::usage_or_io(format!("COW chunk {n}: {e}")))?;
+        let piece = &mut buf[..len];
+        match map.get(&chunk) {
+            Some(&new_chunk) => {
+                cow_dev
+                    .read(new_chunk * cs, piece)
+                    .map_err(|e| Error::usage_or_io(format!("COW chunk {new_chunk}: {e}")))?;
                 done.from_cow += 1;
             }
             None if changed_only => {
                 progress(len as u64);
                 continue;
             }
-            None => origin.read(sector, b).map_err(|e| Error::usage_or_io(format!("origin sector {sector}: {e}")))?,
+            None => {
+                origin.read(sector, piece).map_err(|e| Error::usage_or_io(format!("origin sector {sector}: {e}")))?
+            }
         }
-        if b.iter().any(|&x| x != 0) {
-            out.write_all_at(b, sector * 512).map_err(|e| Error::usage_or_io(format!("output: {e}")))?;
+        if piece.iter().any(|&byte| byte != 0) {
+            out.write_all_at(piece, sector * 512).map_err(|e| Error::usage_or_io(format!("output: {e}")))?;
             done.written += 1;
         }
         progress(len as u64);
