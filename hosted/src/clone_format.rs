@@ -5,6 +5,7 @@
 //! `<range begin length/>`.
 
 use crate::clone::{runs, CloneImage};
+use crate::error::Error;
 use dmrs_core::pdata::bitset;
 use std::io::Write;
 
@@ -47,14 +48,16 @@ fn num(s: &str, what: &str) -> Result<u64, String> {
     s.parse().map_err(|_| format!("{what}: `{s}` is not a number"))
 }
 
-/// Parses any of the three formats (told apart by the first character).
-pub fn parse(text: &str) -> Result<CloneDump, String> {
-    match text.trim_start().chars().next() {
+/// Parses any of the three formats (told apart by the first character);
+/// a bad dump is damage (exit code 1).
+pub fn parse(text: &str) -> Result<CloneDump, Error> {
+    let parsed = match text.trim_start().chars().next() {
         Some('<') => parse_xml(text),
         Some('{') => parse_json(text),
         Some(_) => parse_text(text),
         None => Err("empty dump".into()),
-    }
+    };
+    parsed.map_err(Error::failed)
 }
 
 fn kv<'a>(s: &'a str, key: &str) -> Option<&'a str> {
@@ -65,47 +68,47 @@ fn parse_text(text: &str) -> Result<CloneDump, String> {
     let mut lines = text.lines().enumerate();
     let (_, first) = lines.next().ok_or("empty dump")?;
     let first = first.strip_prefix("superblock").ok_or("line 1: expected `superblock …`")?;
-    let mut d = CloneDump::default();
-    if let (Some(r), Some(t)) = (kv(first, "region_size"), kv(first, "target_size")) {
-        d.region_size = Some(num(r, "region_size")?);
-        d.target_size = Some(num(t, "target_size")?);
+    let mut dump = CloneDump::default();
+    if let (Some(region), Some(target)) = (kv(first, "region_size"), kv(first, "target_size")) {
+        dump.region_size = Some(num(region, "region_size")?);
+        dump.target_size = Some(num(target, "target_size")?);
     }
     for (n, line) in lines {
-        let mut w = line.split_whitespace();
-        let (Some(b), Some(l), None) = (w.next(), w.next(), w.next()) else {
+        let mut words = line.split_whitespace();
+        let (Some(first), Some(count), None) = (words.next(), words.next(), words.next()) else {
             return Err(format!("line {}: expected `<first region> <count>`", n + 1));
         };
-        d.runs.push((num(b, "first region")?, num(l, "count")?));
+        dump.runs.push((num(first, "first region")?, num(count, "count")?));
     }
-    Ok(d)
+    Ok(dump)
 }
 
 fn parse_json(text: &str) -> Result<CloneDump, String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("JSON: {e}"))?;
-    let mut d = CloneDump::default();
-    if let Some(sb) = v.get("superblock").filter(|s| s.is_object()) {
-        d.region_size = Some(sb.get("region_size").and_then(|x| x.as_u64()).ok_or("JSON: no region_size")?);
-        d.target_size = Some(sb.get("target_size").and_then(|x| x.as_u64()).ok_or("JSON: no target_size")?);
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("JSON: {e}"))?;
+    let mut dump = CloneDump::default();
+    if let Some(sb) = json.get("superblock").filter(|sb| sb.is_object()) {
+        dump.region_size = Some(sb.get("region_size").and_then(|n| n.as_u64()).ok_or("JSON: no region_size")?);
+        dump.target_size = Some(sb.get("target_size").and_then(|n| n.as_u64()).ok_or("JSON: no target_size")?);
     }
-    let list = v.get("hydrated").and_then(|h| h.as_array()).ok_or("JSON: no hydrated array")?;
-    for (i, r) in list.iter().enumerate() {
-        let g =
-            |k: usize| r.get(k).and_then(|x| x.as_u64()).ok_or(format!("JSON: hydrated[{i}] is not [first, count]"));
-        d.runs.push((g(0)?, g(1)?));
+    let list = json.get("hydrated").and_then(|a| a.as_array()).ok_or("JSON: no hydrated array")?;
+    for (i, run) in list.iter().enumerate() {
+        let number =
+            |k: usize| run.get(k).and_then(|n| n.as_u64()).ok_or(format!("JSON: hydrated[{i}] is not [first, count]"));
+        dump.runs.push((number(0)?, number(1)?));
     }
-    Ok(d)
+    Ok(dump)
 }
 
-fn attr<'a>(tag: &'a str, k: &str) -> Option<&'a str> {
-    let i = tag.find(&format!(" {k}=\""))? + k.len() + 3;
-    let rest = tag.get(i..)?;
+fn attr<'a>(tag: &'a str, key: &str) -> Option<&'a str> {
+    let start = tag.find(&format!(" {key}=\""))? + key.len() + 3;
+    let rest = tag.get(start..)?;
     rest.get(..rest.find('"')?)
 }
 
 /// The dump's XML is flat, tags only: each `<…>` is read on its own and
 /// anything else is refused.
 fn parse_xml(text: &str) -> Result<CloneDump, String> {
-    let mut d = CloneDump::default();
+    let mut dump = CloneDump::default();
     let mut seen_root = false;
     let mut rest = text.trim();
     while !rest.is_empty() {
@@ -118,14 +121,14 @@ fn parse_xml(text: &str) -> Result<CloneDump, String> {
             "?xml" | "/superblock" => {}
             "superblock" if !seen_root => {
                 seen_root = true;
-                if let (Some(r), Some(t)) = (attr(tag, "region_size"), attr(tag, "target_size")) {
-                    d.region_size = Some(num(r, "region_size")?);
-                    d.target_size = Some(num(t, "target_size")?);
+                if let (Some(region), Some(target)) = (attr(tag, "region_size"), attr(tag, "target_size")) {
+                    dump.region_size = Some(num(region, "region_size")?);
+                    dump.target_size = Some(num(target, "target_size")?);
                 }
             }
             "range" if seen_root => {
-                let g = |k: &str| num(attr(tag, k).ok_or(format!("XML: <range> has no {k}"))?, k);
-                d.runs.push((g("begin")?, g("length")?));
+                let attribute = |key: &str| num(attr(tag, key).ok_or(format!("XML: <range> has no {key}"))?, key);
+                dump.runs.push((attribute("begin")?, attribute("length")?));
             }
             other => return Err(format!("XML: unexpected <{other}>")),
         }
@@ -133,7 +136,7 @@ fn parse_xml(text: &str) -> Result<CloneDump, String> {
     if !seen_root {
         return Err("XML: no <superblock> root".into());
     }
-    Ok(d)
+    Ok(dump)
 }
 
 #[cfg(test)]

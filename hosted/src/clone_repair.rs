@@ -9,6 +9,7 @@
 //! With no usable superblock nothing can be placed: every region is
 //! unhydrated (the sizes must then be given).
 
+use crate::error::Error;
 use dmrs_core::clone::superblock;
 use dmrs_core::endian::{read_le32, read_le64};
 use dmrs_core::pdata::array::{calc_max_entries, ARRAY_HEADER_SIZE, ARRAY_VALIDATOR};
@@ -31,8 +32,9 @@ pub struct Salvaged {
     pub problems: Vec<String>,
 }
 
-/// Salvages `dev`; `sizes` (region, target) overrides or replaces the superblock's.
-pub fn salvage(dev: &dyn BlockDevice, sizes: Option<(u64, u64)>) -> Result<Salvaged, String> {
+/// Salvages `dev`; `sizes` (region, target) overrides or replaces the
+/// superblock's. Fails (exit code 2) when the sizes are unknown or zero.
+pub fn salvage(dev: &dyn BlockDevice, sizes: Option<(u64, u64)>) -> Result<Salvaged, Error> {
     let bm = BlockManager::new(dev);
     let mut b0 = vec![0u8; BLOCK_SIZE];
     let sb = match bm.read_raw(0, &mut b0) {
@@ -42,10 +44,10 @@ pub fn salvage(dev: &dyn BlockDevice, sizes: Option<(u64, u64)>) -> Result<Salva
     let (region_size, target_size) = match (&sb, sizes) {
         (_, Some(s)) => s,
         (Ok(sb), None) => (sb.region_size, sb.target_size),
-        (Err(e), None) => return Err(format!("{e}; give --region-size and --target-size")),
+        (Err(e), None) => return Err(Error::usage_or_io(format!("{e}; give --region-size and --target-size"))),
     };
     if region_size == 0 || target_size == 0 {
-        return Err("region size and target size must not be 0".into());
+        return Err(Error::usage_or_io("region size and target size must not be 0"));
     }
     let nr_regions = target_size.div_ceil(region_size);
     let mut out = Salvaged { region_size, target_size, ..Default::default() };
@@ -71,37 +73,38 @@ pub fn salvage(dev: &dyn BlockDevice, sizes: Option<(u64, u64)>) -> Result<Salva
     }
     let mut words: Vec<Option<u64>> = vec![None; nr_words as usize];
     let mut problems = Vec::new();
-    let r = btree::walk(&bm, sb.bitset_root, 8, &mut |_| {}, &mut |k, v| {
-        let b = read_le64(v, 0).unwrap_or(u64::MAX);
-        match bm.read(b, &ARRAY_VALIDATOR) {
+    let walked = btree::walk(&bm, sb.bitset_root, 8, &mut |_| {}, &mut |index, value| {
+        let array_block = read_le64(value, 0).unwrap_or(u64::MAX);
+        match bm.read(array_block, &ARRAY_VALIDATOR) {
             Ok(data) => {
-                let n = read_le32(&data, 8).unwrap_or(u32::MAX) as u64;
-                let ok =
-                    read_le32(&data, 12) == Some(8) && read_le32(&data, 4) == Some(per_block as u32) && n <= per_block;
+                let entries = read_le32(&data, 8).unwrap_or(u32::MAX) as u64;
+                let ok = read_le32(&data, 12) == Some(8)
+                    && read_le32(&data, 4) == Some(per_block as u32)
+                    && entries <= per_block;
                 if !ok {
-                    problems.push(format!("array block {b} (index {k}): bad shape"));
+                    problems.push(format!("array block {array_block} (index {index}): bad shape"));
                     return Ok(());
                 }
-                for i in 0..n {
-                    let Some(w) = k.checked_mul(per_block).and_then(|x| x.checked_add(i)) else { break };
-                    if let Some(slot) = words.get_mut(w as usize) {
+                for i in 0..entries {
+                    let Some(word) = index.checked_mul(per_block).and_then(|x| x.checked_add(i)) else { break };
+                    if let Some(slot) = words.get_mut(word as usize) {
                         *slot = read_le64(&data, ARRAY_HEADER_SIZE + 8 * i as usize);
                     }
                 }
             }
-            Err(e) => problems.push(format!("array block {b} (index {k}): {e:?}")),
+            Err(e) => problems.push(format!("array block {array_block} (index {index}): {e:?}")),
         }
         Ok(())
     });
-    if let Err(e) = r {
+    if let Err(e) = walked {
         problems.push(format!("bitset btree: block {}: {:?}", e.block, e.kind));
     }
     out.problems = problems;
-    for r in 0..nr_regions {
-        match words[(r / 64) as usize] {
-            Some(w) if w & (1 << (r % 64)) != 0 => match out.runs.last_mut() {
-                Some((b, l)) if *b + *l == r => *l += 1,
-                _ => out.runs.push((r, 1)),
+    for region in 0..nr_regions {
+        match words[(region / 64) as usize] {
+            Some(word) if word & (1 << (region % 64)) != 0 => match out.runs.last_mut() {
+                Some((first, count)) if *first + *count == region => *count += 1,
+                _ => out.runs.push((region, 1)),
             },
             Some(_) => {}
             None => out.in_doubt += 1,

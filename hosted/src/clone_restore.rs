@@ -4,16 +4,20 @@
 //! kernel module runs, whose metadata the kernel opens): format, mark the
 //! hydrated regions, two-phase commit.
 
+use crate::error::Error;
 use dmrs_core::clone::metadata::CloneMetadata;
 use dmrs_core::platform::{BlockDevice, ReqFlags};
 
 /// Checks `runs` against `nr_regions`: inside, sorted, not overlapping, non-empty.
-pub fn validate_runs(runs: &[(u64, u64)], nr_regions: u64) -> Result<(), String> {
+/// A bad run is damage in the dump (exit code 1).
+pub fn validate_runs(runs: &[(u64, u64)], nr_regions: u64) -> Result<(), Error> {
     let mut next = 0u64;
     for &(b, l) in runs {
-        let end = b.checked_add(l).ok_or(format!("range {b}+{l} overflows"))?;
+        let end = b.checked_add(l).ok_or_else(|| Error::failed(format!("range {b}+{l} overflows")))?;
         if l == 0 || b < next || end > nr_regions {
-            return Err(format!("range {b}+{l} is empty, out of order, overlapping or beyond {nr_regions} regions"));
+            return Err(Error::failed(format!(
+                "range {b}+{l} is empty, out of order, overlapping or beyond {nr_regions} regions"
+            )));
         }
         next = end;
     }
@@ -22,18 +26,23 @@ pub fn validate_runs(runs: &[(u64, u64)], nr_regions: u64) -> Result<(), String>
 
 /// Writes fresh metadata for `target_size`/`region_size` sectors with
 /// `runs` hydrated onto `dev` (its superblock is zeroed first, so the
-/// core formats rather than opens).
+/// core formats rather than opens). Every failure is a usage or I/O
+/// error (exit code 2).
 pub fn write_clone(
     dev: &dyn BlockDevice,
     target_size: u64,
     region_size: u64,
     runs: &[(u64, u64)],
-) -> Result<(), String> {
+) -> Result<(), Error> {
+    write(dev, target_size, region_size, runs).map_err(Error::usage_or_io)
+}
+
+fn write(dev: &dyn BlockDevice, target_size: u64, region_size: u64, runs: &[(u64, u64)]) -> Result<(), String> {
     if region_size == 0 || target_size == 0 {
         return Err("region size and target size must not be 0".into());
     }
     let nr_regions = target_size.div_ceil(region_size);
-    validate_runs(runs, nr_regions)?;
+    validate_runs(runs, nr_regions).map_err(|e| e.msg)?;
     // Bounded before the core allocates the bitmaps: the bitset's words
     // must fit the device's blocks (509 words per array block).
     let words_max = (dev.size_sectors() / 8).saturating_mul(dmrs_core::pdata::array::U64_PER_BLOCK);

@@ -144,17 +144,17 @@ pub fn walk(dev: &dyn BlockDevice, forced_chunk: Option<u32>, visit: &mut dyn Fn
     let epa = disk::exceptions_per_area(chunk_size);
     let dev_chunks = img.dev_sectors / chunk_size as u64;
     let mut area = vec![0u8; chunk_size as usize * SECTOR_SIZE];
-    let mut a = 0u64;
+    let mut area_index = 0u64;
     let mut prefetched = 0u64;
-    while let Some(loc) = disk::area_location(epa, a) {
+    while let Some(loc) = disk::area_location(epa, area_index) {
         if loc >= dev_chunks {
             img.fatal.push(format!(
-                "truncated: metadata area {a} at chunk {loc} is beyond the end of the device ({dev_chunks} chunks)"
+                "truncated: metadata area {area_index} at chunk {loc} is beyond the end of the device ({dev_chunks} chunks)"
             ));
             break;
         }
         // Read ahead as read_exceptions does (each area hinted once).
-        while prefetched <= a + disk::DM_PREFETCH_CHUNKS {
+        while prefetched <= area_index + disk::DM_PREFETCH_CHUNKS {
             match disk::area_location(epa, prefetched) {
                 Some(pf) if pf < dev_chunks => dev.prefetch(pf * chunk_size as u64, chunk_size as u64),
                 _ => break,
@@ -162,10 +162,10 @@ pub fn walk(dev: &dyn BlockDevice, forced_chunk: Option<u32>, visit: &mut dyn Fn
             prefetched += 1;
         }
         if let Err(e) = dev.read(loc * chunk_size as u64, &mut area) {
-            img.fatal.push(format!("cannot read metadata area {a} at chunk {loc}: {e}"));
+            img.fatal.push(format!("cannot read metadata area {area_index} at chunk {loc}: {e}"));
             break;
         }
-        img.areas = a + 1;
+        img.areas = area_index + 1;
         let mut full = true;
         for slot in 0..epa {
             let Some((old, new)) = disk::read_exception(&area, slot) else { break };
@@ -173,12 +173,12 @@ pub fn walk(dev: &dyn BlockDevice, forced_chunk: Option<u32>, visit: &mut dyn Fn
                 full = false;
                 break;
             }
-            visit(Slot { area: a, slot, old_chunk: old, new_chunk: new });
+            visit(Slot { area: area_index, slot, old_chunk: old, new_chunk: new });
         }
         if !full {
             break;
         }
-        a += 1;
+        area_index += 1;
     }
     img
 }
@@ -277,12 +277,12 @@ pub fn check(img: &CowImage, origin_sectors: Option<u64>) -> CheckReport {
 /// per COW chunk, not the exceptions themselves.
 /// `progress` gets the bytes of slots read in the first walk.
 pub fn check_device(dev: &dyn BlockDevice, origin_sectors: Option<u64>, progress: &dyn Fn(u64)) -> CheckReport {
-    let mut n = 0u64;
+    let mut slots = 0u64;
     let img = walk(dev, None, &mut |_| {
-        n += 1;
+        slots += 1;
         progress(disk::DiskException::SIZE as u64);
     });
-    check_stream(&img, n, origin_sectors, &mut |f| {
+    check_stream(&img, slots, origin_sectors, &mut |f| {
         let again = walk(dev, None, f);
         if again.fatal != img.fatal || again.header != img.header {
             return Err("the device changed while it was checked".into());
@@ -305,9 +305,9 @@ impl Bits {
     }
     /// Sets bit `i` (< n); returns whether it was set already.
     fn test_and_set(&mut self, i: u64) -> bool {
-        let (w, b) = ((i / 64) as usize, 1u64 << (i % 64));
-        let old = self.0[w] & b != 0;
-        self.0[w] |= b;
+        let (word, bit) = ((i / 64) as usize, 1u64 << (i % 64));
+        let old = self.0[word] & bit != 0;
+        self.0[word] |= bit;
         old
     }
 }

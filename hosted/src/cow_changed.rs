@@ -4,11 +4,12 @@
 //! ranges, so an incremental backup copies only those.
 
 use crate::cow::{CowImage, Header};
+use crate::error::Error;
 
 /// Sorted, merged `(first chunk, chunks)` ranges of the old chunks; an
 /// error when the image cannot be trusted to list every change (a backup
-/// missing a range would silently be wrong).
-pub fn changed(img: &CowImage) -> Result<Vec<(u64, u64)>, String> {
+/// missing a range would silently be wrong; exit code 1).
+pub fn changed(img: &CowImage) -> Result<Vec<(u64, u64)>, Error> {
     let mut out = Vec::new();
     for_each_range(img, img.exceptions.iter().map(|e| e.old_chunk).collect(), &mut |b, l| {
         out.push((b, l));
@@ -18,15 +19,15 @@ pub fn changed(img: &CowImage) -> Result<Vec<(u64, u64)>, String> {
 }
 
 /// Whether `img` can be trusted to list every change (checked before any
-/// output, so a refused list prints nothing).
-pub fn trusted(img: &CowImage) -> Result<(), String> {
+/// output, so a refused list prints nothing; exit code 1).
+pub fn trusted(img: &CowImage) -> Result<(), Error> {
     if let Some(f) = img.fatal.first() {
-        return Err(f.clone());
+        return Err(Error::failed(f.clone()));
     }
     match img.header {
-        Header::Snap { valid: 0, .. } => Err("the snapshot is invalid: its view is lost".into()),
+        Header::Snap { valid: 0, .. } => Err(Error::failed("the snapshot is invalid: its view is lost")),
         Header::Snap { .. } | Header::New => Ok(()),
-        Header::BadMagic(m) => Err(format!("bad magic 0x{m:08x}")),
+        Header::BadMagic(m) => Err(Error::failed(format!("bad magic 0x{m:08x}"))),
     }
 }
 
@@ -37,8 +38,8 @@ pub fn trusted(img: &CowImage) -> Result<(), String> {
 pub fn for_each_range(
     img: &CowImage,
     mut olds: Vec<u64>,
-    f: &mut dyn FnMut(u64, u64) -> Result<(), String>,
-) -> Result<(), String> {
+    f: &mut dyn FnMut(u64, u64) -> Result<(), Error>,
+) -> Result<(), Error> {
     trusted(img)?;
     olds.sort_unstable();
     let mut cur: Option<(u64, u64)> = None;

@@ -7,6 +7,7 @@
 //! changed chunks at their offsets (an incremental image).
 
 use crate::cow::{self, CowImage, Header};
+use crate::error::Error;
 use dmrs_core::platform::BlockDevice;
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
@@ -28,52 +29,54 @@ pub fn export(
     out: &std::fs::File,
     changed_only: bool,
     progress: &dyn Fn(u64),
-) -> Result<Exported, (u8, String)> {
-    let damaged = |m: String| (crate::tool::DAMAGED, m);
+) -> Result<Exported, Error> {
     if let Some(f) = img.fatal.first() {
-        return Err(damaged(f.clone()));
+        return Err(Error::failed(f.clone()));
     }
     let cs = match img.header {
-        Header::Snap { valid: 0, .. } => return Err(damaged("the snapshot is invalid: its view is lost".into())),
+        Header::Snap { valid: 0, .. } => return Err(Error::failed("the snapshot is invalid: its view is lost")),
         Header::Snap { chunk_size, .. } => chunk_size as u64,
         Header::New => 0,
-        Header::BadMagic(m) => return Err(damaged(format!("bad magic 0x{m:08x}"))),
+        Header::BadMagic(m) => return Err(Error::failed(format!("bad magic 0x{m:08x}"))),
     };
     let origin_sectors = origin.size_sectors();
     // Every exception must be usable before any byte is written.
-    let r = cow::check(img, Some(origin_sectors));
-    if let Some(p) = r.problems.first() {
-        return Err(damaged(p.clone()));
+    let checked = cow::check(img, Some(origin_sectors));
+    if let Some(problem) = checked.problems.first() {
+        return Err(Error::failed(problem.clone()));
     }
-    let io = |m: String| (crate::tool::USAGE_OR_IO, m);
-    out.set_len(origin_sectors * 512).map_err(|e| io(format!("output: {e}")))?;
+    out.set_len(origin_sectors * 512).map_err(|e| Error::usage_or_io(format!("output: {e}")))?;
     let map: HashMap<u64, u64> = img.exceptions.iter().map(|e| (e.old_chunk, e.new_chunk)).collect();
     // A new COW (no exceptions) shows the origin: export in 64 KiB pieces.
     let cs = if cs == 0 { 128 } else { cs };
     let mut buf = vec![0u8; cs as usize * 512];
     let mut done = Exported { from_cow: 0, written: 0 };
     let chunks = origin_sectors.div_ceil(cs);
-    for c in 0..chunks {
-        let sector = c * cs;
+    for chunk in 0..chunks {
+        let sector = chunk * cs;
         let len = (origin_sectors - sector).min(cs) as usize * 512;
-        let b = &mut buf[..len];
-        match map.get(&c) {
-            Some(&n) => {
-                cow_dev.read(n * cs, b).map_err(|e| io(format!("COW chunk {n}: {e}")))?;
+        let piece = &mut buf[..len];
+        match map.get(&chunk) {
+            Some(&new_chunk) => {
+                cow_dev
+                    .read(new_chunk * cs, piece)
+                    .map_err(|e| Error::usage_or_io(format!("COW chunk {new_chunk}: {e}")))?;
                 done.from_cow += 1;
             }
             None if changed_only => {
                 progress(len as u64);
                 continue;
             }
-            None => origin.read(sector, b).map_err(|e| io(format!("origin sector {sector}: {e}")))?,
+            None => {
+                origin.read(sector, piece).map_err(|e| Error::usage_or_io(format!("origin sector {sector}: {e}")))?
+            }
         }
-        if b.iter().any(|&x| x != 0) {
-            out.write_all_at(b, sector * 512).map_err(|e| io(format!("output: {e}")))?;
+        if piece.iter().any(|&byte| byte != 0) {
+            out.write_all_at(piece, sector * 512).map_err(|e| Error::usage_or_io(format!("output: {e}")))?;
             done.written += 1;
         }
         progress(len as u64);
     }
-    out.sync_all().map_err(|e| io(format!("output: {e}")))?;
+    out.sync_all().map_err(|e| Error::usage_or_io(format!("output: {e}")))?;
     Ok(done)
 }

@@ -193,50 +193,57 @@ fn parse_text(text: &str) -> Result<Dump, String> {
         Header::New
     } else {
         let rest = first.strip_prefix("header ").ok_or("line 1: expected `header …`")?;
-        let mut f = [None::<u32>; 4];
-        for w in rest.split_whitespace() {
-            let (k, v) = w.split_once('=').ok_or(format!("line 1: `{w}` is not key=value"))?;
-            let i = ["magic", "valid", "version", "chunk_size"]
+        let mut fields = [None::<u32>; 4];
+        for word in rest.split_whitespace() {
+            let (key, value) = word.split_once('=').ok_or(format!("line 1: `{word}` is not key=value"))?;
+            let index = ["magic", "valid", "version", "chunk_size"]
                 .iter()
-                .position(|n| *n == k)
-                .ok_or(format!("line 1: unknown field `{k}`"))?;
-            f[i] = Some(num32(v, k)?);
+                .position(|name| *name == key)
+                .ok_or(format!("line 1: unknown field `{key}`"))?;
+            fields[index] = Some(num32(value, key)?);
         }
-        let [Some(m), Some(va), Some(ve), Some(c)] = f else {
+        let [Some(magic), Some(valid), Some(version), Some(chunk_size)] = fields else {
             return Err("line 1: the header needs magic, valid, version and chunk_size".into());
         };
-        snap_header(m, va, ve, c)?
+        snap_header(magic, valid, version, chunk_size)?
     };
     let mut exceptions = Vec::new();
     for (n, line) in lines {
-        let mut w = line.split_whitespace();
-        let (Some(o), Some(nw), None) = (w.next(), w.next(), w.next()) else {
+        let mut words = line.split_whitespace();
+        let (Some(old), Some(new), None) = (words.next(), words.next(), words.next()) else {
             return Err(format!("line {}: expected `<old_chunk> <new_chunk>`", n + 1));
         };
-        exceptions.push((num(o, "old_chunk")?, num(nw, "new_chunk")?));
+        exceptions.push((num(old, "old_chunk")?, num(new, "new_chunk")?));
     }
     Ok(Dump { header, exceptions })
 }
 
 fn parse_json(text: &str) -> Result<Dump, String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("JSON: {e}"))?;
-    let field = |o: &serde_json::Value, k: &str| -> Result<u32, String> {
-        o.get(k)
-            .and_then(|x| x.as_u64())
-            .and_then(|x| u32::try_from(x).ok())
-            .ok_or(format!("JSON: header.{k} is missing or not a 32-bit number"))
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("JSON: {e}"))?;
+    let field = |object: &serde_json::Value, key: &str| -> Result<u32, String> {
+        object
+            .get(key)
+            .and_then(|n| n.as_u64())
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or(format!("JSON: header.{key} is missing or not a 32-bit number"))
     };
-    let h = v.get("header").ok_or("JSON: no header")?;
-    let header = if h == "new" {
+    let header_json = json.get("header").ok_or("JSON: no header")?;
+    let header = if header_json == "new" {
         Header::New
     } else {
-        snap_header(field(h, "magic")?, field(h, "valid")?, field(h, "version")?, field(h, "chunk_size")?)?
+        snap_header(
+            field(header_json, "magic")?,
+            field(header_json, "valid")?,
+            field(header_json, "version")?,
+            field(header_json, "chunk_size")?,
+        )?
     };
-    let list = v.get("exceptions").and_then(|e| e.as_array()).ok_or("JSON: no exceptions array")?;
+    let list = json.get("exceptions").and_then(|a| a.as_array()).ok_or("JSON: no exceptions array")?;
     let mut exceptions = Vec::with_capacity(list.len());
-    for (i, e) in list.iter().enumerate() {
-        let g = |k: &str| e.get(k).and_then(|x| x.as_u64()).ok_or(format!("JSON: exception {i}: no {k}"));
-        exceptions.push((g("old_chunk")?, g("new_chunk")?));
+    for (i, exception) in list.iter().enumerate() {
+        let number =
+            |key: &str| exception.get(key).and_then(|n| n.as_u64()).ok_or(format!("JSON: exception {i}: no {key}"));
+        exceptions.push((number("old_chunk")?, number("new_chunk")?));
     }
     Ok(Dump { header, exceptions })
 }
@@ -318,8 +325,8 @@ fn parse_xml(text: &str, max_exceptions: u64) -> Result<Dump, String> {
     let header = if root.get("header") == Some("new") {
         Header::New
     } else {
-        let f = |k: &str| num32(root.get(k).ok_or(format!("XML: <snapshot> has no {k}"))?, k);
-        snap_header(f("magic")?, f("valid")?, f("version")?, f("chunk_size")?)?
+        let attribute = |key: &str| num32(root.get(key).ok_or(format!("XML: <snapshot> has no {key}"))?, key);
+        snap_header(attribute("magic")?, attribute("valid")?, attribute("version")?, attribute("chunk_size")?)?
     };
     let declared = match root.get("exceptions") {
         Some(n) => Some(num(n, "exceptions")?),
@@ -330,24 +337,30 @@ fn parse_xml(text: &str, max_exceptions: u64) -> Result<Dump, String> {
     }
     let mut exceptions = Vec::new();
     let mut total = 0u64;
-    for t in tags {
-        let t = t?;
-        match (t.name, t.closing) {
+    for tag in tags {
+        let tag = tag?;
+        match (tag.name, tag.closing) {
             ("snapshot", true) => break,
             ("exception", false) => {
-                let g = |k: &str| num(t.get(k).ok_or(format!("XML: <exception> has no {k}"))?, k);
-                let (o, n, l) = (g("old_begin")?, g("new_begin")?, g("length")?);
+                let attribute = |key: &str| num(tag.get(key).ok_or(format!("XML: <exception> has no {key}"))?, key);
+                let (old_begin, new_begin, length) =
+                    (attribute("old_begin")?, attribute("new_begin")?, attribute("length")?);
                 total = total
-                    .checked_add(l)
-                    .filter(|&t| t <= max_exceptions)
+                    .checked_add(length)
+                    .filter(|&sum| sum <= max_exceptions)
                     .ok_or("XML: more exceptions than the device has chunks")?;
-                if l == 0 || o.checked_add(l - 1).is_none() || n.checked_add(l - 1).is_none() {
-                    return Err(format!("XML: range old_begin={o} new_begin={n} length={l} is empty or overflows"));
+                if length == 0
+                    || old_begin.checked_add(length - 1).is_none()
+                    || new_begin.checked_add(length - 1).is_none()
+                {
+                    return Err(format!(
+                        "XML: range old_begin={old_begin} new_begin={new_begin} length={length} is empty or overflows"
+                    ));
                 }
                 if declared.is_some_and(|d| total > d) {
                     return Err("XML: more exceptions than the root declares".into());
                 }
-                exceptions.extend((0..l).map(|i| (o + i, n + i)));
+                exceptions.extend((0..length).map(|i| (old_begin + i, new_begin + i)));
             }
             (other, _) => return Err(format!("XML: unexpected <{other}>")),
         }

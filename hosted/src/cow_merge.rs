@@ -10,6 +10,7 @@
 //! snapshot-merge target, and the reverse: a chunk copied but not yet
 //! forgotten is simply copied again.
 
+use crate::error::Error;
 use dmrs_core::exception_store::{ExceptionStore, Metadata};
 use dmrs_core::platform::{BlockDevice, ChunkCopier, SyncCopier};
 
@@ -26,7 +27,18 @@ pub struct Merged {
 
 /// Merges `cow` into `origin`; stops after `max_steps` runs if given (a
 /// deliberate interruption). `progress` gets the chunks merged per step.
+/// Failures are the kernel's merge errors (exit code 1).
 pub fn merge(
+    origin: &dyn BlockDevice,
+    cow: &dyn BlockDevice,
+    chunk_size: u32,
+    max_steps: Option<u64>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Merged, Error> {
+    merge_runs(origin, cow, chunk_size, max_steps, progress).map_err(Error::failed)
+}
+
+fn merge_runs(
     origin: &dyn BlockDevice,
     cow: &dyn BlockDevice,
     chunk_size: u32,

@@ -19,7 +19,7 @@
 
 use crate::cow::{CowImage, Header};
 use crate::cow_format::Dump;
-use crate::cow_restore::RestoreError;
+use crate::error::Error;
 use dmrs_core::exception_store::disk::{self, NUM_SNAPSHOT_HDR_CHUNKS, SNAPSHOT_DISK_VERSION};
 use dmrs_core::platform::{BlockDevice, ReqFlags, SECTOR_SIZE};
 use std::collections::{HashMap, HashSet};
@@ -141,9 +141,9 @@ pub fn write_repaired(
     kept: &[(u64, u64)],
     fresh: bool,
     progress: &dyn Fn(u64),
-) -> Result<(), RestoreError> {
+) -> Result<(), Error> {
     let Header::Snap { valid, chunk_size, .. } = header else {
-        return Err(RestoreError { msg: "no chunk size: give --chunk-size".into(), code: 2 });
+        return Err(Error::usage_or_io("no chunk size: give --chunk-size"));
     };
     let cs = chunk_size as u64;
     let epa = disk::exceptions_per_area(chunk_size).max(1);
@@ -151,17 +151,17 @@ pub fn write_repaired(
     let d = Dump { header: Header::Snap { valid, version: SNAPSHOT_DISK_VERSION, chunk_size }, exceptions };
     crate::cow_restore::validate(&d, out)?;
     let mut buf = vec![0u8; chunk_size as usize * SECTOR_SIZE];
-    let io = |m: String| RestoreError { msg: m, code: 2 };
     for (&(_, from), &(_, to)) in kept.iter().zip(d.exceptions.iter()) {
-        input.read(from * cs, &mut buf).map_err(|e| io(format!("read chunk {from}: {e}")))?;
+        input.read(from * cs, &mut buf).map_err(|e| Error::usage_or_io(format!("read chunk {from}: {e}")))?;
         // A file repair just created reads as zeros: zero chunks stay
         // holes, so a sparse COW repairs into a sparse one.
         if !(fresh && buf.iter().all(|&b| b == 0)) {
-            out.write(to * cs, &buf, ReqFlags::empty()).map_err(|e| io(format!("write chunk {to}: {e}")))?;
+            out.write(to * cs, &buf, ReqFlags::empty())
+                .map_err(|e| Error::usage_or_io(format!("write chunk {to}: {e}")))?;
         }
         progress(buf.len() as u64);
     }
     // Data before the metadata that points at it, as the kernel orders them.
-    out.flush().map_err(|e| io(format!("flush: {e}")))?;
+    out.flush().map_err(|e| Error::usage_or_io(format!("flush: {e}")))?;
     crate::cow_restore::write_store(out, &d)
 }

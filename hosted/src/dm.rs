@@ -15,7 +15,6 @@ use dmrs_core::snapshot::{SnapId, SnapshotDriver, Volatile};
 use dmrs_core::{Errno, Result as KResult, TargetError};
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,20 +25,8 @@ use crate::filedev::{FileDev, OpenMode};
 pub type HostDev = dmrs_core::platform::TableDev<Arc<FileDev>, Arc<str>>;
 
 /// A failed device-mapper operation: the text dmsetup and the kernel log
-/// would print, and the errno.
-#[derive(Debug)]
-pub struct DmError {
-    /// Lines for stderr.
-    pub msg: String,
-    /// The errno.
-    pub errno: Errno,
-}
-
-impl fmt::Display for DmError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.msg)
-    }
-}
+/// would print, exit code 1, and the errno (hosted's one error type).
+pub type DmError = crate::error::Error;
 
 /// `strerror`.
 pub fn strerror(e: Errno) -> String {
@@ -51,7 +38,7 @@ pub fn strerror(e: Errno) -> String {
 }
 
 fn err(errno: Errno, msg: impl Into<String>) -> DmError {
-    DmError { msg: msg.into(), errno }
+    DmError::errno(errno, msg)
 }
 
 type Result<T> = std::result::Result<T, DmError>;

@@ -13,10 +13,15 @@
 //! Runner (b) is `dmrs run` over the disk files; runner (a) is the shell
 //! script [`guest_script`] emits for the real kernel (dmsetup + dd with
 //! `oflag=direct`, 4 KiB at a time, so allocation order is deterministic);
-//! runner (c), the Rust module, will run the same guest script. Output
-//! is what `status`, `table` and `echo` print; a failing line stops both.
+//! runner (c) runs the same guest script against the dm_rs module
+//! (`--prefix`, `--disk-offset`). Output is what `status`, `table` and
+//! `echo` print; a failing line stops every runner. [`run`] is `dmrs lab`.
 
-use crate::cli::{parse_line, Verb};
+use crate::cli::grammar::{line_mode, parse_line, LabVerb, LineMode, Verb};
+use crate::cli::script::run_script;
+use crate::cli::Session;
+use crate::error::{Error, Result};
+use crate::pattern::pattern;
 use crate::state::{quote, split_words};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -58,8 +63,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.parse::<u64>().map(|v| v * mult).map_err(|_| format!("bad size {s:?}"))
 }
 
-/// Parses a scenario's text.
-pub fn parse(text: &str) -> Result<Scenario, String> {
+/// Parses a scenario's text; a bad line fails with exit code 1.
+pub fn parse(text: &str) -> Result<Scenario> {
+    parse_lines(text).map_err(Error::failed)
+}
+
+fn parse_lines(text: &str) -> Result<Scenario, String> {
     let mut sc = Scenario::default();
     let mut handoff = false;
     for (n, line) in text.lines().enumerate() {
@@ -107,7 +116,7 @@ pub fn prepare(sc: &Scenario, dir: &Path) -> std::io::Result<()> {
     for d in &sc.disks {
         let p = dir.join(&d.name);
         match &d.pattern {
-            Some(t) => std::fs::write(&p, crate::cli::pattern(t, d.size as usize))?,
+            Some(text) => std::fs::write(&p, pattern(text, d.size as usize))?,
             None => {
                 let f = std::fs::File::create(&p)?;
                 f.set_len(d.size)?;
@@ -130,10 +139,6 @@ wr() { pat "$2" "$4" | dd of="$1" bs=4096 seek=$(($3/4096)) oflag=direct 2>/dev/
 stop() { echo "LAB FAILED: $*"; exit 1; }
 "#;
 
-fn q(s: &str) -> String {
-    quote(s)
-}
-
 /// Where a guest script runs: which target names, which disks.
 #[derive(Clone, Debug, Default)]
 pub struct GuestOpts {
@@ -151,32 +156,32 @@ impl GuestOpts {
 
     /// dm_rs's name for a target type (type names are at most 15 bytes,
     /// so a prefixed `snapshot-origin` is `<prefix>snap-origin`).
-    pub fn target_name(&self, t: &str) -> String {
-        match (self.prefix.as_str(), t) {
-            ("", _) => t.to_string(),
-            (p, "snapshot-origin") => format!("{p}snap-origin"),
-            (p, "snapshot" | "snapshot-merge" | "clone") => format!("{p}{t}"),
-            _ => t.to_string(),
+    pub fn target_name(&self, target: &str) -> String {
+        match (self.prefix.as_str(), target) {
+            ("", _) => target.to_string(),
+            (prefix, "snapshot-origin") => format!("{prefix}snap-origin"),
+            (prefix, "snapshot" | "snapshot-merge" | "clone") => format!("{prefix}{target}"),
+            _ => target.to_string(),
         }
     }
 }
 
 /// Replaces disk names in a table with the guest's block devices and the
 /// target type with the module's name for it.
-fn guest_table(sc: &Scenario, o: &GuestOpts, table: &str) -> String {
+fn guest_table(sc: &Scenario, opts: &GuestOpts, table: &str) -> String {
     table
         .split_whitespace()
         .enumerate()
-        .map(|(n, w)| match sc.disks.iter().position(|d| d.name == w) {
-            Some(i) => format!("/dev/vd{}", o.disk(i)),
-            None if n == 2 => o.target_name(w),
-            None => w.to_string(),
+        .map(|(position, word)| match sc.disks.iter().position(|d| d.name == word) {
+            Some(i) => format!("/dev/vd{}", opts.disk(i)),
+            None if position == 2 => opts.target_name(word),
+            None => word.to_string(),
         })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-fn dm(name: &str) -> String {
+fn mapper_path(name: &str) -> String {
     format!("/dev/mapper/{name}")
 }
 
@@ -188,111 +193,171 @@ fn check_4k(v: u64, what: &str) -> Result<(), String> {
 }
 
 /// The guest shell command for one verb (without its failure handling).
-fn guest_cmd(sc: &Scenario, o: &GuestOpts, v: &Verb) -> Result<String, String> {
-    Ok(match v {
+fn guest_command(sc: &Scenario, opts: &GuestOpts, verb: &Verb) -> Result<String, String> {
+    Ok(match verb {
         Verb::Create { name, table, notable } => {
             if *notable {
-                format!("dmsetup create {} --notable", q(name))
+                format!("dmsetup create {} --notable", quote(name))
             } else {
                 let t = table.table.as_deref().ok_or("create needs --table in a scenario")?;
-                format!("dmsetup create {} --table {}", q(name), q(&guest_table(sc, o, t)))
+                format!("dmsetup create {} --table {}", quote(name), quote(&guest_table(sc, opts, t)))
             }
         }
         Verb::Load { name, table } => {
             let t = table.table.as_deref().ok_or("load needs --table in a scenario")?;
-            format!("dmsetup load {} --table {}", q(name), q(&guest_table(sc, o, t)))
+            format!("dmsetup load {} --table {}", quote(name), quote(&guest_table(sc, opts, t)))
         }
-        Verb::Suspend { name } => format!("dmsetup suspend {}", q(name)),
-        Verb::Resume { name } => format!("dmsetup resume {}", q(name)),
-        Verb::Remove { name } => format!("dmsetup remove {}", q(name)),
-        Verb::Status { name: Some(n) } => format!("dmsetup status {} | norm", q(n)),
-        Verb::Table { name: Some(n) } => format!("dmsetup table {} | norm", q(n)),
+        Verb::Suspend { name } => format!("dmsetup suspend {}", quote(name)),
+        Verb::Resume { name } => format!("dmsetup resume {}", quote(name)),
+        Verb::Remove { name } => format!("dmsetup remove {}", quote(name)),
+        Verb::Status { name: Some(name) } => format!("dmsetup status {} | norm", quote(name)),
+        Verb::Table { name: Some(name) } => format!("dmsetup table {} | norm", quote(name)),
         Verb::Status { name: None } | Verb::Table { name: None } => {
             return Err("status/table need a device name in a scenario (listing order differs)".into())
         }
         Verb::Message { name, sector, msg } => {
-            let m: Vec<String> = msg.iter().map(|w| q(w)).collect();
-            format!("dmsetup message {} {sector} {}", q(name), m.join(" "))
+            let words: Vec<String> = msg.iter().map(|w| quote(w)).collect();
+            format!("dmsetup message {} {sector} {}", quote(name), words.join(" "))
         }
-        Verb::Write { name, offset, pattern: Some(p), length: Some(l), .. } => {
-            check_4k(*offset, "offset")?;
-            check_4k(*l, "length")?;
-            format!("wr {} {} {offset} {l}", dm(name), q(p))
-        }
-        Verb::Read { name, offset, length, expect_pattern: Some(p), .. } => {
+        Verb::Write { name, offset, pattern: Some(text), length: Some(length), .. } => {
             check_4k(*offset, "offset")?;
             check_4k(*length, "length")?;
-            format!("[ \"$(sum {} {offset} {length})\" = \"$(exp {} {length})\" ]", dm(name), q(p))
+            format!("wr {} {} {offset} {length}", mapper_path(name), quote(text))
+        }
+        Verb::Read { name, offset, length, expect_pattern: Some(text), .. } => {
+            check_4k(*offset, "offset")?;
+            check_4k(*length, "length")?;
+            format!("[ \"$(sum {} {offset} {length})\" = \"$(exp {} {length})\" ]", mapper_path(name), quote(text))
         }
         Verb::Read { name, offset, length, expect_pattern: None, output: None } => {
             check_4k(*offset, "offset")?;
             check_4k(*length, "length")?;
             format!(
                 "dd if={} bs=4096 skip={} count={} iflag=direct of=/dev/null 2>/dev/null",
-                dm(name),
+                mapper_path(name),
                 offset / 4096,
                 length / 4096
             )
         }
-        Verb::Flush { name } => format!("blockdev --flushbufs {}", dm(name)),
-        Verb::Discard { name, offset, length } => format!("blkdiscard -o {offset} -l {length} {}", dm(name)),
+        Verb::Flush { name } => format!("blockdev --flushbufs {}", mapper_path(name)),
+        Verb::Discard { name, offset, length } => format!("blkdiscard -o {offset} -l {length} {}", mapper_path(name)),
         // snapshot-merge: allocated == metadata; clone: hydrated == regions.
-        Verb::Events { name } => format!("dmsetup info -c --noheadings -o events {}", q(name)),
-        Verb::Wait { name, event_nr: Some(n) } => format!("dmsetup wait {} {n} >/dev/null", q(name)),
+        Verb::Events { name } => format!("dmsetup info -c --noheadings -o events {}", quote(name)),
+        Verb::Wait { name, event_nr: Some(event_nr) } => format!("dmsetup wait {} {event_nr} >/dev/null", quote(name)),
         Verb::Wait { name, event_nr: None } => format!(
-            "i=0; while :; do set -- $(dmsetup status {n}); \
+            "i=0; while :; do set -- $(dmsetup status {device}); \
              case $3 in *clone) [ \"${{7%/*}}\" = \"${{7#*/}}\" ] && [ \"$8\" = 0 ] && break;; \
              *) [ \"${{4%/*}}\" = \"$5\" ] && break;; esac; \
-             i=$((i+1)); [ $i -gt 3000 ] && stop \"wait {n}: $*\"; sleep 0.1; done",
-            n = q(name)
+             i=$((i+1)); [ $i -gt 3000 ] && stop \"wait {device}: $*\"; sleep 0.1; done",
+            device = quote(name)
         ),
         Verb::Echo { words } => {
-            let w: Vec<String> = words.iter().map(|w| q(w)).collect();
+            let w: Vec<String> = words.iter().map(|w| quote(w)).collect();
             format!("echo {}", w.join(" "))
         }
         other => return Err(format!("{other:?} cannot run in the guest")),
     })
 }
 
-/// The guest shell script for `lines` of scenario `sc`.
-pub fn guest_script(sc: &Scenario, o: &GuestOpts, lines: &[String]) -> Result<String, String> {
-    let mut s = String::from(PRELUDE);
+/// The guest shell script for `lines` of scenario `sc`; a line the guest
+/// cannot run fails with exit code 1.
+pub fn guest_script(sc: &Scenario, opts: &GuestOpts, lines: &[String]) -> Result<String> {
+    guest_lines(sc, opts, lines).map_err(Error::failed)
+}
+
+fn guest_lines(sc: &Scenario, opts: &GuestOpts, lines: &[String]) -> Result<String, String> {
+    let mut script = String::from(PRELUDE);
     // norm: major:minor of each disk back to its name, dm_rs's target
     // names back to the kernel's.
-    s.push_str("norm() { sed");
-    for (i, d) in sc.disks.iter().enumerate() {
-        let _ = write!(s, " -e \"s#\\b$(cat /sys/block/vd{}/dev)\\b#{}#g\"", o.disk(i), d.name);
+    script.push_str("norm() { sed");
+    for (i, disk) in sc.disks.iter().enumerate() {
+        let _ = write!(script, " -e \"s#\\b$(cat /sys/block/vd{}/dev)\\b#{}#g\"", opts.disk(i), disk.name);
     }
-    if !o.prefix.is_empty() {
-        for t in ["snapshot-origin", "snapshot-merge", "snapshot", "clone"] {
-            let _ = write!(s, " -e 's#^\\(\\([^ ]*: \\)\\{{0,1\\}}[0-9]* [0-9]* \\){}\\b#\\1{t}#'", o.target_name(t));
+    if !opts.prefix.is_empty() {
+        for target in ["snapshot-origin", "snapshot-merge", "snapshot", "clone"] {
+            let _ = write!(
+                script,
+                " -e 's#^\\(\\([^ ]*: \\)\\{{0,1\\}}[0-9]* [0-9]* \\){}\\b#\\1{target}#'",
+                opts.target_name(target)
+            );
         }
     }
-    s.push_str("; }\n");
+    script.push_str("; }\n");
     for (n, line) in lines.iter().enumerate() {
-        let t = line.trim_start();
-        let (mode, rest) = match t.chars().next() {
-            Some('!') => ('!', &t[1..]),
-            Some('-') => ('-', &t[1..]),
-            _ => (' ', t),
-        };
+        let (mode, rest) = line_mode(line);
         let words = split_words(rest).map_err(|e| format!("line {}: {e}", n + 1))?;
         if words.is_empty() {
             continue;
         }
         let verb = parse_line(&words).map_err(|e| format!("line {}: {e}", n + 1))?;
-        let cmd = guest_cmd(sc, o, &verb).map_err(|e| format!("line {}: {e}", n + 1))?;
+        let command = guest_command(sc, opts, &verb).map_err(|e| format!("line {}: {e}", n + 1))?;
         let _ = match mode {
-            '!' => writeln!(
-                s,
-                "if {cmd} >/dev/null 2>&1; then stop {}; fi",
-                q(&format!("succeeded but must fail: {rest}"))
+            LineMode::MustFail => writeln!(
+                script,
+                "if {command} >/dev/null 2>&1; then stop {}; fi",
+                quote(&format!("succeeded but must fail: {rest}"))
             ),
-            '-' => writeln!(s, "{cmd} >/dev/null 2>&1 || true"),
-            _ => writeln!(s, "{cmd} || stop {}", q(rest.trim())),
+            LineMode::MayFail => writeln!(script, "{command} >/dev/null 2>&1 || true"),
+            LineMode::MustSucceed => writeln!(script, "{command} || stop {}", quote(rest.trim())),
         };
     }
-    Ok(s)
+    Ok(script)
+}
+
+/// Reads and parses a scenario file.
+fn load(path: &Path) -> Result<Scenario> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::failed(format!("dmrs: {}: {e}", path.display())))?;
+    parse(&text).map_err(|e| e.at(path))
+}
+
+/// The script lines of part 1 or 2.
+fn part(sc: &Scenario, number: u8) -> Result<Vec<String>> {
+    match (number, &sc.part2) {
+        (1, _) => Ok(sc.part1.clone()),
+        (2, Some(lines)) => Ok(lines.clone()),
+        _ => Err(Error::failed("dmrs lab: no such part")),
+    }
+}
+
+/// Runs `dmrs lab …`.
+pub fn run(verb: &LabVerb, out: &mut dyn std::io::Write) -> Result<()> {
+    match verb {
+        LabVerb::Disks { scenario, compared } => {
+            for disk in load(scenario)?.disks.into_iter().filter(|d| !*compared || !d.nocompare) {
+                let _ = writeln!(out, "{}", disk.name);
+            }
+        }
+        LabVerb::Prepare { scenario, dir } => {
+            prepare(&load(scenario)?, dir).map_err(|e| Error::failed(format!("dmrs: {}: {e}", dir.display())))?
+        }
+        LabVerb::Guest { scenario, part: number, prefix, disk_offset } => {
+            let sc = load(scenario)?;
+            let opts = GuestOpts { prefix: prefix.clone(), disk_offset: *disk_offset };
+            let script = guest_script(&sc, &opts, &part(&sc, *number)?).map_err(|e| e.at(scenario))?;
+            let _ = write!(out, "{script}");
+        }
+        LabVerb::Host { scenario, dir, part: number } => {
+            let sc = load(scenario)?;
+            let script = dir.join(format!(".part{number}.dmrs"));
+            std::fs::write(&script, part(&sc, *number)?.join("\n") + "\n")
+                .map_err(|e| Error::failed(format!("dmrs: {}: {e}", script.display())))?;
+            let cwd = std::env::current_dir().map_err(|e| Error::failed(e.to_string()))?;
+            std::env::set_current_dir(dir).map_err(|e| Error::failed(format!("dmrs: {}: {e}", dir.display())))?;
+            let mut session = Session::new()?;
+            let result = run_script(&mut session, Path::new(&format!(".part{number}.dmrs")), out);
+            // Tear down as a guest poweroff would: destroy every table.
+            for name in session.dm.names() {
+                let _ = session.dm.remove(&name);
+            }
+            let _ = std::env::set_current_dir(cwd);
+            result?;
+        }
+        LabVerb::Info { scenario } => {
+            let sc = load(scenario)?;
+            let _ = writeln!(out, "deterministic={} handoff={}", sc.deterministic as u8, sc.part2.is_some() as u8);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,6 +7,6 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     dmrs_hosted::log::init();
     let cli = dmrs_hosted::cli::Cli::parse();
-    let code = dmrs_hosted::cli::main_with(cli, &mut std::io::stdout().lock());
+    let code = dmrs_hosted::command::main_with(cli, &mut std::io::stdout().lock());
     ExitCode::from(code)
 }

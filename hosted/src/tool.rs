@@ -13,11 +13,6 @@ use std::path::{Path, PathBuf};
 pub const EXIT_CODES: &str = "Exit status: 0 clean, 1 damaged (or the tool found a problem in the \
                               metadata), 2 usage or I/O error.";
 
-/// Exit code: the metadata is damaged.
-pub const DAMAGED: u8 = 1;
-/// Exit code: bad usage, or a device could not be opened, read or written.
-pub const USAGE_OR_IO: u8 = 2;
-
 /// Only a job reading more than this shows a progress bar: shorter ones
 /// finish before a bar would be worth drawing.
 pub const PROGRESS_MIN_BYTES: u64 = 4 << 20;

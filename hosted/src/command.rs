@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The whole `dmrs` command: the state directory (the devices earlier
+//! invocations made are rebuilt from its journal, and this one's changes
+//! recorded there), and the verbs that are whole commands (`run`, `lab`,
+//! `demo`) on top of [`crate::cli`].
+
+use crate::cli::grammar::{line_mode, parse_line, Cli, LineMode, Verb};
+use crate::cli::{dispatch, script, Session};
+use crate::error::{Error, Result};
+use crate::state::{quote, split_words, State};
+use crate::{demo, lab};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Runs any verb in `session`, writing its output to `out`.
+pub fn exec(session: &mut Session, verb: &Verb, out: &mut dyn Write) -> Result<()> {
+    match verb {
+        Verb::Run { script } => script::run_script(session, script, out),
+        Verb::Lab(lab_verb) => lab::run(lab_verb, out),
+        Verb::Demo { dir } => demo::run(dir, out).map_err(|e| Error::failed(format!("dmrs demo: {e}"))),
+        _ => dispatch::exec(session, verb, out),
+    }
+}
+
+/// True for verbs that act on the state directory's devices.
+fn uses_state(verb: &Verb) -> bool {
+    !matches!(
+        verb,
+        Verb::Cow(_) | Verb::Clone(_) | Verb::Lab(_) | Verb::Demo { .. } | Verb::Targets | Verb::Echo { .. }
+    )
+}
+
+/// Rebuilds the devices earlier invocations made, quietly: the journal's
+/// lines run again (a `-` line may fail).
+fn replay_journal(session: &mut Session, state: &State, dir: &Path) -> Result<()> {
+    let journal = dir.join("journal");
+    let lines = state.lines().map_err(|e| Error::file(&journal, e))?;
+    let mut sink = std::io::sink();
+    for (n, line) in lines.iter().enumerate() {
+        let (mode, rest) = line_mode(line);
+        let replayed = split_words(rest)
+            .and_then(|words| parse_line(&words))
+            .map_err(Error::failed)
+            .and_then(|verb| exec(session, &verb, &mut sink));
+        if let (Err(e), LineMode::MustSucceed) = (replayed, mode) {
+            return Err(Error::usage_or_io(format!(
+                "{}\ndmrs: replaying {} line {}: `{line}` failed",
+                e.msg,
+                journal.display(),
+                n + 1
+            )));
+        }
+    }
+    let volatile = state.volatile().map_err(|e| e.to_string()).and_then(|text| session.dm.restore_volatile(&text));
+    volatile.map_err(|e| Error::file(&dir.join("volatile"), e))
+}
+
+/// The verb of `cli` in the state directory: replay, run, record.
+fn run_with_state(cli: &Cli, session: &mut Session, out: &mut dyn Write) -> Result<()> {
+    let dir = cli
+        .state
+        .clone()
+        .or_else(|| std::env::var_os("DMRS_STATE").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".dmrs"));
+    let state =
+        State::open(&dir).map_err(|e| Error::usage_or_io(format!("dmrs: state directory {}: {e}", dir.display())))?;
+    let cwd = std::env::current_dir().ok();
+    replay_journal(session, &state, &dir)?;
+    if let Some(cwd) = &cwd {
+        let _ = std::env::set_current_dir(cwd);
+    }
+    session.journal.clear();
+    // Relative paths in this verb resolve in the caller's directory.
+    if let Some(cwd) = &cwd {
+        session.journal.push(format!("cd {}", quote(&cwd.to_string_lossy())));
+    }
+    let before = session.journal.len();
+    let result = exec(session, &cli.verb, out);
+    // The periodic metadata commit a running kernel would have made.
+    session.dm.sync();
+    if session.journal.len() > before {
+        let recorded = if session.dm.names().is_empty() { state.clear() } else { state.append(&session.journal) };
+        recorded
+            .map_err(|e| Error::usage_or_io(format!("dmrs: cannot record the change in {}: {e}", dir.display())))?;
+    }
+    state
+        .save_volatile(&session.dm.save_volatile())
+        .map_err(|e| Error::usage_or_io(format!("dmrs: cannot save in-memory state in {}: {e}", dir.display())))?;
+    result
+}
+
+/// The whole of `dmrs`: returns the exit code.
+pub fn main_with(cli: Cli, out: &mut dyn Write) -> u8 {
+    let result = Session::new().and_then(|mut session| {
+        if uses_state(&cli.verb) {
+            run_with_state(&cli, &mut session, out)
+        } else {
+            exec(&mut session, &cli.verb, out)
+        }
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => e.report(),
+    }
+}
