@@ -4,7 +4,8 @@
 //! values. All blocks but the last are full.
 
 use super::block::{Block, BlockError, BlockManager, Validator, BLOCK_SIZE};
-use super::btree::{self, PdError, PdResult};
+use super::btree;
+use super::error::{PdError, PdResult};
 use super::checksum::ARRAY_CSUM_XOR;
 use crate::endian::{read_le32, read_le64, Le32, Le64};
 use crate::errno::Errno;

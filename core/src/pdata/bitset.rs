@@ -4,7 +4,7 @@
 
 use super::array;
 use super::block::{Block, BlockError, BlockManager};
-use super::btree::{PdError, PdResult};
+use super::error::{PdError, PdResult};
 use crate::endian::read_le64;
 use crate::mem::TryVec;
 use crate::platform::BlockDevice;

@@ -6,6 +6,8 @@
 
 use super::block::{Block, BlockError, BlockManager, Validator, BLOCK_SIZE};
 use super::checksum::BTREE_CSUM_XOR;
+// Re-exported where they were declared before `error.rs` (the hosted tools).
+pub use super::error::{PdError, PdResult};
 use crate::endian::{Le32, Le64};
 use crate::errno::Result as KResult;
 use crate::mem::TryVec;
@@ -109,18 +111,6 @@ impl<'a> Node<'a> {
         self.data.get(off..off + self.value_size as usize).unwrap_or(&[])
     }
 }
-
-/// Where and why a walk stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PdError {
-    /// The block.
-    pub block: Block,
-    /// The problem.
-    pub kind: BlockError,
-}
-
-/// Result of persistent-data reads.
-pub type PdResult<T> = core::result::Result<T, PdError>;
 
 fn read_node<D: BlockDevice>(bm: &BlockManager<D>, b: Block) -> PdResult<TryVec<u8>> {
     let data = bm.read(b, &NODE_VALIDATOR).map_err(|kind| PdError { block: b, kind })?;

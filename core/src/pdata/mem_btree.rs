@@ -5,9 +5,8 @@
 //! dm-btree-spine.c), so a commit costs the changed paths, not the tree.
 
 use super::block::{Block, BlockError, BlockManager};
-use super::btree::{
-    calc_max_entries, Node, PdError, PdResult, INTERNAL_NODE, LEAF_NODE, MAX_DEPTH, NODE_HEADER_SIZE, NODE_VALIDATOR,
-};
+use super::btree::{calc_max_entries, Node, INTERNAL_NODE, LEAF_NODE, MAX_DEPTH, NODE_HEADER_SIZE, NODE_VALIDATOR};
+use super::error::{PdError, PdResult};
 use super::tm::TransactionManager;
 use crate::endian::{read_le64, write_le32, write_le64};
 use crate::errno::{Errno, Result};

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! `drivers/md/persistent-data`: the on-disk structures dm-clone's metadata
 //! is made of, one file per structure (as thin-provisioning-tools' pdata):
-//! [`checksum`], [`block`] (block manager + validators), [`btree`],
+//! [`error`], [`checksum`], [`block`] (block manager + validators), [`btree`],
 //! [`space_map`] (the metadata space map), [`array`], [`bitset`].
 //!
 //! Everything read from disk is validated (location, checksum, shape)
@@ -12,6 +12,7 @@ pub mod bitset;
 pub mod block;
 pub mod btree;
 pub mod checksum;
+pub mod error;
 pub mod mem_btree;
 pub mod space_map;
 pub mod tm;

@@ -8,7 +8,8 @@
 //! **lower-numbered bit is the high bit** of the count (`sm_lookup_bitmap`).
 
 use super::block::{Block, BlockError, BlockManager, Validator, BLOCK_SIZE};
-use super::btree::{self, PdError, PdResult};
+use super::btree;
+use super::error::{PdError, PdResult};
 use super::checksum::{BITMAP_CSUM_XOR, INDEX_CSUM_XOR};
 use crate::endian::{read_le32, read_le64, Le32, Le64};
 use crate::mem::TryVec;
