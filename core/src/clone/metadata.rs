@@ -16,7 +16,7 @@ use crate::endian::{write_le32, write_le64};
 use crate::errno::{Errno, Result};
 use crate::mem::{self, TryVec};
 use crate::pdata::array::{DiskArray, U64_PER_BLOCK};
-use crate::pdata::bitset;
+use crate::pdata::bitset::{self, set, test};
 use crate::pdata::block::{BlockManager, BLOCK_SIZE};
 use crate::pdata::space_map::DiskSmRoot;
 use crate::pdata::tm::TransactionManager;
@@ -30,7 +30,7 @@ static METADATA_LOCK: LockClass = LockClass::new(c"dmrs_clone_metadata_lock");
 
 /// `DM_MSG_PREFIX` of dm-clone-metadata.c.
 pub const DM_MSG_PREFIX: &str = "clone metadata";
-const BITS: u64 = 64;
+const BITS: u64 = bitset::BITS_PER_ARRAY_ENTRY;
 
 /// `struct dirty_map`.
 pub struct DirtyMap {
@@ -45,20 +45,10 @@ pub struct DirtyMap {
 impl DirtyMap {
     fn new(nr_words: usize) -> Result<Self> {
         Ok(DirtyMap {
-            dirty_words: TryVec::try_from_elem(0, nr_words.div_ceil(64))?,
+            dirty_words: TryVec::try_from_elem(0, bitset::words_for(nr_words as u64) as usize)?,
             dirty_regions: TryVec::try_from_elem(0, nr_words)?,
             changed: false,
         })
-    }
-}
-
-fn test(v: &[u64], i: u64) -> bool {
-    v.get((i / BITS) as usize).is_some_and(|w| w & (1 << (i % BITS)) != 0)
-}
-
-fn set(v: &mut [u64], i: u64) {
-    if let Some(w) = v.get_mut((i / BITS) as usize) {
-        *w |= 1 << (i % BITS);
     }
 }
 
@@ -191,7 +181,7 @@ impl<D: BlockDevice> CloneMetadata<D> {
             return Err(Errno::EINVAL);
         }
         let nr_regions = target_size.div_ceil(region_size);
-        let nr_words = nr_regions.div_ceil(BITS);
+        let nr_words = bitset::words_for(nr_regions);
         let bm = BlockManager::new(dev);
         let mut b0 = mem::try_zeroed(BLOCK_SIZE)?;
         bm.read_raw(SUPERBLOCK_LOCATION, &mut b0).map_err(|e| {
@@ -361,7 +351,7 @@ impl<D: BlockDevice> CloneMetadata<D> {
                 while *ww != 0 {
                     let bitpos = ww.trailing_zeros() as u64;
                     *ww &= *ww - 1;
-                    let word = wi as u64 * 64 + bitpos;
+                    let word = wi as u64 * BITS + bitpos;
                     let regs = d.dirty_regions.get_mut(word as usize).map(core::mem::take).unwrap_or(0);
                     if let Some(w) = p.words.get_mut(word as usize) {
                         *w |= regs;

@@ -14,6 +14,7 @@
 //! the largest metadata device). dm-clone never shares blocks, so counts
 //! stay at 0 or 1; counts above 2 (the overflow btree) are refused.
 
+use super::bitset;
 use super::block::{Block, BlockManager, BLOCK_SIZE};
 use super::btree::{calc_max_entries, LEAF_NODE, NODE_VALIDATOR};
 use super::space_map::{
@@ -30,28 +31,14 @@ pub struct TransactionManager {
     nr_blocks: u64,
     counts: TryVec<u8>,
     /// Allocated in this transaction: may be written in place.
-    shadow: TryVec<u8>,
+    shadow: TryVec<u64>,
     /// Freed in this transaction: not reusable until the commit.
-    freed: TryVec<u8>,
+    freed: TryVec<u64>,
     index_block: Block,
     bitmaps: TryVec<Block>,
     bitmap_dirty: TryVec<bool>,
     ref_count_root: Block,
     hint: u64,
-}
-
-fn bit(v: &[u8], b: u64) -> bool {
-    v.get((b / 8) as usize).is_some_and(|x| x & (1 << (b % 8)) != 0)
-}
-
-fn set_bit(v: &mut [u8], b: u64, on: bool) {
-    if let Some(x) = v.get_mut((b / 8) as usize) {
-        if on {
-            *x |= 1 << (b % 8)
-        } else {
-            *x &= !(1 << (b % 8))
-        }
-    }
 }
 
 impl TransactionManager {
@@ -61,12 +48,12 @@ impl TransactionManager {
         if nbm == 0 || nbm > MAX_METADATA_BITMAPS {
             return Err(Errno::EINVAL);
         }
-        let bits = (nr_blocks as usize).div_ceil(8);
+        let words = bitset::words_for(nr_blocks) as usize;
         Ok(TransactionManager {
             nr_blocks,
             counts: mem::try_zeroed(nr_blocks as usize)?,
-            shadow: mem::try_zeroed(bits)?,
-            freed: mem::try_zeroed(bits)?,
+            shadow: TryVec::try_from_elem(0, words)?,
+            freed: TryVec::try_from_elem(0, words)?,
             index_block: 0,
             bitmaps: TryVec::try_from_elem(0, nbm)?,
             bitmap_dirty: TryVec::try_from_elem(true, nbm)?,
@@ -167,7 +154,7 @@ impl TransactionManager {
         }
         *c -= 1;
         if *c == 0 {
-            set_bit(&mut self.freed, b, true);
+            bitset::set(&mut self.freed, b);
         }
         self.mark(b);
         Ok(())
@@ -179,9 +166,9 @@ impl TransactionManager {
         let n = self.nr_blocks;
         for k in 0..n {
             let b = (self.hint + k) % n;
-            if self.counts.get(b as usize) == Some(&0) && !bit(&self.freed, b) {
+            if self.counts.get(b as usize) == Some(&0) && !bitset::test(&self.freed, b) {
                 self.inc(b)?;
-                set_bit(&mut self.shadow, b, true);
+                bitset::set(&mut self.shadow, b);
                 self.hint = b + 1;
                 return Ok(b);
             }
@@ -191,7 +178,7 @@ impl TransactionManager {
 
     /// True when `b` was allocated in this transaction (`is_shadow`).
     pub fn is_shadow(&self, b: Block) -> bool {
-        bit(&self.shadow, b)
+        bitset::test(&self.shadow, b)
     }
 
     /// `dm_tm_shadow_block` without the copy: the location a modified
