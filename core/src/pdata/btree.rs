@@ -8,11 +8,10 @@ use super::block::{Block, BlockError, BlockManager, Validator, BLOCK_SIZE};
 use super::checksum::BTREE_CSUM_XOR;
 // Re-exported where they were declared before `error.rs` (the hosted tools).
 pub use super::error::{PdError, PdResult};
-use crate::endian::{Le32, Le64};
-use crate::errno::Result as KResult;
-use crate::mem::TryVec;
+use crate::endian::{on_disk, Le32, Le64, OnDisk};
+use crate::errno::{Errno, Result as KResult};
+use crate::mem::{self, TryVec};
 use crate::platform::BlockDevice;
-use static_assertions::assert_eq_size;
 
 /// `INTERNAL_NODE`.
 pub const INTERNAL_NODE: u32 = 1;
@@ -21,7 +20,7 @@ pub const LEAF_NODE: u32 = 1 << 1;
 /// Deepest tree accepted when walking (guards against cycles on corrupt disks).
 pub const MAX_DEPTH: u32 = 16;
 
-/// `struct node_header` (packed, 32 bytes).
+/// `struct node_header` (packed, 32 bytes; [`OnDisk`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct NodeHeader {
@@ -40,7 +39,7 @@ pub struct NodeHeader {
     /// Zero.
     pub padding: Le32,
 }
-assert_eq_size!(NodeHeader, [u8; 32]);
+on_disk!(NodeHeader, 32, { csum, flags, blocknr, nr_entries, max_entries, value_size, padding });
 
 /// Header size.
 pub const NODE_HEADER_SIZE: usize = core::mem::size_of::<NodeHeader>();
@@ -68,8 +67,18 @@ pub struct Node<'a> {
     pub value_size: u32,
 }
 
-fn le32(d: &[u8], off: usize) -> u32 {
-    crate::endian::read_le32(d, off).unwrap_or(0)
+impl NodeHeader {
+    /// The header of a node to be written (`csum` and `blocknr` are
+    /// stamped by [`NODE_VALIDATOR`]).
+    pub fn new(flags: u32, nr_entries: u32, max_entries: u32, value_size: u32) -> Self {
+        NodeHeader {
+            flags: Le32::new(flags),
+            nr_entries: Le32::new(nr_entries),
+            max_entries: Le32::new(max_entries),
+            value_size: Le32::new(value_size),
+            ..NodeHeader::default()
+        }
+    }
 }
 
 impl<'a> Node<'a> {
@@ -79,8 +88,9 @@ impl<'a> Node<'a> {
         if data.len() != BLOCK_SIZE {
             return Err(BlockError::Shape("short block"));
         }
+        let h = NodeHeader::unpack(data).ok_or(BlockError::Shape("short block"))?;
         let (flags, nr_entries, max_entries, value_size) =
-            (le32(data, 4), le32(data, 16), le32(data, 20), le32(data, 24));
+            (h.flags.get(), h.nr_entries.get(), h.max_entries.get(), h.value_size.get());
         let need = (8u64 + value_size as u64) * max_entries as u64 + NODE_HEADER_SIZE as u64;
         if need > BLOCK_SIZE as u64 {
             return Err(BlockError::Shape("max_entries too large"));
@@ -101,7 +111,13 @@ impl<'a> Node<'a> {
 
     /// Key `i`.
     pub fn key(&self, i: u32) -> u64 {
-        crate::endian::read_le64(self.data, NODE_HEADER_SIZE + 8 * i as usize).unwrap_or(0)
+        Le64::unpack_at(self.data, NODE_HEADER_SIZE + 8 * i as usize).map_or(0, Le64::get)
+    }
+
+    /// Value `i` as a `__le64` (in an internal node, a child's location);
+    /// `u64::MAX`, beyond any device, when values are not 8 bytes.
+    pub fn value_le64(&self, i: u32) -> u64 {
+        Le64::unpack(self.value(i)).map_or(u64::MAX, Le64::get)
     }
 
     /// Value `i`.
@@ -157,7 +173,7 @@ fn walk_at<D: BlockDevice>(
             }
             f(k, n.value(i)).map_err(|e| PdError { block: b, kind: BlockError::Io(e) })?;
         } else {
-            let child = crate::endian::read_le64(n.value(i), 0).unwrap_or(u64::MAX);
+            let child = n.value_le64(i);
             walk_at(bm, child, value_size, depth + 1, node, f)?;
         }
     }
@@ -196,7 +212,14 @@ pub fn lookup<D: BlockDevice>(
             v.try_extend_from_slice(n.value(i)).map_err(|e| PdError { block: b, kind: BlockError::Io(e) })?;
             return Ok(Some(v));
         }
-        b = crate::endian::read_le64(n.value(i), 0).unwrap_or(u64::MAX);
+        b = n.value_le64(i);
     }
     Err(PdError { block: b, kind: BlockError::Shape("btree too deep (a cycle?)") })
+}
+
+/// An empty leaf (`dm_btree_empty`) with `value_size`-byte values.
+pub fn empty_leaf(value_size: usize) -> KResult<TryVec<u8>> {
+    let mut b = mem::try_zeroed(BLOCK_SIZE)?;
+    NodeHeader::new(LEAF_NODE, 0, calc_max_entries(value_size), value_size as u32).pack(&mut b).ok_or(Errno::EINVAL)?;
+    Ok(b)
 }

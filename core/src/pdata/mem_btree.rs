@@ -5,10 +5,12 @@
 //! dm-btree-spine.c), so a commit costs the changed paths, not the tree.
 
 use super::block::{Block, BlockError, BlockManager};
-use super::btree::{calc_max_entries, Node, INTERNAL_NODE, LEAF_NODE, MAX_DEPTH, NODE_HEADER_SIZE, NODE_VALIDATOR};
+use super::btree::{
+    calc_max_entries, Node, NodeHeader, INTERNAL_NODE, LEAF_NODE, MAX_DEPTH, NODE_HEADER_SIZE, NODE_VALIDATOR,
+};
 use super::error::{PdError, PdResult};
 use super::tm::TransactionManager;
-use crate::endian::{read_le64, write_le32, write_le64};
+use crate::endian::{Le64, OnDisk};
 use crate::errno::{Errno, Result};
 use crate::mem::{self, TryVec};
 use crate::platform::{BlockDevice, ReqFlags};
@@ -55,7 +57,7 @@ impl MemTree {
         let mut raw = TryVec::try_with_capacity(n.nr_entries as usize).map_err(pdio(b))?;
         for i in 0..n.nr_entries {
             keys.try_push(n.key(i)).map_err(pdio(b))?;
-            raw.try_push(read_le64(n.value(i), 0).unwrap_or(u64::MAX)).map_err(pdio(b))?;
+            raw.try_push(n.value_le64(i)).map_err(pdio(b))?;
         }
         let leaf = n.is_leaf();
         let mut vals = TryVec::try_with_capacity(raw.len()).map_err(pdio(b))?;
@@ -176,15 +178,14 @@ impl MemTree {
                 continue;
             }
             buf.fill(0);
-            write_le32(&mut buf, 4, if n.leaf { LEAF_NODE } else { INTERNAL_NODE }).ok_or(Errno::EINVAL)?;
-            write_le32(&mut buf, 16, n.keys.len() as u32).ok_or(Errno::EINVAL)?;
-            write_le32(&mut buf, 20, MAX).ok_or(Errno::EINVAL)?;
-            write_le32(&mut buf, 24, 8).ok_or(Errno::EINVAL)?;
+            NodeHeader::new(if n.leaf { LEAF_NODE } else { INTERNAL_NODE }, n.keys.len() as u32, MAX, 8)
+                .pack(&mut buf)
+                .ok_or(Errno::EINVAL)?;
             for (j, (&k, &v)) in n.keys.iter().zip(n.vals.iter()).enumerate() {
                 let value =
                     if n.leaf { v } else { self.nodes.get(v as usize).map(|c| c.block).ok_or(Errno::EINVAL)? };
-                write_le64(&mut buf, NODE_HEADER_SIZE + 8 * j, k).ok_or(Errno::EINVAL)?;
-                write_le64(&mut buf, NODE_HEADER_SIZE + 8 * MAX as usize + 8 * j, value).ok_or(Errno::EINVAL)?;
+                Le64::new(k).pack_at(&mut buf, NODE_HEADER_SIZE + 8 * j).ok_or(Errno::EINVAL)?;
+                Le64::new(value).pack_at(&mut buf, NODE_HEADER_SIZE + 8 * MAX as usize + 8 * j).ok_or(Errno::EINVAL)?;
             }
             let block = n.block;
             bm.write(block, &mut buf, &NODE_VALIDATOR, ReqFlags::empty())?;

@@ -16,7 +16,7 @@
 
 use super::bitset;
 use super::block::{Block, BlockManager, BLOCK_SIZE};
-use super::btree::{calc_max_entries, LEAF_NODE, NODE_VALIDATOR};
+use super::btree::{empty_leaf, NODE_VALIDATOR};
 use super::space_map::{
     set_bitmap_entry, DiskSmRoot, MetadataSpaceMap, BITMAP_HEADER_SIZE, BITMAP_VALIDATOR, ENTRIES_PER_BLOCK,
     INDEX_VALIDATOR, MAX_METADATA_BITMAPS, METADATA_MAX_BLOCKS,
@@ -261,13 +261,4 @@ impl TransactionManager {
     pub fn own_blocks(&self) -> impl Iterator<Item = Block> + '_ {
         core::iter::once(self.index_block).chain(self.bitmaps.iter().copied())
     }
-}
-
-/// An empty leaf (`dm_btree_empty`) with `value_size`-byte values.
-pub fn empty_leaf(value_size: usize) -> Result<TryVec<u8>> {
-    let mut b = mem::try_zeroed(BLOCK_SIZE)?;
-    write_le32(&mut b, 4, LEAF_NODE).ok_or(Errno::EINVAL)?;
-    write_le32(&mut b, 20, calc_max_entries(value_size)).ok_or(Errno::EINVAL)?;
-    write_le32(&mut b, 24, value_size as u32).ok_or(Errno::EINVAL)?;
-    Ok(b)
 }
