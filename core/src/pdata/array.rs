@@ -7,13 +7,12 @@ use super::block::{Block, BlockError, BlockManager, Validator, BLOCK_SIZE};
 use super::btree;
 use super::error::{PdError, PdResult};
 use super::checksum::ARRAY_CSUM_XOR;
-use crate::endian::{read_le32, read_le64, Le32, Le64};
+use crate::endian::{on_disk, Le32, Le64, OnDisk};
 use crate::errno::Errno;
 use crate::platform::BlockDevice;
 use core::cell::RefCell;
-use static_assertions::assert_eq_size;
 
-/// `struct array_block` (24 bytes).
+/// `struct array_block` (24 bytes; [`OnDisk`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct ArrayBlockHeader {
@@ -28,7 +27,7 @@ pub struct ArrayBlockHeader {
     /// Own location.
     pub blocknr: Le64,
 }
-assert_eq_size!(ArrayBlockHeader, [u8; 24]);
+on_disk!(ArrayBlockHeader, 24, { csum, max_entries, nr_entries, value_size, blocknr });
 
 /// Header size.
 pub const ARRAY_HEADER_SIZE: usize = core::mem::size_of::<ArrayBlockHeader>();
@@ -40,6 +39,36 @@ pub const fn calc_max_entries(value_size: usize) -> u32 {
     ((BLOCK_SIZE - ARRAY_HEADER_SIZE) / value_size) as u32
 }
 
+impl ArrayBlockHeader {
+    /// The header of a block to be written (`csum` and `blocknr` are
+    /// stamped by [`ARRAY_VALIDATOR`]).
+    pub fn new(max_entries: u32, nr_entries: u32, value_size: u32) -> Self {
+        ArrayBlockHeader {
+            max_entries: Le32::new(max_entries),
+            nr_entries: Le32::new(nr_entries),
+            value_size: Le32::new(value_size),
+            ..ArrayBlockHeader::default()
+        }
+    }
+
+    /// `array_block_check`'s shape checks for an array of `value_size`
+    /// values (location and checksum were checked by the validator): the
+    /// number of entries in use.
+    pub fn check(&self, value_size: u32) -> core::result::Result<u32, BlockError> {
+        let (m, n, vs) = (self.max_entries.get(), self.nr_entries.get(), self.value_size.get());
+        if vs == 0 || vs != value_size {
+            return Err(BlockError::Shape("value_size invalid"));
+        }
+        if m != calc_max_entries(vs as usize) {
+            return Err(BlockError::Shape("max_entries invalid for value_size"));
+        }
+        if n > m {
+            return Err(BlockError::Shape("too many entries"));
+        }
+        Ok(n)
+    }
+}
+
 /// Calls `f(index, value)` for every element, and `node(block)` for every
 /// block the array uses (btree nodes and array blocks). Returns the length.
 pub fn walk<D: BlockDevice>(
@@ -49,14 +78,13 @@ pub fn walk<D: BlockDevice>(
     node: &mut dyn FnMut(Block),
     f: &mut dyn FnMut(u64, &[u8]),
 ) -> PdResult<u64> {
-    let max = calc_max_entries(value_size.max(1) as usize);
     let node = RefCell::new(node);
     let mut expect_index = 0u64;
     let mut len = 0u64;
     let mut short_seen: Option<Block> = None;
     let mut err: Option<PdError> = None;
     let mut array_block = |k: u64, v: &[u8]| -> PdResult<()> {
-        let b = read_le64(v, 0).unwrap_or(u64::MAX);
+        let b = Le64::unpack(v).map_or(u64::MAX, Le64::get);
         let fail = |kind| PdError { block: b, kind };
         if k != expect_index {
             return Err(fail(BlockError::Shape("array btree is not fully populated")));
@@ -66,23 +94,15 @@ pub fn walk<D: BlockDevice>(
         }
         (node.borrow_mut())(b);
         let data = bm.read(b, &ARRAY_VALIDATOR).map_err(fail)?;
-        let (m, n, vs) = (read_le32(&data, 4), read_le32(&data, 8), read_le32(&data, 12));
-        let (Some(m), Some(n), Some(vs)) = (m, n, vs) else { return Err(fail(BlockError::Shape("short block"))) };
-        if vs == 0 || vs != value_size {
-            return Err(fail(BlockError::Shape("value_size invalid")));
-        }
-        if m != max {
-            return Err(fail(BlockError::Shape("max_entries invalid for value_size")));
-        }
-        if n > m {
-            return Err(fail(BlockError::Shape("too many entries")));
-        }
+        let h = ArrayBlockHeader::unpack(&data).ok_or_else(|| fail(BlockError::Shape("short block")))?;
+        let n = h.check(value_size).map_err(fail)?;
+        let vs = value_size as usize;
         for i in 0..n as usize {
-            let off = ARRAY_HEADER_SIZE + i * vs as usize;
-            f(len + i as u64, data.get(off..off + vs as usize).unwrap_or(&[]));
+            let off = ARRAY_HEADER_SIZE + i * vs;
+            f(len + i as u64, data.get(off..off + vs).unwrap_or(&[]));
         }
         len += n as u64;
-        if n < m {
+        if n < h.max_entries.get() {
             short_seen = Some(b);
         }
         expect_index += 1;
@@ -113,13 +133,10 @@ pub struct DiskArray {
 pub const U64_PER_BLOCK: u64 = calc_max_entries(8) as u64;
 
 fn write_array_block<D: BlockDevice>(bm: &BlockManager<D>, b: Block, vals: &[u64]) -> crate::errno::Result<()> {
-    use crate::endian::{write_le32, write_le64};
     let mut buf = crate::mem::try_zeroed(BLOCK_SIZE)?;
-    write_le32(&mut buf, 4, U64_PER_BLOCK as u32).ok_or(Errno::EINVAL)?;
-    write_le32(&mut buf, 8, vals.len() as u32).ok_or(Errno::EINVAL)?;
-    write_le32(&mut buf, 12, 8).ok_or(Errno::EINVAL)?;
+    ArrayBlockHeader::new(U64_PER_BLOCK as u32, vals.len() as u32, 8).pack(&mut buf).ok_or(Errno::EINVAL)?;
     for (i, v) in vals.iter().enumerate() {
-        write_le64(&mut buf, ARRAY_HEADER_SIZE + 8 * i, *v).ok_or(Errno::EINVAL)?;
+        Le64::new(*v).pack_at(&mut buf, ARRAY_HEADER_SIZE + 8 * i).ok_or(Errno::EINVAL)?;
     }
     bm.write(b, &mut buf, &ARRAY_VALIDATOR, crate::platform::ReqFlags::empty())
 }

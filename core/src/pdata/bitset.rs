@@ -10,7 +10,7 @@
 use super::array;
 use super::block::{Block, BlockError, BlockManager};
 use super::error::{PdError, PdResult};
-use crate::endian::read_le64;
+use crate::endian::{Le64, OnDisk};
 use crate::mem::TryVec;
 use crate::platform::BlockDevice;
 
@@ -30,7 +30,7 @@ pub fn load<D: BlockDevice>(
         TryVec::try_with_capacity(words as usize).map_err(|e| PdError { block: root, kind: BlockError::Io(e) })?;
     let mut oom = false;
     let len = array::walk(bm, root, 8, node, &mut |_, v| {
-        oom |= out.try_push(read_le64(v, 0).unwrap_or(0)).is_err();
+        oom |= out.try_push(Le64::unpack(v).map_or(0, Le64::get)).is_err();
     })?;
     if oom {
         return Err(PdError { block: root, kind: BlockError::Io(crate::errno::Errno::ENOMEM) });
