@@ -422,13 +422,13 @@ impl<D: BlockDevice> CloneMetadata<D> {
     /// `dm_clone_get_free_metadata_block_count`.
     pub fn nr_free_metadata_blocks(&self) -> Result<u64> {
         let p = self.lock.down_read();
-        p.tm.as_ref().map(|t| t.nr_free()).ok_or(Errno::EIO)
+        p.tm.as_ref().map(|t| t.sm().nr_free()).ok_or(Errno::EIO)
     }
 
     /// `dm_clone_get_metadata_dev_size` in blocks.
     pub fn metadata_dev_blocks(&self) -> Result<u64> {
         let p = self.lock.down_read();
-        p.tm.as_ref().map(|t| t.nr_blocks()).ok_or(Errno::EIO)
+        p.tm.as_ref().map(|t| t.sm().nr_blocks()).ok_or(Errno::EIO)
     }
 
     /// Words of the region map (for tests and dumps).

@@ -151,8 +151,8 @@ pub fn check(block: &[u8]) -> Result<Superblock, SbProblem> {
     if !(MIN_METADATA_VERSION..=MAX_METADATA_VERSION).contains(&version) {
         return Err(SbProblem::Version(version));
     }
-    let sm_root =
-        DiskSmRoot::unpack(block.get(off::SM_ROOT..).unwrap_or(&[])).ok_or(SbProblem::Io(crate::errno::Errno::EIO))?;
+    let sm_root = <DiskSmRoot as crate::endian::OnDisk>::unpack(block.get(off::SM_ROOT..).unwrap_or(&[]))
+        .ok_or(SbProblem::Io(crate::errno::Errno::EIO))?;
     Ok(Superblock {
         version,
         sm_root,

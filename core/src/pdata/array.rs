@@ -5,8 +5,8 @@
 
 use super::block::{Block, BlockError, BlockManager, Validator, BLOCK_SIZE};
 use super::btree;
-use super::error::{PdError, PdResult};
 use super::checksum::ARRAY_CSUM_XOR;
+use super::error::{PdError, PdResult};
 use crate::endian::{on_disk, Le32, Le64, OnDisk};
 use crate::errno::Errno;
 use crate::platform::BlockDevice;
