@@ -11,14 +11,12 @@
 //! structures, committing map, fail_io) is under `lock`, a rw-semaphore
 //! held across metadata I/O.
 
-use super::superblock::{self, SbProblem, SUPERBLOCK_LOCATION, SUPERBLOCK_MAGIC};
-use crate::endian::{write_le32, write_le64};
+use super::superblock::{self, SbProblem, Superblock, SUPERBLOCK_LOCATION};
 use crate::errno::{Errno, Result};
 use crate::mem::{self, TryVec};
 use crate::pdata::array::{DiskArray, U64_PER_BLOCK};
 use crate::pdata::bitset::{self, set, test};
 use crate::pdata::block::{BlockManager, BLOCK_SIZE};
-use crate::pdata::space_map::DiskSmRoot;
 use crate::pdata::tm::TransactionManager;
 use crate::platform::{BlockDevice, ReqFlags};
 use crate::sync::{LockClass, RwSem, SpinLock};
@@ -144,33 +142,11 @@ impl<D: BlockDevice> Persistent<D> {
         let bitset_root = array.flush(&self.bm)?;
         let root = tm.pre_commit(&self.bm)?;
         let mut sb = mem::try_zeroed(BLOCK_SIZE)?;
-        prepare_superblock(&mut sb, &root, region_size, target_size, bitset_root)?;
+        Superblock::prepare(&root, region_size, target_size, bitset_root, &mut sb).ok_or(Errno::EINVAL)?;
         self.bm.write(SUPERBLOCK_LOCATION, &mut sb, &superblock::SB_VALIDATOR, ReqFlags::PREFLUSH | ReqFlags::FUA)?;
         tm.end_transaction();
         Ok(())
     }
-}
-
-/// `__prepare_superblock` into a zeroed block.
-fn prepare_superblock(
-    sb: &mut [u8],
-    root: &DiskSmRoot,
-    region_size: u64,
-    target_size: u64,
-    bitset_root: u64,
-) -> Result<()> {
-    use superblock::off;
-    let e = Errno::EINVAL;
-    write_le64(sb, off::MAGIC, SUPERBLOCK_MAGIC).ok_or(e)?;
-    write_le32(sb, off::VERSION, superblock::MAX_METADATA_VERSION).ok_or(e)?;
-    write_le64(sb, off::SM_ROOT, root.nr_blocks.get()).ok_or(e)?;
-    write_le64(sb, off::SM_ROOT + 8, root.nr_allocated.get()).ok_or(e)?;
-    write_le64(sb, off::SM_ROOT + 16, root.bitmap_root.get()).ok_or(e)?;
-    write_le64(sb, off::SM_ROOT + 24, root.ref_count_root.get()).ok_or(e)?;
-    write_le64(sb, off::REGION_SIZE, region_size).ok_or(e)?;
-    write_le64(sb, off::TARGET_SIZE, target_size).ok_or(e)?;
-    write_le64(sb, off::BITSET_ROOT, bitset_root).ok_or(e)?;
-    Ok(())
 }
 
 impl<D: BlockDevice> CloneMetadata<D> {
