@@ -163,8 +163,9 @@ pub const fn field_size<S, T: OnDisk>(_f: fn(&S) -> &T) -> usize {
     T::SIZE
 }
 
-/// Reads a lone little-endian u32 at `off`, `None` past the end
-/// (structures are read through [`OnDisk`]).
+/// Reads a lone little-endian u32 at `off`, `None` past the end. On-disk
+/// structures are read through [`OnDisk`]; these four remain for the
+/// hosted repair tool, which reads blocks that failed validation.
 pub fn read_le32(b: &[u8], off: usize) -> Option<u32> {
     Le32::unpack_at(b, off).map(Le32::get)
 }
@@ -200,5 +201,30 @@ mod tests {
         assert_eq!(read_le32(&b, usize::MAX - 1), None);
         assert_eq!(Le32::new(7).get(), 7);
         assert_eq!(Le64::new(u64::MAX).get(), u64::MAX);
+    }
+
+    #[test]
+    fn fields_pack_in_order_and_stop_at_the_end() {
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[repr(C)]
+        struct S {
+            a: Le32,
+            b: Le64,
+            c: [u8; 2],
+        }
+        on_disk!(S, 14, { a, b, c });
+        let s = S { a: Le32::new(1), b: Le64::new(2), c: [3, 4] };
+        let mut b = [0xffu8; 15];
+        s.pack(&mut b).unwrap();
+        assert_eq!(b, [1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 4, 0xff]);
+        assert_eq!(S::unpack(&b), Some(s));
+        assert_eq!(S::unpack(&b[..13]), None);
+        assert_eq!(s.pack(&mut b[..13]), None);
+        assert_eq!(
+            S::unpack_at(&b, 1),
+            Some(S { a: Le32::new(0x0200_0000), b: Le64::new(0x0300_0000_0000_0000), c: [4, 0xff] })
+        );
+        assert_eq!(S::unpack_at(&b, 2), None);
+        assert_eq!(S::unpack_at(&b, usize::MAX), None);
     }
 }
