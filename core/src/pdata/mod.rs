@@ -13,7 +13,6 @@ pub mod block;
 pub mod btree;
 pub mod checksum;
 pub mod error;
-pub mod mem_btree;
 pub mod space_map;
 pub mod tm;
 

@@ -96,7 +96,7 @@ fn a_cycle_is_an_error_not_a_hang() {
 
 #[test]
 fn a_btree_with_thousands_of_entries_round_trips() {
-    use super::mem_btree::MemTree;
+    use super::btree::MemTree;
     use super::tm::TransactionManager;
     let dev = RamDev::new(4096 * 8, 512).unwrap();
     let bm = BlockManager::new(&dev);

@@ -1,18 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! A btree of `__le64` values held in memory and written back with
-//! shadowing: what dm-array keeps its array blocks in. Only the nodes on
+//! Btree writes: a btree of `__le64` values held in memory and written
+//! back with shadowing, what dm-array keeps its array blocks in. Only the nodes on
 //! the path to a changed value are copied (`shadow_step` in
 //! dm-btree-spine.c), so a commit costs the changed paths, not the tree.
 
-use super::block::{Block, BlockError, BlockManager};
-use super::btree::{
+use super::{
     calc_max_entries, Node, NodeHeader, INTERNAL_NODE, LEAF_NODE, MAX_DEPTH, NODE_HEADER_SIZE, NODE_VALIDATOR,
 };
-use super::error::{PdError, PdResult};
-use super::tm::TransactionManager;
 use crate::endian::{Le64, OnDisk};
 use crate::errno::{Errno, Result};
 use crate::mem::{self, TryVec};
+use crate::pdata::block::{Block, BlockError, BlockManager, BLOCK_SIZE};
+use crate::pdata::error::{PdError, PdResult};
+use crate::pdata::tm::TransactionManager;
 use crate::platform::{BlockDevice, ReqFlags};
 
 struct MemNode {
@@ -171,7 +171,7 @@ impl MemTree {
 
     /// Writes every node changed since the last write.
     pub fn write_dirty<D: BlockDevice>(&mut self, bm: &BlockManager<D>) -> Result<()> {
-        let mut buf = mem::try_zeroed(super::block::BLOCK_SIZE)?;
+        let mut buf = mem::try_zeroed(BLOCK_SIZE)?;
         for idx in 0..self.nodes.len() {
             let Some(n) = self.nodes.get(idx) else { continue };
             if !n.dirty {

@@ -1,17 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Btree nodes (`dm-btree-internal.h`, `dm-btree-spine.c`) and read-only
-//! walks. A node is a 32-byte header, `max_entries` little-endian keys, then
-//! `max_entries` values (values start after **max_entries** keys, not
-//! nr_entries). Internal nodes hold `__le64` child block numbers.
+//! Btree nodes (`dm-btree-internal.h`, `dm-btree-spine.c`). A node is a
+//! 32-byte header, `max_entries` little-endian keys, then `max_entries`
+//! values (values start after **max_entries** keys, not nr_entries).
+//! Internal nodes hold `__le64` child block numbers.
+//!
+//! This file is the node format ([`NodeHeader`], `node_check` as
+//! [`Node::parse`]); [`read`] walks and looks up committed trees,
+//! [`write`] keeps a tree of `__le64` values in memory and writes it back
+//! with shadowing ([`MemTree`]).
 
-use super::block::{Block, BlockError, BlockManager, Validator, BLOCK_SIZE};
+pub mod read;
+pub mod write;
+
+pub use read::{lookup, walk};
+pub use write::MemTree;
+
+use super::block::{BlockError, Validator, BLOCK_SIZE};
 use super::checksum::BTREE_CSUM_XOR;
 // Re-exported where they were declared before `error.rs` (the hosted tools).
 pub use super::error::{PdError, PdResult};
 use crate::endian::{on_disk, Le32, Le64, OnDisk};
-use crate::errno::{Errno, Result as KResult};
+use crate::errno::{Errno, Result};
 use crate::mem::{self, TryVec};
-use crate::platform::BlockDevice;
 
 /// `INTERNAL_NODE`.
 pub const INTERNAL_NODE: u32 = 1;
@@ -42,7 +52,7 @@ pub struct NodeHeader {
 on_disk!(NodeHeader, 32, { csum, flags, blocknr, nr_entries, max_entries, value_size, padding });
 
 /// Header size.
-pub const NODE_HEADER_SIZE: usize = core::mem::size_of::<NodeHeader>();
+pub const NODE_HEADER_SIZE: usize = NodeHeader::SIZE;
 
 /// `btree_node_validator`.
 pub const NODE_VALIDATOR: Validator = Validator { name: "btree_node", xor: BTREE_CSUM_XOR, blocknr_offset: 8 };
@@ -128,97 +138,8 @@ impl<'a> Node<'a> {
     }
 }
 
-fn read_node<D: BlockDevice>(bm: &BlockManager<D>, b: Block) -> PdResult<TryVec<u8>> {
-    let data = bm.read(b, &NODE_VALIDATOR).map_err(|kind| PdError { block: b, kind })?;
-    Node::parse(&data).map_err(|kind| PdError { block: b, kind })?;
-    Ok(data)
-}
-
-/// Calls `f(key, value)` for every leaf entry in key order, and
-/// `node(block)` for every node visited (for reference counting checks).
-pub fn walk<D: BlockDevice>(
-    bm: &BlockManager<D>,
-    root: Block,
-    value_size: u32,
-    node: &mut dyn FnMut(Block),
-    f: &mut dyn FnMut(u64, &[u8]) -> KResult<()>,
-) -> PdResult<()> {
-    walk_at(bm, root, value_size, 0, node, f)
-}
-
-fn walk_at<D: BlockDevice>(
-    bm: &BlockManager<D>,
-    b: Block,
-    value_size: u32,
-    depth: u32,
-    node: &mut dyn FnMut(Block),
-    f: &mut dyn FnMut(u64, &[u8]) -> KResult<()>,
-) -> PdResult<()> {
-    if depth > MAX_DEPTH {
-        return Err(PdError { block: b, kind: BlockError::Shape("btree too deep (a cycle?)") });
-    }
-    node(b);
-    let data = read_node(bm, b)?;
-    let n = Node::parse(&data).map_err(|kind| PdError { block: b, kind })?;
-    let mut last: Option<u64> = None;
-    for i in 0..n.nr_entries {
-        let k = n.key(i);
-        if last.is_some_and(|l| l >= k) {
-            return Err(PdError { block: b, kind: BlockError::Shape("keys out of order") });
-        }
-        last = Some(k);
-        if n.is_leaf() {
-            if n.value_size != value_size {
-                return Err(PdError { block: b, kind: BlockError::Shape("unexpected value size") });
-            }
-            f(k, n.value(i)).map_err(|e| PdError { block: b, kind: BlockError::Io(e) })?;
-        } else {
-            let child = n.value_le64(i);
-            walk_at(bm, child, value_size, depth + 1, node, f)?;
-        }
-    }
-    Ok(())
-}
-
-/// Looks `key` up (`dm_btree_lookup`): the value, if present.
-pub fn lookup<D: BlockDevice>(
-    bm: &BlockManager<D>,
-    root: Block,
-    key: u64,
-    value_size: u32,
-) -> PdResult<Option<TryVec<u8>>> {
-    let mut b = root;
-    for _ in 0..=MAX_DEPTH {
-        let data = read_node(bm, b)?;
-        let n = Node::parse(&data).map_err(|kind| PdError { block: b, kind })?;
-        // Last entry whose key is <= key.
-        let mut i = None;
-        for j in 0..n.nr_entries {
-            if n.key(j) <= key {
-                i = Some(j);
-            } else {
-                break;
-            }
-        }
-        let Some(i) = i else { return Ok(None) };
-        if n.is_leaf() {
-            if n.value_size != value_size {
-                return Err(PdError { block: b, kind: BlockError::Shape("unexpected value size") });
-            }
-            if n.key(i) != key {
-                return Ok(None);
-            }
-            let mut v = TryVec::new();
-            v.try_extend_from_slice(n.value(i)).map_err(|e| PdError { block: b, kind: BlockError::Io(e) })?;
-            return Ok(Some(v));
-        }
-        b = n.value_le64(i);
-    }
-    Err(PdError { block: b, kind: BlockError::Shape("btree too deep (a cycle?)") })
-}
-
 /// An empty leaf (`dm_btree_empty`) with `value_size`-byte values.
-pub fn empty_leaf(value_size: usize) -> KResult<TryVec<u8>> {
+pub fn empty_leaf(value_size: usize) -> Result<TryVec<u8>> {
     let mut b = mem::try_zeroed(BLOCK_SIZE)?;
     NodeHeader::new(LEAF_NODE, 0, calc_max_entries(value_size), value_size as u32).pack(&mut b).ok_or(Errno::EINVAL)?;
     Ok(b)
