@@ -51,6 +51,20 @@ pub struct NodeHeader {
 }
 on_disk!(NodeHeader, 32, { csum, flags, blocknr, nr_entries, max_entries, value_size, padding });
 
+impl NodeHeader {
+    /// The header of a node to be written (`csum` and `blocknr` are
+    /// stamped by [`NODE_VALIDATOR`]).
+    pub fn new(flags: u32, nr_entries: u32, max_entries: u32, value_size: u32) -> Self {
+        NodeHeader {
+            flags: Le32::new(flags),
+            nr_entries: Le32::new(nr_entries),
+            max_entries: Le32::new(max_entries),
+            value_size: Le32::new(value_size),
+            ..NodeHeader::default()
+        }
+    }
+}
+
 /// Header size.
 pub const NODE_HEADER_SIZE: usize = NodeHeader::SIZE;
 
@@ -75,20 +89,6 @@ pub struct Node<'a> {
     pub max_entries: u32,
     /// Bytes per value.
     pub value_size: u32,
-}
-
-impl NodeHeader {
-    /// The header of a node to be written (`csum` and `blocknr` are
-    /// stamped by [`NODE_VALIDATOR`]).
-    pub fn new(flags: u32, nr_entries: u32, max_entries: u32, value_size: u32) -> Self {
-        NodeHeader {
-            flags: Le32::new(flags),
-            nr_entries: Le32::new(nr_entries),
-            max_entries: Le32::new(max_entries),
-            value_size: Le32::new(value_size),
-            ..NodeHeader::default()
-        }
-    }
 }
 
 impl<'a> Node<'a> {
