@@ -11,14 +11,12 @@
 //! structures, committing map, fail_io) is under `lock`, a rw-semaphore
 //! held across metadata I/O.
 
-use super::superblock::{self, SbProblem, SUPERBLOCK_LOCATION, SUPERBLOCK_MAGIC};
-use crate::endian::{write_le32, write_le64};
+use super::superblock::{self, SbProblem, Superblock, SUPERBLOCK_LOCATION};
 use crate::errno::{Errno, Result};
 use crate::mem::{self, TryVec};
 use crate::pdata::array::{DiskArray, U64_PER_BLOCK};
-use crate::pdata::bitset;
+use crate::pdata::bitset::{self, set, test};
 use crate::pdata::block::{BlockManager, BLOCK_SIZE};
-use crate::pdata::space_map::DiskSmRoot;
 use crate::pdata::tm::TransactionManager;
 use crate::platform::{BlockDevice, ReqFlags};
 use crate::sync::{LockClass, RwSem, SpinLock};
@@ -30,7 +28,7 @@ static METADATA_LOCK: LockClass = LockClass::new(c"dmrs_clone_metadata_lock");
 
 /// `DM_MSG_PREFIX` of dm-clone-metadata.c.
 pub const DM_MSG_PREFIX: &str = "clone metadata";
-const BITS: u64 = 64;
+const BITS: u64 = bitset::BITS_PER_ARRAY_ENTRY;
 
 /// `struct dirty_map`.
 pub struct DirtyMap {
@@ -45,20 +43,10 @@ pub struct DirtyMap {
 impl DirtyMap {
     fn new(nr_words: usize) -> Result<Self> {
         Ok(DirtyMap {
-            dirty_words: TryVec::try_from_elem(0, nr_words.div_ceil(64))?,
+            dirty_words: TryVec::try_from_elem(0, bitset::words_for(nr_words as u64) as usize)?,
             dirty_regions: TryVec::try_from_elem(0, nr_words)?,
             changed: false,
         })
-    }
-}
-
-fn test(v: &[u64], i: u64) -> bool {
-    v.get((i / BITS) as usize).is_some_and(|w| w & (1 << (i % BITS)) != 0)
-}
-
-fn set(v: &mut [u64], i: u64) {
-    if let Some(w) = v.get_mut((i / BITS) as usize) {
-        *w |= 1 << (i % BITS);
     }
 }
 
@@ -154,33 +142,11 @@ impl<D: BlockDevice> Persistent<D> {
         let bitset_root = array.flush(&self.bm)?;
         let root = tm.pre_commit(&self.bm)?;
         let mut sb = mem::try_zeroed(BLOCK_SIZE)?;
-        prepare_superblock(&mut sb, &root, region_size, target_size, bitset_root)?;
+        Superblock::prepare(&root, region_size, target_size, bitset_root, &mut sb).ok_or(Errno::EINVAL)?;
         self.bm.write(SUPERBLOCK_LOCATION, &mut sb, &superblock::SB_VALIDATOR, ReqFlags::PREFLUSH | ReqFlags::FUA)?;
         tm.end_transaction();
         Ok(())
     }
-}
-
-/// `__prepare_superblock` into a zeroed block.
-fn prepare_superblock(
-    sb: &mut [u8],
-    root: &DiskSmRoot,
-    region_size: u64,
-    target_size: u64,
-    bitset_root: u64,
-) -> Result<()> {
-    use superblock::off;
-    let e = Errno::EINVAL;
-    write_le64(sb, off::MAGIC, SUPERBLOCK_MAGIC).ok_or(e)?;
-    write_le32(sb, off::VERSION, superblock::MAX_METADATA_VERSION).ok_or(e)?;
-    write_le64(sb, off::SM_ROOT, root.nr_blocks.get()).ok_or(e)?;
-    write_le64(sb, off::SM_ROOT + 8, root.nr_allocated.get()).ok_or(e)?;
-    write_le64(sb, off::SM_ROOT + 16, root.bitmap_root.get()).ok_or(e)?;
-    write_le64(sb, off::SM_ROOT + 24, root.ref_count_root.get()).ok_or(e)?;
-    write_le64(sb, off::REGION_SIZE, region_size).ok_or(e)?;
-    write_le64(sb, off::TARGET_SIZE, target_size).ok_or(e)?;
-    write_le64(sb, off::BITSET_ROOT, bitset_root).ok_or(e)?;
-    Ok(())
 }
 
 impl<D: BlockDevice> CloneMetadata<D> {
@@ -191,7 +157,7 @@ impl<D: BlockDevice> CloneMetadata<D> {
             return Err(Errno::EINVAL);
         }
         let nr_regions = target_size.div_ceil(region_size);
-        let nr_words = nr_regions.div_ceil(BITS);
+        let nr_words = bitset::words_for(nr_regions);
         let bm = BlockManager::new(dev);
         let mut b0 = mem::try_zeroed(BLOCK_SIZE)?;
         bm.read_raw(SUPERBLOCK_LOCATION, &mut b0).map_err(|e| {
@@ -361,7 +327,7 @@ impl<D: BlockDevice> CloneMetadata<D> {
                 while *ww != 0 {
                     let bitpos = ww.trailing_zeros() as u64;
                     *ww &= *ww - 1;
-                    let word = wi as u64 * 64 + bitpos;
+                    let word = wi as u64 * BITS + bitpos;
                     let regs = d.dirty_regions.get_mut(word as usize).map(core::mem::take).unwrap_or(0);
                     if let Some(w) = p.words.get_mut(word as usize) {
                         *w |= regs;
@@ -432,13 +398,13 @@ impl<D: BlockDevice> CloneMetadata<D> {
     /// `dm_clone_get_free_metadata_block_count`.
     pub fn nr_free_metadata_blocks(&self) -> Result<u64> {
         let p = self.lock.down_read();
-        p.tm.as_ref().map(|t| t.nr_free()).ok_or(Errno::EIO)
+        p.tm.as_ref().map(|t| t.sm().nr_free()).ok_or(Errno::EIO)
     }
 
     /// `dm_clone_get_metadata_dev_size` in blocks.
     pub fn metadata_dev_blocks(&self) -> Result<u64> {
         let p = self.lock.down_read();
-        p.tm.as_ref().map(|t| t.nr_blocks()).ok_or(Errno::EIO)
+        p.tm.as_ref().map(|t| t.sm().nr_blocks()).ok_or(Errno::EIO)
     }
 
     /// Words of the region map (for tests and dumps).

@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! `struct superblock_disk` of dm-clone-metadata.c (block 0, 196 bytes,
 //! packed: the space-map root sits at the unaligned offset 44; the rest of
-//! the block is zero) and `sb_check`.
+//! the block is zero), `sb_check` ([`check`]) and `__prepare_superblock`
+//! ([`Superblock::prepare`]).
 
-use crate::endian::{read_le32, read_le64, Le32, Le64};
+use crate::endian::{on_disk, Le32, Le64, OnDisk};
+use crate::errno::Errno;
 use crate::pdata::block::{BlockError, Validator, BLOCK_SIZE};
 use crate::pdata::checksum::{dm_bm_checksum, CLONE_SUPERBLOCK_CSUM_XOR};
 use crate::pdata::space_map::{DiskSmRoot, SPACE_MAP_ROOT_SIZE};
 use core::fmt;
-use static_assertions::assert_eq_size;
 
 /// `SUPERBLOCK_LOCATION`.
 pub const SUPERBLOCK_LOCATION: u64 = 0;
@@ -23,7 +24,7 @@ pub const UUID_LEN: usize = 16;
 /// `sb_validator` (its checks are [`check`]).
 pub const SB_VALIDATOR: Validator = Validator { name: "superblock", xor: CLONE_SUPERBLOCK_CSUM_XOR, blocknr_offset: 8 };
 
-/// `struct superblock_disk`.
+/// `struct superblock_disk` ([`OnDisk`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct SuperblockDisk {
@@ -48,23 +49,18 @@ pub struct SuperblockDisk {
     /// Root of the region bitset.
     pub bitset_root: Le64,
 }
-assert_eq_size!(SuperblockDisk, [u8; 196]);
-
-/// Byte offsets of the fields.
-pub mod off {
-    /// `version`.
-    pub const VERSION: usize = 40;
-    /// `metadata_space_map_root`.
-    pub const SM_ROOT: usize = 44;
-    /// `region_size`.
-    pub const REGION_SIZE: usize = 172;
-    /// `target_size`.
-    pub const TARGET_SIZE: usize = 180;
-    /// `bitset_root`.
-    pub const BITSET_ROOT: usize = 188;
-    /// `magic`.
-    pub const MAGIC: usize = 32;
-}
+on_disk!(SuperblockDisk, 196, {
+    csum,
+    flags,
+    blocknr,
+    uuid,
+    magic,
+    version,
+    metadata_space_map_root,
+    region_size,
+    target_size,
+    bitset_root,
+});
 
 /// What a valid superblock says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +81,7 @@ pub struct Superblock {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SbProblem {
     /// Unreadable.
-    Io(crate::errno::Errno),
+    Io(Errno),
     /// `-ENOTBLK`.
     BlockNr(u64),
     /// `-EILSEQ`.
@@ -113,8 +109,7 @@ impl fmt::Display for SbProblem {
 
 impl SbProblem {
     /// The errno `sb_check` returns.
-    pub fn errno(&self) -> crate::errno::Errno {
-        use crate::errno::Errno;
+    pub fn errno(&self) -> Errno {
         match self {
             SbProblem::Io(e) => *e,
             SbProblem::BlockNr(_) => Errno::ENOTBLK,
@@ -132,34 +127,63 @@ pub fn all_zeroes(block: &[u8]) -> bool {
 /// `sb_check`, in the kernel's order: blocknr, magic, checksum, version.
 pub fn check(block: &[u8]) -> Result<Superblock, SbProblem> {
     if block.len() != BLOCK_SIZE {
-        return Err(SbProblem::Io(crate::errno::Errno::EIO));
+        return Err(SbProblem::Io(Errno::EIO));
     }
-    let blocknr = read_le64(block, 8).unwrap_or(u64::MAX);
+    let disk = SuperblockDisk::unpack(block).ok_or(SbProblem::Io(Errno::EIO))?;
+    let blocknr = disk.blocknr.get();
     if blocknr != SUPERBLOCK_LOCATION {
         return Err(SbProblem::BlockNr(blocknr));
     }
-    let magic = read_le64(block, off::MAGIC).unwrap_or(0);
+    let magic = disk.magic.get();
     if magic != SUPERBLOCK_MAGIC {
         return Err(SbProblem::Magic(magic));
     }
     let csum = dm_bm_checksum(block.get(4..).unwrap_or(&[]), CLONE_SUPERBLOCK_CSUM_XOR);
-    let stored = read_le32(block, 0).unwrap_or(0);
+    let stored = disk.csum.get();
     if csum != stored {
         return Err(SbProblem::Checksum(csum, stored));
     }
-    let version = read_le32(block, off::VERSION).unwrap_or(0);
+    let version = disk.version.get();
     if !(MIN_METADATA_VERSION..=MAX_METADATA_VERSION).contains(&version) {
         return Err(SbProblem::Version(version));
     }
-    let sm_root =
-        DiskSmRoot::unpack(block.get(off::SM_ROOT..).unwrap_or(&[])).ok_or(SbProblem::Io(crate::errno::Errno::EIO))?;
+    let sm_root = DiskSmRoot::unpack(&disk.metadata_space_map_root).ok_or(SbProblem::Io(Errno::EIO))?;
     Ok(Superblock {
         version,
         sm_root,
-        region_size: read_le64(block, off::REGION_SIZE).unwrap_or(0),
-        target_size: read_le64(block, off::TARGET_SIZE).unwrap_or(0),
-        bitset_root: read_le64(block, off::BITSET_ROOT).unwrap_or(0),
+        region_size: disk.region_size.get(),
+        target_size: disk.target_size.get(),
+        bitset_root: disk.bitset_root.get(),
     })
+}
+
+impl Superblock {
+    /// `__prepare_superblock`: the current version with these fields,
+    /// packed into `block` (zeroed); [`SB_VALIDATOR`] stamps `csum` and
+    /// `blocknr` when it is written.
+    pub fn prepare(
+        sm_root: &DiskSmRoot,
+        region_size: u64,
+        target_size: u64,
+        bitset_root: u64,
+        block: &mut [u8],
+    ) -> Option<()> {
+        let mut metadata_space_map_root = [0u8; SPACE_MAP_ROOT_SIZE];
+        sm_root.pack(&mut metadata_space_map_root)?;
+        SuperblockDisk {
+            csum: Le32::default(),
+            flags: Le32::default(),
+            blocknr: Le64::new(SUPERBLOCK_LOCATION),
+            uuid: [0; UUID_LEN],
+            magic: Le64::new(SUPERBLOCK_MAGIC),
+            version: Le32::new(MAX_METADATA_VERSION),
+            metadata_space_map_root,
+            region_size: Le64::new(region_size),
+            target_size: Le64::new(target_size),
+            bitset_root: Le64::new(bitset_root),
+        }
+        .pack(block)
+    }
 }
 
 impl From<BlockError> for SbProblem {

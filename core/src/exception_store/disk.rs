@@ -6,9 +6,8 @@
 //! followed by `exceptions_per_area` data chunks. A slot whose `new_chunk`
 //! is 0 (it would point at the header) ends the list.
 
-use crate::endian::{Le32, Le64, OnDisk};
+use crate::endian::{on_disk, Le32, Le64, OnDisk};
 use crate::exception::Chunk;
-use static_assertions::assert_eq_size;
 
 /// `SNAP_MAGIC`: "SnAp".
 pub const SNAP_MAGIC: u32 = 0x70416e53;
@@ -21,7 +20,7 @@ pub const DM_CHUNK_SIZE_DEFAULT_SECTORS: u32 = 32;
 /// `DM_PREFETCH_CHUNKS`: metadata areas read ahead while loading.
 pub const DM_PREFETCH_CHUNKS: u64 = 12;
 
-/// `struct disk_header` (`__packed`, 16 bytes).
+/// `struct disk_header` (`__packed`, 16 bytes; [`OnDisk`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct DiskHeader {
@@ -35,9 +34,8 @@ pub struct DiskHeader {
     /// In sectors.
     pub chunk_size: Le32,
 }
-assert_eq_size!(DiskHeader, [u8; 16]);
 
-/// `struct disk_exception` (`__packed`, 16 bytes).
+/// `struct disk_exception` (`__packed`, 16 bytes; [`OnDisk`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct DiskException {
@@ -46,43 +44,9 @@ pub struct DiskException {
     /// COW chunk; 0 terminates the list.
     pub new_chunk: Le64,
 }
-assert_eq_size!(DiskException, [u8; 16]);
 
-impl OnDisk for DiskHeader {
-    const SIZE: usize = core::mem::size_of::<DiskHeader>();
-
-    fn unpack(b: &[u8]) -> Option<Self> {
-        let f = |i: usize| -> Option<Le32> {
-            let s = b.get(i * 4..i * 4 + 4)?;
-            Some(Le32::new(u32::from_le_bytes([s[0], s[1], s[2], s[3]])))
-        };
-        Some(DiskHeader { magic: f(0)?, valid: f(1)?, version: f(2)?, chunk_size: f(3)? })
-    }
-
-    fn pack(&self, b: &mut [u8]) -> Option<()> {
-        let b = b.get_mut(..Self::SIZE)?;
-        for (i, v) in [self.magic, self.valid, self.version, self.chunk_size].iter().enumerate() {
-            b[i * 4..i * 4 + 4].copy_from_slice(&v.get().to_le_bytes());
-        }
-        Some(())
-    }
-}
-
-impl OnDisk for DiskException {
-    const SIZE: usize = core::mem::size_of::<DiskException>();
-
-    fn unpack(b: &[u8]) -> Option<Self> {
-        Some(DiskException {
-            old_chunk: Le64::new(crate::endian::read_le64(b, 0)?),
-            new_chunk: Le64::new(crate::endian::read_le64(b, 8)?),
-        })
-    }
-
-    fn pack(&self, b: &mut [u8]) -> Option<()> {
-        crate::endian::write_le64(b, 0, self.old_chunk.get())?;
-        crate::endian::write_le64(b, 8, self.new_chunk.get())
-    }
-}
+on_disk!(DiskHeader, 16, { magic, valid, version, chunk_size });
+on_disk!(DiskException, 16, { old_chunk, new_chunk });
 
 /// Slots in one metadata area of `chunk_size` sectors.
 pub const fn exceptions_per_area(chunk_size: u32) -> u32 {

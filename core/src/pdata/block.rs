@@ -4,7 +4,7 @@
 //! over the rest of the block, and records its own location.
 
 use super::checksum::dm_bm_checksum;
-use crate::endian::{read_le32, read_le64, write_le32, write_le64};
+use crate::endian::{Le32, Le64, OnDisk};
 use crate::errno::{Errno, Result};
 use crate::mem::{self, TryVec};
 use crate::platform::{BlockDevice, ReqFlags, SECTOR_SHIFT};
@@ -18,7 +18,9 @@ pub const BLOCK_SECTORS: u64 = (BLOCK_SIZE >> SECTOR_SHIFT) as u64;
 pub type Block = u64;
 
 /// `struct dm_block_validator`: where a block type keeps its location and
-/// which xor salts its checksum.
+/// which xor salts its checksum. Every block type's header starts with
+/// `__le32 csum` and has `__le64 blocknr` at `blocknr_offset` (the
+/// structures' [`OnDisk`] layouts; a test pins the offsets).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Validator {
     /// For messages (`btree_node`, `array`, ...).
@@ -67,11 +69,11 @@ impl BlockError {
 impl Validator {
     /// `check`: location and checksum.
     pub fn check(&self, b: Block, data: &[u8]) -> core::result::Result<(), BlockError> {
-        let found = read_le64(data, self.blocknr_offset).ok_or(BlockError::Shape("short block"))?;
+        let found = Le64::unpack_at(data, self.blocknr_offset).ok_or(BlockError::Shape("short block"))?.get();
         if found != b {
             return Err(BlockError::BlockNr { found });
         }
-        let stored = read_le32(data, 0).ok_or(BlockError::Shape("short block"))?;
+        let stored = Le32::unpack(data).ok_or(BlockError::Shape("short block"))?.get();
         let wanted = dm_bm_checksum(data.get(4..).unwrap_or(&[]), self.xor);
         if stored != wanted {
             return Err(BlockError::Checksum { found: stored, wanted });
@@ -81,9 +83,9 @@ impl Validator {
 
     /// `prepare_for_write`: stamps location and checksum.
     pub fn prepare_for_write(&self, b: Block, data: &mut [u8]) -> Result<()> {
-        write_le64(data, self.blocknr_offset, b).ok_or(Errno::EINVAL)?;
+        Le64::new(b).pack_at(data, self.blocknr_offset).ok_or(Errno::EINVAL)?;
         let csum = dm_bm_checksum(data.get(4..).unwrap_or(&[]), self.xor);
-        write_le32(data, 0, csum).ok_or(Errno::EINVAL)
+        Le32::new(csum).pack(data).ok_or(Errno::EINVAL)
     }
 }
 

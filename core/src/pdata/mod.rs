@@ -1,18 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! `drivers/md/persistent-data`: the on-disk structures dm-clone's metadata
-//! is made of, one file per structure (as thin-provisioning-tools' pdata):
-//! [`checksum`], [`block`] (block manager + validators), [`btree`],
-//! [`space_map`] (the metadata space map), [`array`], [`bitset`].
+//! is made of, one file per structure and per job (as thin-provisioning-tools'
+//! pdata): [`error`], [`checksum`], [`block`] (block manager + validators),
+//! [`btree`], [`space_map`] (the metadata space map), [`array`], [`bitset`],
+//! [`tm`] (the transaction manager). [`btree`], [`space_map`] and [`array`]
+//! each keep their format in `mod.rs`, reading in `read.rs` and writing in
+//! `write.rs`.
 //!
-//! Everything read from disk is validated (location, checksum, shape)
-//! before use; a corrupt block is an error, never a panic.
+//! Every header and node is read and written through its
+//! [`OnDisk`](crate::endian::OnDisk) structure. Everything read from disk is
+//! validated (location, checksum, shape) before use; a corrupt block is an
+//! error, never a panic.
 
 pub mod array;
 pub mod bitset;
 pub mod block;
 pub mod btree;
 pub mod checksum;
-pub mod mem_btree;
+pub mod error;
 pub mod space_map;
 pub mod tm;
 

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! The transaction manager and metadata space map, write side
-//! (`dm-transaction-manager.c`, `dm-space-map-metadata.c`).
+//! The transaction manager (`dm-transaction-manager.c`): which blocks were
+//! allocated in this transaction (shadows, writable in place), shadowing,
+//! and the commit order. The counts are the metadata space map's
+//! ([`SmMetadata`], `space_map/write.rs`).
 //!
 //! The rules that make a crash harmless (commit "dm transaction manager:
 //! fix corruption due to non-atomic transaction commit"): never overwrite a
@@ -9,189 +11,59 @@
 //! on disk — and write the superblock last, after everything else is
 //! flushed. The space map itself is shadowed too: every commit writes the
 //! changed bitmaps and a new index block at fresh locations.
-//!
-//! Counts are kept exactly in memory (one byte per block, at most 4 MiB for
-//! the largest metadata device). dm-clone never shares blocks, so counts
-//! stay at 0 or 1; counts above 2 (the overflow btree) are refused.
 
-use super::block::{Block, BlockManager, BLOCK_SIZE};
-use super::btree::{calc_max_entries, LEAF_NODE, NODE_VALIDATOR};
-use super::space_map::{
-    set_bitmap_entry, DiskSmRoot, MetadataSpaceMap, BITMAP_HEADER_SIZE, BITMAP_VALIDATOR, ENTRIES_PER_BLOCK,
-    INDEX_VALIDATOR, MAX_METADATA_BITMAPS, METADATA_MAX_BLOCKS,
-};
-use crate::endian::{write_le32, write_le64, Le64};
-use crate::errno::{Errno, Result};
-use crate::mem::{self, TryVec};
-use crate::platform::{BlockDevice, ReqFlags};
+use super::bitset;
+use super::block::{Block, BlockManager};
+use super::space_map::{DiskSmRoot, SmMetadata};
+use crate::errno::Result;
+use crate::mem::TryVec;
+use crate::platform::BlockDevice;
 
-/// Transaction manager + metadata space map of one metadata device.
+/// Transaction manager over the metadata space map of one metadata device.
 pub struct TransactionManager {
-    nr_blocks: u64,
-    counts: TryVec<u8>,
+    sm: SmMetadata,
     /// Allocated in this transaction: may be written in place.
-    shadow: TryVec<u8>,
-    /// Freed in this transaction: not reusable until the commit.
-    freed: TryVec<u8>,
-    index_block: Block,
-    bitmaps: TryVec<Block>,
-    bitmap_dirty: TryVec<bool>,
-    ref_count_root: Block,
-    hint: u64,
-}
-
-fn bit(v: &[u8], b: u64) -> bool {
-    v.get((b / 8) as usize).is_some_and(|x| x & (1 << (b % 8)) != 0)
-}
-
-fn set_bit(v: &mut [u8], b: u64, on: bool) {
-    if let Some(x) = v.get_mut((b / 8) as usize) {
-        if on {
-            *x |= 1 << (b % 8)
-        } else {
-            *x &= !(1 << (b % 8))
-        }
-    }
+    shadow: TryVec<u64>,
 }
 
 impl TransactionManager {
-    fn empty(nr_blocks: u64) -> Result<Self> {
-        let nr_blocks = nr_blocks.min(METADATA_MAX_BLOCKS);
-        let nbm = nr_blocks.div_ceil(ENTRIES_PER_BLOCK) as usize;
-        if nbm == 0 || nbm > MAX_METADATA_BITMAPS {
-            return Err(Errno::EINVAL);
-        }
-        let bits = (nr_blocks as usize).div_ceil(8);
-        Ok(TransactionManager {
-            nr_blocks,
-            counts: mem::try_zeroed(nr_blocks as usize)?,
-            shadow: mem::try_zeroed(bits)?,
-            freed: mem::try_zeroed(bits)?,
-            index_block: 0,
-            bitmaps: TryVec::try_from_elem(0, nbm)?,
-            bitmap_dirty: TryVec::try_from_elem(true, nbm)?,
-            ref_count_root: 0,
-            hint: 0,
-        })
+    fn with_sm(sm: SmMetadata) -> Result<Self> {
+        let shadow = TryVec::try_from_elem(0, bitset::words_for(sm.nr_blocks()) as usize)?;
+        Ok(TransactionManager { sm, shadow })
     }
 
-    /// `dm_tm_create_with_sm` + `dm_sm_metadata_create`: a new map over
-    /// `nr_blocks` (clamped to the metadata limit) with `superblock`
-    /// counted, its index and bitmaps, and an empty ref-count btree.
+    /// `dm_tm_create_with_sm`: a new space map ([`SmMetadata::create`]) over
+    /// `nr_blocks` with `superblock` counted; the blocks it allocated are
+    /// this transaction's.
     pub fn create<D: BlockDevice>(bm: &BlockManager<D>, nr_blocks: u64, superblock: Block) -> Result<Self> {
-        let mut tm = Self::empty(nr_blocks.min(bm.nr_blocks()))?;
-        tm.inc(superblock)?;
-        tm.index_block = tm.new_block()?;
-        for i in 0..tm.bitmaps.len() {
-            let b = tm.new_block()?;
-            if let Some(s) = tm.bitmaps.get_mut(i) {
-                *s = b;
-            }
+        let mut tm = Self::with_sm(SmMetadata::create(bm, nr_blocks, superblock)?)?;
+        let TransactionManager { sm, shadow } = &mut tm;
+        for b in sm.own_blocks().chain(core::iter::once(sm.ref_count_root())) {
+            bitset::set(shadow, b);
         }
-        tm.ref_count_root = tm.new_block()?;
-        let mut leaf = empty_leaf(4)?;
-        bm.write(tm.ref_count_root, &mut leaf, &NODE_VALIDATOR, ReqFlags::empty())?;
         Ok(tm)
     }
 
     /// `dm_tm_open_with_sm`: loads the committed counts.
     pub fn open<D: BlockDevice>(bm: &BlockManager<D>, root: DiskSmRoot) -> Result<Self> {
-        let sm = MetadataSpaceMap::open(bm, root).map_err(|e| e.kind.errno())?;
-        let counts = sm.counts(bm).map_err(|e| e.kind.errno())?;
-        let mut tm = Self::empty(root.nr_blocks.get())?;
-        if tm.nr_blocks != root.nr_blocks.get() || sm.index.len() != tm.bitmaps.len() {
-            return Err(Errno::EINVAL);
-        }
-        for (b, &c) in counts.iter().enumerate() {
-            if c > 2 {
-                // Shared metadata blocks never occur in dm-clone metadata.
-                return Err(Errno::EOPNOTSUPP);
-            }
-            if let Some(x) = tm.counts.get_mut(b) {
-                *x = c as u8;
-            }
-        }
-        tm.index_block = root.bitmap_root.get();
-        for (i, ie) in sm.index.iter().enumerate() {
-            if let Some(s) = tm.bitmaps.get_mut(i) {
-                *s = ie.blocknr.get();
-            }
-        }
-        tm.bitmap_dirty.fill(false);
-        tm.ref_count_root = root.ref_count_root.get();
-        Ok(tm)
+        Self::with_sm(SmMetadata::open(bm, root)?)
     }
 
-    /// Blocks the map covers.
-    pub fn nr_blocks(&self) -> u64 {
-        self.nr_blocks
+    /// The space map.
+    pub fn sm(&self) -> &SmMetadata {
+        &self.sm
     }
 
-    /// Blocks in use (`nr_allocated`).
-    pub fn nr_allocated(&self) -> u64 {
-        self.counts.iter().filter(|&&c| c > 0).count() as u64
-    }
-
-    /// Free blocks (`dm_sm_get_nr_free`).
-    pub fn nr_free(&self) -> u64 {
-        self.nr_blocks - self.nr_allocated()
-    }
-
-    /// Reference count of `b`.
-    pub fn count(&self, b: Block) -> u32 {
-        self.counts.get(b as usize).copied().unwrap_or(0) as u32
-    }
-
-    fn mark(&mut self, b: Block) {
-        if let Some(d) = self.bitmap_dirty.get_mut((b / ENTRIES_PER_BLOCK) as usize) {
-            *d = true;
-        }
-    }
-
-    /// `dm_sm_inc_block`.
-    pub fn inc(&mut self, b: Block) -> Result<()> {
-        let c = self.counts.get_mut(b as usize).ok_or(Errno::EINVAL)?;
-        if *c >= 2 {
-            return Err(Errno::EOPNOTSUPP);
-        }
-        *c += 1;
-        self.mark(b);
-        Ok(())
-    }
-
-    /// `dm_sm_dec_block`; a block reaching zero is not reused before the commit.
-    pub fn dec(&mut self, b: Block) -> Result<()> {
-        let c = self.counts.get_mut(b as usize).ok_or(Errno::EINVAL)?;
-        if *c == 0 {
-            return Err(Errno::EINVAL);
-        }
-        *c -= 1;
-        if *c == 0 {
-            set_bit(&mut self.freed, b, true);
-        }
-        self.mark(b);
-        Ok(())
-    }
-
-    /// `dm_sm_new_block`: a block free now and in the last committed
-    /// transaction, counted and marked as a shadow (writable in place).
+    /// `dm_tm_new_block`: a new block, counted and marked as a shadow.
     pub fn new_block(&mut self) -> Result<Block> {
-        let n = self.nr_blocks;
-        for k in 0..n {
-            let b = (self.hint + k) % n;
-            if self.counts.get(b as usize) == Some(&0) && !bit(&self.freed, b) {
-                self.inc(b)?;
-                set_bit(&mut self.shadow, b, true);
-                self.hint = b + 1;
-                return Ok(b);
-            }
-        }
-        Err(Errno::ENOSPC)
+        let b = self.sm.new_block()?;
+        bitset::set(&mut self.shadow, b);
+        Ok(b)
     }
 
     /// True when `b` was allocated in this transaction (`is_shadow`).
     pub fn is_shadow(&self, b: Block) -> bool {
-        bit(&self.shadow, b)
+        bitset::test(&self.shadow, b)
     }
 
     /// `dm_tm_shadow_block` without the copy: the location a modified
@@ -201,7 +73,7 @@ impl TransactionManager {
             return Ok(b);
         }
         let n = self.new_block()?;
-        self.dec(b)?;
+        self.sm.dec(b)?;
         Ok(n)
     }
 
@@ -211,16 +83,14 @@ impl TransactionManager {
     pub fn pre_commit<D: BlockDevice>(&mut self, bm: &BlockManager<D>) -> Result<DiskSmRoot> {
         // Shadowing the index and bitmaps changes counts, which may dirty
         // more bitmaps: repeat until every dirty bitmap is a shadow.
-        self.index_block = self.shadow(self.index_block)?;
+        let index = self.shadow(self.sm.index_block())?;
+        self.sm.set_index_block(index);
         loop {
             let mut changed = false;
-            for i in 0..self.bitmaps.len() {
-                let (b, dirty) = (self.bitmaps.get(i).copied().unwrap_or(0), self.bitmap_dirty.get(i) == Some(&true));
-                if dirty && !self.is_shadow(b) {
+            for i in 0..self.sm.nr_bitmaps() {
+                if let Some(b) = self.sm.dirty_bitmap(i).filter(|&b| !self.is_shadow(b)) {
                     let nb = self.shadow(b)?;
-                    if let Some(s) = self.bitmaps.get_mut(i) {
-                        *s = nb;
-                    }
+                    self.sm.set_bitmap(i, nb);
                     changed = true;
                 }
             }
@@ -228,59 +98,15 @@ impl TransactionManager {
                 break;
             }
         }
-        let mut index = mem::try_zeroed(BLOCK_SIZE)?;
-        let mut data = mem::try_zeroed(BLOCK_SIZE)?;
-        for i in 0..self.bitmaps.len() {
-            let first = i as u64 * ENTRIES_PER_BLOCK;
-            let mut nr_free = 0u32;
-            let mut first_free = None;
-            data.fill(0);
-            for e in 0..ENTRIES_PER_BLOCK {
-                let c = if first + e < self.nr_blocks { self.count(first + e) } else { 0 };
-                if c == 0 {
-                    nr_free += 1;
-                    first_free.get_or_insert(e);
-                }
-                set_bitmap_entry(data.get_mut(BITMAP_HEADER_SIZE..).unwrap_or(&mut []), e, c);
-            }
-            let b = self.bitmaps.get(i).copied().unwrap_or(0);
-            if self.bitmap_dirty.get(i) == Some(&true) {
-                bm.write(b, &mut data, &BITMAP_VALIDATOR, ReqFlags::empty())?;
-            }
-            let off = 16 + 16 * i;
-            write_le64(&mut index, off, b).ok_or(Errno::EINVAL)?;
-            write_le32(&mut index, off + 8, nr_free).ok_or(Errno::EINVAL)?;
-            write_le32(&mut index, off + 12, first_free.unwrap_or(0) as u32).ok_or(Errno::EINVAL)?;
-        }
-        bm.write(self.index_block, &mut index, &INDEX_VALIDATOR, ReqFlags::empty())?;
+        let root = self.sm.write(bm)?;
         bm.flush()?;
-        Ok(DiskSmRoot {
-            nr_blocks: Le64::new(self.nr_blocks),
-            nr_allocated: Le64::new(self.nr_allocated()),
-            bitmap_root: Le64::new(self.index_block),
-            ref_count_root: Le64::new(self.ref_count_root),
-        })
+        Ok(root)
     }
 
     /// `dm_tm_commit`: the superblock is on disk; freed blocks become
     /// reusable and nothing is a shadow any more.
     pub fn end_transaction(&mut self) {
-        self.freed.fill(0);
+        self.sm.end_transaction();
         self.shadow.fill(0);
-        self.bitmap_dirty.fill(false);
     }
-
-    /// Every block the map itself uses (index and bitmaps).
-    pub fn own_blocks(&self) -> impl Iterator<Item = Block> + '_ {
-        core::iter::once(self.index_block).chain(self.bitmaps.iter().copied())
-    }
-}
-
-/// An empty leaf (`dm_btree_empty`) with `value_size`-byte values.
-pub fn empty_leaf(value_size: usize) -> Result<TryVec<u8>> {
-    let mut b = mem::try_zeroed(BLOCK_SIZE)?;
-    write_le32(&mut b, 4, LEAF_NODE).ok_or(Errno::EINVAL)?;
-    write_le32(&mut b, 20, calc_max_entries(value_size)).ok_or(Errno::EINVAL)?;
-    write_le32(&mut b, 24, value_size as u32).ok_or(Errno::EINVAL)?;
-    Ok(b)
 }

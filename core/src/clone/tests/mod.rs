@@ -418,3 +418,38 @@ fn dm_clone_hydrates_asynchronously_through_the_target_layer() {
     dest.read(2047, &mut b).unwrap();
     assert!(b.iter().all(|&x| x == 0x5a));
 }
+
+#[test]
+fn superblock_fields_sit_at_the_kernel_offsets() {
+    use super::superblock::{Superblock, SuperblockDisk, SB_VALIDATOR, SUPERBLOCK_MAGIC};
+    use crate::endian::{read_le32, read_le64, Le64, OnDisk};
+    use crate::pdata::space_map::DiskSmRoot;
+    let root = DiskSmRoot {
+        nr_blocks: Le64::new(1024),
+        nr_allocated: Le64::new(6),
+        bitmap_root: Le64::new(2),
+        ref_count_root: Le64::new(4),
+    };
+    let mut b = alloc::vec![0u8; 4096];
+    Superblock::prepare(&root, 8, 800, 5, &mut b).unwrap();
+    // struct superblock_disk: magic at 32, version at 40, the space-map
+    // root at the unaligned 44, region_size 172, target_size 180, bitset_root 188.
+    assert_eq!(read_le64(&b, 32), Some(SUPERBLOCK_MAGIC));
+    assert_eq!(read_le32(&b, 40), Some(1));
+    assert_eq!(
+        (read_le64(&b, 44), read_le64(&b, 52), read_le64(&b, 60), read_le64(&b, 68)),
+        (Some(1024), Some(6), Some(2), Some(4))
+    );
+    assert!(b[76..172].iter().all(|&x| x == 0));
+    assert_eq!((read_le64(&b, 172), read_le64(&b, 180), read_le64(&b, 188)), (Some(8), Some(800), Some(5)));
+    assert!(b[196..].iter().all(|&x| x == 0));
+    assert_eq!(SB_VALIDATOR.blocknr_offset, 8);
+    SB_VALIDATOR.prepare_for_write(0, &mut b).unwrap();
+    let sb = super::superblock::check(&b).unwrap();
+    assert_eq!((sb.version, sb.sm_root, sb.region_size, sb.target_size, sb.bitset_root), (1, root, 8, 800, 5));
+    assert_eq!(SuperblockDisk::unpack(&b[..195]), None);
+    // A short or corrupt block is an error, not a panic.
+    assert!(super::superblock::check(&b[..4095]).is_err());
+    b[190] ^= 1;
+    assert!(matches!(super::superblock::check(&b), Err(super::superblock::SbProblem::Checksum(..))));
+}

@@ -96,7 +96,7 @@ fn a_cycle_is_an_error_not_a_hang() {
 
 #[test]
 fn a_btree_with_thousands_of_entries_round_trips() {
-    use super::mem_btree::MemTree;
+    use super::btree::MemTree;
     use super::tm::TransactionManager;
     let dev = RamDev::new(4096 * 8, 512).unwrap();
     let bm = BlockManager::new(&dev);
@@ -135,4 +135,87 @@ fn a_btree_with_thousands_of_entries_round_trips() {
     let mut shadows = 0;
     t.for_each_node(&mut |b| shadows += tm.is_shadow(b) as u32);
     assert_eq!(shadows, 3);
+}
+
+#[test]
+fn headers_pack_where_the_kernel_reads_them() {
+    use super::array::{ArrayBlockHeader, ARRAY_VALIDATOR};
+    use super::btree::{NodeHeader, LEAF_NODE};
+    use super::space_map::{
+        DiskBitmapHeader, DiskIndexEntry, DiskMetadataIndexHeader, DiskSmRoot, BITMAP_VALIDATOR, INDEX_VALIDATOR,
+    };
+    use crate::endian::{read_le32, read_le64, Le32, Le64, OnDisk};
+    // The node header the writers pack is the one the raw-offset builder lays out.
+    let raw = leaf(&[(1, 10), (5, 50)]);
+    assert_eq!(NodeHeader::unpack(&raw), Some(NodeHeader::new(LEAF_NODE, 2, calc_max_entries(8), 8)));
+    let mut b = [0u8; 32];
+    NodeHeader { blocknr: Le64::new(0x0102_0304_0506_0708), ..NodeHeader::new(LEAF_NODE, 2, 252, 8) }
+        .pack(&mut b)
+        .unwrap();
+    assert_eq!(read_le64(&b, NODE_VALIDATOR.blocknr_offset), Some(0x0102_0304_0506_0708));
+    assert_eq!(
+        (read_le32(&b, 4), read_le32(&b, 16), read_le32(&b, 20), read_le32(&b, 24)),
+        (Some(2), Some(2), Some(252), Some(8))
+    );
+    // Array block: csum, max_entries, nr_entries, value_size, blocknr.
+    let mut b = [0u8; 24];
+    ArrayBlockHeader { blocknr: Le64::new(77), ..ArrayBlockHeader::new(509, 3, 8) }.pack(&mut b).unwrap();
+    assert_eq!((read_le32(&b, 4), read_le32(&b, 8), read_le32(&b, 12)), (Some(509), Some(3), Some(8)));
+    assert_eq!(read_le64(&b, ARRAY_VALIDATOR.blocknr_offset), Some(77));
+    assert_eq!(ArrayBlockHeader::unpack(&b).unwrap().check(8), Ok(3));
+    assert_eq!(ArrayBlockHeader::unpack(&b).unwrap().check(4), Err(BlockError::Shape("value_size invalid")));
+    assert_eq!(ArrayBlockHeader::unpack(&b[..23]), None);
+    // Space map: index and bitmap headers carry their location where the validators look.
+    let mut b = [0u8; 16];
+    DiskBitmapHeader { blocknr: Le64::new(9), ..Default::default() }.pack(&mut b).unwrap();
+    assert_eq!(read_le64(&b, BITMAP_VALIDATOR.blocknr_offset), Some(9));
+    DiskMetadataIndexHeader { blocknr: Le64::new(11), ..Default::default() }.pack(&mut b).unwrap();
+    assert_eq!(read_le64(&b, INDEX_VALIDATOR.blocknr_offset), Some(11));
+    let ie = DiskIndexEntry { blocknr: Le64::new(5), nr_free: Le32::new(6), none_free_before: Le32::new(7) };
+    ie.pack(&mut b).unwrap();
+    assert_eq!(b, [5, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0]);
+    assert_eq!(DiskIndexEntry::unpack(&b), Some(ie));
+    let root = DiskSmRoot {
+        nr_blocks: Le64::new(1),
+        nr_allocated: Le64::new(2),
+        bitmap_root: Le64::new(3),
+        ref_count_root: Le64::new(4),
+    };
+    let mut b = [0u8; 32];
+    root.pack(&mut b).unwrap();
+    assert_eq!(
+        (read_le64(&b, 0), read_le64(&b, 8), read_le64(&b, 16), read_le64(&b, 24)),
+        (Some(1), Some(2), Some(3), Some(4))
+    );
+    assert_eq!(DiskSmRoot::unpack(&b), Some(root));
+    assert_eq!(root.pack(&mut b[..31]), None);
+}
+
+#[test]
+fn corrupt_array_block_headers_are_errors() {
+    use super::array::{ArrayBlockHeader, ARRAY_VALIDATOR};
+    use super::tm::TransactionManager;
+    use crate::endian::{Le32, OnDisk};
+    let dev = RamDev::new(4096 * 8, 512).unwrap();
+    let bm = BlockManager::new(&dev);
+    let mut tm = TransactionManager::create(&bm, 4096, 0).unwrap();
+    let a = super::array::DiskArray::create(&mut tm, &bm, &[1, 2, 3]).unwrap();
+    let mut a = a;
+    let root = a.flush(&bm).unwrap();
+    let mut blocks = vec::Vec::new();
+    a.for_each_block(&mut |b| blocks.push(b));
+    let words = super::bitset::load(&bm, root, 3 * 64, &mut |_| {}).unwrap();
+    assert_eq!(&words[..], &[1, 2, 3]);
+    // The array block is the last block listed (after the btree's node).
+    let ab = *blocks.last().unwrap();
+    let mut raw = vec![0u8; BLOCK_SIZE];
+    bm.read_raw(ab, &mut raw).unwrap();
+    for (field, bad) in [(4usize, 508u32), (8, 600), (12, 4)] {
+        let mut b = raw.clone();
+        Le32::new(bad).pack_at(&mut b, field).unwrap();
+        bm.write(ab, &mut b, &ARRAY_VALIDATOR, ReqFlags::empty()).unwrap();
+        assert!(ArrayBlockHeader::unpack(&b).unwrap().check(8).is_err());
+        let e = super::bitset::load(&bm, root, 3 * 64, &mut |_| {}).unwrap_err();
+        assert_eq!((e.block, e.kind.errno()), (ab, crate::errno::Errno::EILSEQ));
+    }
 }

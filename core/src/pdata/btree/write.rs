@@ -1,17 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! A btree of `__le64` values held in memory and written back with
-//! shadowing: what dm-array keeps its array blocks in. Only the nodes on
+//! Btree writes: a btree of `__le64` values held in memory and written
+//! back with shadowing, what dm-array keeps its array blocks in. Only the nodes on
 //! the path to a changed value are copied (`shadow_step` in
 //! dm-btree-spine.c), so a commit costs the changed paths, not the tree.
 
-use super::block::{Block, BlockError, BlockManager};
-use super::btree::{
-    calc_max_entries, Node, PdError, PdResult, INTERNAL_NODE, LEAF_NODE, MAX_DEPTH, NODE_HEADER_SIZE, NODE_VALIDATOR,
+use super::{
+    calc_max_entries, Node, NodeHeader, INTERNAL_NODE, LEAF_NODE, MAX_DEPTH, NODE_HEADER_SIZE, NODE_VALIDATOR,
 };
-use super::tm::TransactionManager;
-use crate::endian::{read_le64, write_le32, write_le64};
+use crate::endian::{Le64, OnDisk};
 use crate::errno::{Errno, Result};
 use crate::mem::{self, TryVec};
+use crate::pdata::block::{Block, BlockError, BlockManager, BLOCK_SIZE};
+use crate::pdata::error::{PdError, PdResult};
+use crate::pdata::tm::TransactionManager;
 use crate::platform::{BlockDevice, ReqFlags};
 
 struct MemNode {
@@ -56,7 +57,7 @@ impl MemTree {
         let mut raw = TryVec::try_with_capacity(n.nr_entries as usize).map_err(pdio(b))?;
         for i in 0..n.nr_entries {
             keys.try_push(n.key(i)).map_err(pdio(b))?;
-            raw.try_push(read_le64(n.value(i), 0).unwrap_or(u64::MAX)).map_err(pdio(b))?;
+            raw.try_push(n.value_le64(i)).map_err(pdio(b))?;
         }
         let leaf = n.is_leaf();
         let mut vals = TryVec::try_with_capacity(raw.len()).map_err(pdio(b))?;
@@ -170,22 +171,21 @@ impl MemTree {
 
     /// Writes every node changed since the last write.
     pub fn write_dirty<D: BlockDevice>(&mut self, bm: &BlockManager<D>) -> Result<()> {
-        let mut buf = mem::try_zeroed(super::block::BLOCK_SIZE)?;
+        let mut buf = mem::try_zeroed(BLOCK_SIZE)?;
         for idx in 0..self.nodes.len() {
             let Some(n) = self.nodes.get(idx) else { continue };
             if !n.dirty {
                 continue;
             }
             buf.fill(0);
-            write_le32(&mut buf, 4, if n.leaf { LEAF_NODE } else { INTERNAL_NODE }).ok_or(Errno::EINVAL)?;
-            write_le32(&mut buf, 16, n.keys.len() as u32).ok_or(Errno::EINVAL)?;
-            write_le32(&mut buf, 20, MAX).ok_or(Errno::EINVAL)?;
-            write_le32(&mut buf, 24, 8).ok_or(Errno::EINVAL)?;
+            NodeHeader::new(if n.leaf { LEAF_NODE } else { INTERNAL_NODE }, n.keys.len() as u32, MAX, 8)
+                .pack(&mut buf)
+                .ok_or(Errno::EINVAL)?;
             for (j, (&k, &v)) in n.keys.iter().zip(n.vals.iter()).enumerate() {
                 let value =
                     if n.leaf { v } else { self.nodes.get(v as usize).map(|c| c.block).ok_or(Errno::EINVAL)? };
-                write_le64(&mut buf, NODE_HEADER_SIZE + 8 * j, k).ok_or(Errno::EINVAL)?;
-                write_le64(&mut buf, NODE_HEADER_SIZE + 8 * MAX as usize + 8 * j, value).ok_or(Errno::EINVAL)?;
+                Le64::new(k).pack_at(&mut buf, NODE_HEADER_SIZE + 8 * j).ok_or(Errno::EINVAL)?;
+                Le64::new(value).pack_at(&mut buf, NODE_HEADER_SIZE + 8 * MAX as usize + 8 * j).ok_or(Errno::EINVAL)?;
             }
             let block = n.block;
             bm.write(block, &mut buf, &NODE_VALIDATOR, ReqFlags::empty())?;
