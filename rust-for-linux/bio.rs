@@ -2,7 +2,7 @@
 //! `struct bio` as the targets see it: one owned request from dm core,
 //! ended exactly once (by `end`, or handed back to dm by a remap).
 
-use crate::b;
+use crate::bindings;
 use core::ptr::NonNull;
 use dmrs_core::dm::{BioInfo, BioOp};
 use dmrs_core::platform::{ReqFlags, SECTOR_SHIFT};
@@ -26,7 +26,7 @@ pub(crate) enum Op {
 }
 
 /// A bio owned by a target until it is ended or remapped.
-pub(crate) struct Bio(NonNull<b::bio>);
+pub(crate) struct Bio(NonNull<bindings::bio>);
 
 // SAFETY: a bio may be completed from any context; ownership moves with the value.
 unsafe impl Send for Bio {}
@@ -34,11 +34,11 @@ unsafe impl Send for Bio {}
 impl Bio {
     /// # Safety
     /// `p` is a live bio that dm core handed to `map` and nobody else ends.
-    pub(crate) unsafe fn from_raw(p: *mut b::bio) -> Option<Self> {
+    pub(crate) unsafe fn from_raw(p: *mut bindings::bio) -> Option<Self> {
         NonNull::new(p).map(Bio)
     }
 
-    fn raw(&self) -> &b::bio {
+    fn raw(&self) -> &bindings::bio {
         // SAFETY: owned and live until `end`/remap (type invariant).
         unsafe { self.0.as_ref() }
     }
@@ -58,9 +58,9 @@ impl Bio {
 
     pub(crate) fn op(&self) -> Op {
         match self.raw().bi_opf & REQ_OP_MASK {
-            b::req_op_REQ_OP_READ => Op::Read,
-            b::req_op_REQ_OP_WRITE => Op::Write,
-            b::req_op_REQ_OP_DISCARD => Op::Discard,
+            bindings::req_op_REQ_OP_READ => Op::Read,
+            bindings::req_op_REQ_OP_WRITE => Op::Write,
+            bindings::req_op_REQ_OP_DISCARD => Op::Discard,
             _ => Op::Other,
         }
     }
@@ -69,9 +69,9 @@ impl Bio {
         let opf = self.raw().bi_opf;
         let mut f = ReqFlags::empty();
         for (bit, flag) in [
-            (b::req_flag_bits___REQ_PREFLUSH, ReqFlags::PREFLUSH),
-            (b::req_flag_bits___REQ_FUA, ReqFlags::FUA),
-            (b::req_flag_bits___REQ_SYNC, ReqFlags::SYNC),
+            (bindings::req_flag_bits___REQ_PREFLUSH, ReqFlags::PREFLUSH),
+            (bindings::req_flag_bits___REQ_FUA, ReqFlags::FUA),
+            (bindings::req_flag_bits___REQ_SYNC, ReqFlags::SYNC),
         ] {
             if opf & (1 << bit) != 0 {
                 f |= flag;
@@ -99,21 +99,21 @@ impl Bio {
     }
 
     /// An iterator over the data pages, positioned at the bio's start.
-    fn iter(&self, source: bool) -> b::iov_iter {
+    fn iter(&self, source: bool) -> bindings::iov_iter {
         let bio = self.raw();
-        let mut it = b::iov_iter::default();
+        let mut it = bindings::iov_iter::default();
         let done = bio.bi_iter.bi_bvec_done as usize;
         // SAFETY: `bi_io_vec[bi_idx..bi_vcnt]` are the bio's segments; the
         // count covers the part already consumed plus what is left.
         unsafe {
-            b::iov_iter_bvec(
+            bindings::iov_iter_bvec(
                 &mut it,
-                if source { b::ITER_SOURCE } else { b::ITER_DEST },
+                if source { bindings::ITER_SOURCE } else { bindings::ITER_DEST },
                 bio.bi_io_vec.add(bio.bi_iter.bi_idx as usize),
                 (bio.bi_vcnt as usize).saturating_sub(bio.bi_iter.bi_idx as usize) as _,
                 done + self.size(),
             );
-            b::iov_iter_advance(&mut it, done);
+            bindings::iov_iter_advance(&mut it, done);
         }
         it
     }
@@ -122,7 +122,7 @@ impl Bio {
     pub(crate) fn copy_out(&self, buf: &mut [u8]) -> bool {
         let mut it = self.iter(true);
         // SAFETY: `buf` is valid for `len` bytes; `it` reads the bio's pages.
-        let n = unsafe { b::_copy_from_iter(buf.as_mut_ptr().cast(), buf.len(), &mut it) };
+        let n = unsafe { bindings::_copy_from_iter(buf.as_mut_ptr().cast(), buf.len(), &mut it) };
         n == buf.len()
     }
 
@@ -130,17 +130,17 @@ impl Bio {
     pub(crate) fn copy_in(&self, buf: &[u8]) -> bool {
         let mut it = self.iter(false);
         // SAFETY: as in `copy_out`, the other way round.
-        let n = unsafe { b::_copy_to_iter(buf.as_ptr().cast(), buf.len(), &mut it) };
+        let n = unsafe { bindings::_copy_to_iter(buf.as_ptr().cast(), buf.len(), &mut it) };
         n == buf.len()
     }
 
     /// Points the bio at `bdev` (`bio_set_dev`, a static inline).
-    pub(crate) fn set_dev(&mut self, bdev: *mut b::block_device) {
+    pub(crate) fn set_dev(&mut self, bdev: *mut bindings::block_device) {
         // SAFETY: owned (type invariant).
         let bio = unsafe { self.0.as_mut() };
-        bio.bi_flags &= !(1u16 << b::BIO_REMAPPED);
+        bio.bi_flags &= !(1u16 << bindings::BIO_REMAPPED);
         if bio.bi_bdev != bdev {
-            bio.bi_flags &= !(1u16 << b::BIO_BPS_THROTTLED);
+            bio.bi_flags &= !(1u16 << bindings::BIO_BPS_THROTTLED);
         }
         bio.bi_bdev = bdev;
     }
@@ -153,7 +153,7 @@ impl Bio {
         core::mem::forget(self);
         // SAFETY: we own the bio; the block layer owns it from here and
         // ends it exactly once.
-        unsafe { b::submit_bio_noacct(p) };
+        unsafe { bindings::submit_bio_noacct(p) };
     }
 
     /// Gives the bio back to dm core, remapped (the caller returns
@@ -175,7 +175,7 @@ impl Bio {
         // SAFETY: we own the bio and end it exactly once.
         unsafe {
             (*p).bi_status = st;
-            b::bio_endio(p);
+            bindings::bio_endio(p);
         }
     }
 }
@@ -187,7 +187,7 @@ impl Drop for Bio {
         // SAFETY: still owned; ended exactly once here.
         unsafe {
             (*p).bi_status = BLK_STS_IOERR;
-            b::bio_endio(p);
+            bindings::bio_endio(p);
         }
     }
 }
@@ -195,8 +195,8 @@ impl Drop for Bio {
 /// A FIFO of bios chained through `bi_next` (`struct bio_list`): queuing
 /// never allocates, so `map` can queue under a spinlock.
 pub(crate) struct BioList {
-    head: *mut b::bio,
-    tail: *mut b::bio,
+    head: *mut bindings::bio,
+    tail: *mut bindings::bio,
 }
 
 // SAFETY: the list owns the bios it holds.

@@ -20,7 +20,7 @@
     unsafe_op_in_unsafe_fn,
     clippy::all
 )]
-mod b {
+mod bindings {
     use kernel::ffi;
     type __kernel_size_t = usize;
     type __kernel_ssize_t = isize;
@@ -33,9 +33,9 @@ mod b {
 macro_rules! this_module {
     () => {{
         #[cfg(MODULE)]
-        let m = core::ptr::addr_of_mut!(crate::b::__this_module);
+        let m = core::ptr::addr_of_mut!(crate::bindings::__this_module);
         #[cfg(not(MODULE))]
-        let m = core::ptr::null_mut::<crate::b::module>();
+        let m = core::ptr::null_mut::<crate::bindings::module>();
         m
     }};
 }
@@ -91,7 +91,7 @@ static KLOG: KLog = KLog;
 fn table_event(handle: u64) {
     // SAFETY: handles are `ti->table` of live targets (the core raises
     // events only for a target it holds, and the table outlives it).
-    unsafe { b::dm_table_event(handle as *mut b::dm_table) }
+    unsafe { bindings::dm_table_event(handle as *mut bindings::dm_table) }
 }
 
 type Regs = (Registration<OriginType>, Registration<SnapshotType>, Registration<MergeType>, Registration<CloneType>);

@@ -6,7 +6,7 @@
 //! `kio.rs` for where it goes). [`KcopydCopier`] waits for its copy (merge
 //! steps, in a worker that may sleep).
 
-use crate::b;
+use crate::bindings;
 use crate::kdev::KDev;
 use dmrs_core::platform::{BlockDevice, ChunkCopier, SyncCopier};
 use dmrs_core::{Errno, Result};
@@ -14,12 +14,12 @@ use kernel::ffi::{c_int, c_ulong, c_void};
 
 /// The module's one kcopyd client (kcopyd's own pages and job pool),
 /// created at init and destroyed at exit, after every target.
-static CLIENT: core::sync::atomic::AtomicPtr<b::dm_kcopyd_client> =
+static CLIENT: core::sync::atomic::AtomicPtr<bindings::dm_kcopyd_client> =
     core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 pub(crate) fn client_create() -> kernel::error::Result {
     // SAFETY: plain constructor (no throttle); an ERR_PTR on failure.
-    let c = kernel::error::from_err_ptr(unsafe { b::dm_kcopyd_client_create(core::ptr::null_mut()) })?;
+    let c = kernel::error::from_err_ptr(unsafe { bindings::dm_kcopyd_client_create(core::ptr::null_mut()) })?;
     CLIENT.store(c, core::sync::atomic::Ordering::Release);
     Ok(())
 }
@@ -29,13 +29,13 @@ pub(crate) fn client_destroy() {
     if !c.is_null() {
         // SAFETY: created by `client_create`; no copy is in flight once
         // every target is gone (each copy waits for its notify).
-        unsafe { b::dm_kcopyd_client_destroy(c) };
+        unsafe { bindings::dm_kcopyd_client_destroy(c) };
     }
 }
 
 /// One copy's completion and result, on the waiting worker's stack.
 struct Done {
-    completion: b::completion,
+    completion: bindings::completion,
     read_err: c_int,
     write_err: c_ulong,
 }
@@ -49,7 +49,7 @@ unsafe extern "C" fn notify(read_err: c_int, write_err: c_ulong, context: *mut c
     unsafe {
         (*d).read_err = read_err;
         (*d).write_err = write_err;
-        b::complete(core::ptr::addr_of_mut!((*d).completion));
+        bindings::complete(core::ptr::addr_of_mut!((*d).completion));
     }
 }
 
@@ -66,11 +66,11 @@ pub(crate) fn start_copy(
     context: *mut c_void,
 ) {
     let client = CLIENT.load(core::sync::atomic::Ordering::Acquire);
-    let mut from_region = b::dm_io_region { bdev: from.bdev(), sector: from_sector, count: nr_sectors };
-    let mut to_region = b::dm_io_region { bdev: to.bdev(), sector: to_sector, count: nr_sectors };
+    let mut from_region = bindings::dm_io_region { bdev: from.bdev(), sector: from_sector, count: nr_sectors };
+    let mut to_region = bindings::dm_io_region { bdev: to.bdev(), sector: to_sector, count: nr_sectors };
     // SAFETY: open devices; kcopyd copies the regions before it returns;
     // the caller keeps `context` valid until `notify` ran.
-    unsafe { b::dm_kcopyd_copy(client, &mut from_region, 1, &mut to_region, 0, Some(notify), context) };
+    unsafe { bindings::dm_kcopyd_copy(client, &mut from_region, 1, &mut to_region, 0, Some(notify), context) };
 }
 
 /// Copies with dm-kcopyd between two devices the targets opened; any other
@@ -98,21 +98,21 @@ impl ChunkCopier for KcopydCopier {
             return Ok(());
         }
         let client = CLIENT.load(core::sync::atomic::Ordering::Acquire);
-        let mut from_region = b::dm_io_region { bdev: src.bdev(), sector: from_sector, count: nr_sectors };
-        let mut to_region = b::dm_io_region { bdev: dst.bdev(), sector: to_sector, count: nr_sectors };
-        let mut done = Done { completion: b::completion::default(), read_err: 0, write_err: 0 };
+        let mut from_region = bindings::dm_io_region { bdev: src.bdev(), sector: from_sector, count: nr_sectors };
+        let mut to_region = bindings::dm_io_region { bdev: dst.bdev(), sector: to_sector, count: nr_sectors };
+        let mut done = Done { completion: bindings::completion::default(), read_err: 0, write_err: 0 };
         // `init_completion`'s static lockdep key (`LockClassKey` is a
         // transparent `lock_class_key`).
-        let key = core::ptr::from_ref(kernel::static_lock_class!()).cast_mut().cast::<b::lock_class_key>();
+        let key = core::ptr::from_ref(kernel::static_lock_class!()).cast_mut().cast::<bindings::lock_class_key>();
         // SAFETY: `init_completion`: `done` stays put (this frame) until the
         // wait returns; the key is static, the name a C string.
-        unsafe { b::__init_swait_queue_head(&mut done.completion.wait, c"dm_rs_kcopyd".as_ptr().cast(), key) };
+        unsafe { bindings::__init_swait_queue_head(&mut done.completion.wait, c"dm_rs_kcopyd".as_ptr().cast(), key) };
         let ctx = core::ptr::addr_of_mut!(done).cast::<c_void>();
         // SAFETY: open devices, regions and context live until `notify`
         // completed `done`, which we wait for before returning.
         unsafe {
-            b::dm_kcopyd_copy(client, &mut from_region, 1, &mut to_region, 0, Some(notify), ctx);
-            b::wait_for_completion(&mut done.completion);
+            bindings::dm_kcopyd_copy(client, &mut from_region, 1, &mut to_region, 0, Some(notify), ctx);
+            bindings::wait_for_completion(&mut done.completion);
         }
         if done.read_err != 0 || done.write_err != 0 {
             Err(Errno::EIO)

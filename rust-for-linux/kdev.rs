@@ -3,18 +3,18 @@
 //! reads and writes (with PREFLUSH/FUA/SYNC as the core asks),
 //! `blkdev_issue_flush` and `blkdev_issue_discard`.
 
-use crate::b;
+use crate::bindings;
 use dmrs_core::platform::{BlockDevice, DmDevice, QueueLimits, ReqFlags, SECTOR_SHIFT};
 use dmrs_core::{Errno, Result};
 
 /// The module's one `dm_io_client` (a bio set and page pool), created at
 /// init and destroyed at exit; dm_io is synchronous when `notify.fn` is NULL.
-static CLIENT: core::sync::atomic::AtomicPtr<b::dm_io_client> =
+static CLIENT: core::sync::atomic::AtomicPtr<bindings::dm_io_client> =
     core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 pub(crate) fn client_create() -> kernel::error::Result {
     // SAFETY: plain constructor; an ERR_PTR on failure.
-    let c = kernel::error::from_err_ptr(unsafe { b::dm_io_client_create() })?;
+    let c = kernel::error::from_err_ptr(unsafe { bindings::dm_io_client_create() })?;
     CLIENT.store(c, core::sync::atomic::Ordering::Release);
     Ok(())
 }
@@ -23,7 +23,7 @@ pub(crate) fn client_destroy() {
     let c = CLIENT.swap(core::ptr::null_mut(), core::sync::atomic::Ordering::AcqRel);
     if !c.is_null() {
         // SAFETY: created by `client_create`; every target is gone by now.
-        unsafe { b::dm_io_client_destroy(c) };
+        unsafe { bindings::dm_io_client_destroy(c) };
     }
 }
 
@@ -32,7 +32,7 @@ pub(crate) fn client_destroy() {
 /// the core dropped every use.
 #[derive(Clone)]
 pub(crate) struct KDev {
-    dev: *mut b::dm_dev,
+    dev: *mut bindings::dm_dev,
     name: [u8; 16],
     name_len: usize,
     /// `%pg` of the block device ("vdb"), for messages.
@@ -50,7 +50,7 @@ impl KDev {
     /// # Safety
     /// `dev` comes from `dm_get_device` and stays open while this value
     /// (and every clone) is used.
-    pub(crate) unsafe fn new(dev: *mut b::dm_dev) -> Self {
+    pub(crate) unsafe fn new(dev: *mut bindings::dm_dev) -> Self {
         let mut name = [0u8; 16];
         let mut name_len = 0;
         // SAFETY: `dm_dev.name` is a NUL-terminated "major:minor".
@@ -64,17 +64,17 @@ impl KDev {
         let mut disk = [0u8; 32];
         // SAFETY: a bounded, NUL-terminated format into our buffer; `%pg`
         // takes the open device's `block_device`.
-        let n = unsafe { b::snprintf(disk.as_mut_ptr().cast(), disk.len(), c"%pg".as_ptr().cast(), (*dev).bdev) };
+        let n = unsafe { bindings::snprintf(disk.as_mut_ptr().cast(), disk.len(), c"%pg".as_ptr().cast(), (*dev).bdev) };
         let disk_len = (n.max(0) as usize).min(disk.len() - 1);
         KDev { dev, name, name_len, disk, disk_len }
     }
 
     /// The `dm_dev` for dm core's callouts (`iterate_devices`).
-    pub(crate) fn raw(&self) -> *mut b::dm_dev {
+    pub(crate) fn raw(&self) -> *mut bindings::dm_dev {
         self.dev
     }
 
-    pub(crate) fn bdev(&self) -> *mut b::block_device {
+    pub(crate) fn bdev(&self) -> *mut bindings::block_device {
         // SAFETY: open (type invariant).
         unsafe { (*self.dev).bdev }
     }
@@ -83,11 +83,11 @@ impl KDev {
         if len == 0 {
             return Ok(());
         }
-        let mut req = b::dm_io_request::default();
+        let mut req = bindings::dm_io_request::default();
         req.bi_opf = op;
         // SAFETY: `buf` is a live kernel address of `len` bytes (caller).
-        let vmalloc = unsafe { b::is_vmalloc_addr(buf.cast()) };
-        req.mem.type_ = if vmalloc { b::dm_io_mem_type_DM_IO_VMA } else { b::dm_io_mem_type_DM_IO_KMEM };
+        let vmalloc = unsafe { bindings::is_vmalloc_addr(buf.cast()) };
+        req.mem.type_ = if vmalloc { bindings::dm_io_mem_type_DM_IO_VMA } else { bindings::dm_io_mem_type_DM_IO_KMEM };
         req.mem.offset = 0;
         if vmalloc {
             req.mem.ptr.vma = buf.cast();
@@ -96,11 +96,11 @@ impl KDev {
         }
         req.client = CLIENT.load(core::sync::atomic::Ordering::Acquire);
         let mut region =
-            b::dm_io_region { bdev: self.bdev(), sector, count: (len >> SECTOR_SHIFT) as u64 };
+            bindings::dm_io_region { bdev: self.bdev(), sector, count: (len >> SECTOR_SHIFT) as u64 };
         let mut bits: kernel::ffi::c_ulong = 0;
         // SAFETY: synchronous dm_io (no notify fn) on our open device; the
         // buffer outlives the call.
-        let r = unsafe { b::dm_io(&mut req, 1, &mut region, &mut bits, 0) };
+        let r = unsafe { bindings::dm_io(&mut req, 1, &mut region, &mut bits, 0) };
         if r < 0 {
             Err(Errno(-r))
         } else if bits != 0 {
@@ -112,7 +112,7 @@ impl KDev {
 }
 
 /// The fields of `struct queue_limits` the core reads.
-pub(crate) fn limits_from(l: &b::queue_limits) -> QueueLimits {
+pub(crate) fn limits_from(l: &bindings::queue_limits) -> QueueLimits {
     QueueLimits {
         io_min: l.io_min,
         io_opt: l.io_opt,
@@ -127,20 +127,20 @@ pub(crate) fn limits_from(l: &b::queue_limits) -> QueueLimits {
 fn opf(op: u32, flags: ReqFlags) -> u32 {
     let mut o = op;
     if flags.contains(ReqFlags::PREFLUSH) {
-        o |= 1 << b::req_flag_bits___REQ_PREFLUSH;
+        o |= 1 << bindings::req_flag_bits___REQ_PREFLUSH;
     }
     if flags.contains(ReqFlags::FUA) {
-        o |= 1 << b::req_flag_bits___REQ_FUA;
+        o |= 1 << bindings::req_flag_bits___REQ_FUA;
     }
     if flags.contains(ReqFlags::SYNC) {
-        o |= 1 << b::req_flag_bits___REQ_SYNC;
+        o |= 1 << bindings::req_flag_bits___REQ_SYNC;
     }
     o
 }
 
 impl BlockDevice for KDev {
     fn read(&self, sector: u64, buf: &mut [u8]) -> Result<()> {
-        self.io(b::req_op_REQ_OP_READ, sector, buf.as_mut_ptr(), buf.len())
+        self.io(bindings::req_op_REQ_OP_READ, sector, buf.as_mut_ptr(), buf.len())
     }
 
     fn write(&self, sector: u64, buf: &[u8], flags: ReqFlags) -> Result<()> {
@@ -148,12 +148,12 @@ impl BlockDevice for KDev {
             return self.flush();
         }
         // dm_io only reads the memory of a write.
-        self.io(opf(b::req_op_REQ_OP_WRITE, flags), sector, buf.as_ptr().cast_mut(), buf.len())
+        self.io(opf(bindings::req_op_REQ_OP_WRITE, flags), sector, buf.as_ptr().cast_mut(), buf.len())
     }
 
     fn flush(&self) -> Result<()> {
         // SAFETY: open device.
-        let r = unsafe { b::blkdev_issue_flush(self.bdev()) };
+        let r = unsafe { bindings::blkdev_issue_flush(self.bdev()) };
         if r < 0 { Err(Errno(-r)) } else { Ok(()) }
     }
 
@@ -179,7 +179,7 @@ impl BlockDevice for KDev {
 
     fn discard(&self, sector: u64, nr_sectors: u64) -> Result<()> {
         // SAFETY: open device; GFP_KERNEL, we may sleep here.
-        let r = unsafe { b::blkdev_issue_discard(self.bdev(), sector, nr_sectors, kernel::bindings::GFP_KERNEL) };
+        let r = unsafe { bindings::blkdev_issue_discard(self.bdev(), sector, nr_sectors, kernel::bindings::GFP_KERNEL) };
         if r < 0 { Err(Errno(-r)) } else { Ok(()) }
     }
 }

@@ -6,7 +6,7 @@
 //! Built into the kernel (`CONFIG_DM_RS=y`) it is `dm_rs.prefix=` on the
 //! kernel command line, as `MODULE_PARAM_PREFIX` makes it in C.
 
-use crate::b;
+use crate::bindings;
 use core::ffi::CStr;
 use kernel::ffi::{c_char, c_void};
 
@@ -14,7 +14,7 @@ use kernel::ffi::{c_char, c_void};
 static mut PREFIX: *mut c_char = core::ptr::null_mut();
 
 #[repr(transparent)]
-struct Param(b::kernel_param);
+struct Param(bindings::kernel_param);
 
 // SAFETY: read only by the module loader and by `prefix()` during init.
 unsafe impl Sync for Param {}
@@ -26,14 +26,14 @@ const NAME: &CStr = c"dm_rs.prefix";
 
 #[link_section = "__param"]
 #[used]
-static PARAM: Param = Param(b::kernel_param {
+static PARAM: Param = Param(bindings::kernel_param {
     name: NAME.as_ptr().cast(),
     mod_: this_module!(),
-    ops: core::ptr::addr_of!(b::param_ops_charp),
+    ops: core::ptr::addr_of!(bindings::param_ops_charp),
     perm: 0o444,
     level: -1,
     flags: 0,
-    __bindgen_anon_1: b::kernel_param__bindgen_ty_1 { arg: core::ptr::addr_of_mut!(PREFIX).cast::<c_void>() },
+    __bindgen_anon_1: bindings::kernel_param__bindgen_ty_1 { arg: core::ptr::addr_of_mut!(PREFIX).cast::<c_void>() },
 });
 
 /// The prefix given at load time (empty when none).

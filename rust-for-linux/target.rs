@@ -11,7 +11,7 @@
 //!
 //! `map` gets `&T`: dm core calls it on many CPUs at once.
 
-use crate::b;
+use crate::bindings;
 use crate::bio::{Bio, Op};
 use crate::kdev::KDev;
 use crate::kio::{KIo, RouteTarget};
@@ -33,9 +33,9 @@ impl<T: Target<Io = KIo, Shared: Send + Sync + 'static> + 'static> KTarget for T
 
 /// The constructor's view of `struct dm_target`.
 struct Ctor<'a> {
-    ti: &'a mut b::dm_target,
+    ti: &'a mut bindings::dm_target,
     /// Devices opened so far, released by the destructor (or on failure).
-    devs: KVec<*mut b::dm_dev>,
+    devs: KVec<*mut bindings::dm_dev>,
     /// `dm_device_name` of the table's mapped device.
     md_name: [u8; 16],
     md_len: usize,
@@ -60,9 +60,9 @@ impl TargetCtx<KIo> for Ctor<'_> {
         }
         p[..path.len()].copy_from_slice(path.as_bytes());
         self.devs.reserve(1, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
-        let mut dev: *mut b::dm_dev = core::ptr::null_mut();
+        let mut dev: *mut bindings::dm_dev = core::ptr::null_mut();
         // SAFETY: a constructing target and a NUL-terminated path.
-        let r = unsafe { b::dm_get_device(self.ti, p.as_ptr().cast(), b::dm_table_get_mode(self.ti.table), &mut dev) };
+        let r = unsafe { bindings::dm_get_device(self.ti, p.as_ptr().cast(), bindings::dm_table_get_mode(self.ti.table), &mut dev) };
         if r != 0 {
             return Err(Errno(-r));
         }
@@ -166,7 +166,7 @@ const DM_STATUS_NOFLUSH_FLAG: c_uint = 1 << 0;
 /// What `ti->private` points at.
 struct Private<T: KTarget> {
     w: Arc<Worker<Deferred<T>>>,
-    devs: KVec<*mut b::dm_dev>,
+    devs: KVec<*mut bindings::dm_dev>,
     /// Route slot of the target's copies, and its entry there.
     route: u32,
     route_target: RouteTarget,
@@ -174,7 +174,7 @@ struct Private<T: KTarget> {
 
 /// `ti->error`: the core's messages are static C strings, kept by
 /// pointer as dm core expects.
-fn set_error(ti: &mut b::dm_target, msg: &'static CStr) {
+fn set_error(ti: &mut bindings::dm_target, msg: &'static CStr) {
     ti.error = msg.as_ptr().cast_mut().cast();
 }
 
@@ -183,7 +183,7 @@ fn set_error(ti: &mut b::dm_target, msg: &'static CStr) {
 /// # Safety
 /// `ti` is a target of type `T` between its `ctr` (which set `private`)
 /// and its `dtr`: dm core's contract for every callback but those two.
-unsafe fn private<'a, T: KTarget>(ti: *mut b::dm_target) -> &'a Private<T> {
+unsafe fn private<'a, T: KTarget>(ti: *mut bindings::dm_target) -> &'a Private<T> {
     // SAFETY: `private` is our `Private<T>` from `ctr` until `dtr` (caller).
     unsafe { &*(*ti).private.cast::<Private<T>>() }
 }
@@ -192,7 +192,7 @@ unsafe fn private<'a, T: KTarget>(ti: *mut b::dm_target) -> &'a Private<T> {
 ///
 /// # Safety
 /// As [`private`].
-unsafe fn target<'a, T: KTarget>(ti: *mut b::dm_target) -> &'a T {
+unsafe fn target<'a, T: KTarget>(ti: *mut bindings::dm_target) -> &'a T {
     // SAFETY: the caller's contract.
     &unsafe { private::<T>(ti) }.w.h.target
 }
@@ -201,7 +201,7 @@ unsafe fn target<'a, T: KTarget>(ti: *mut b::dm_target) -> &'a T {
 /// `tt` first, so that `ti->type` leads back to it.
 #[repr(C)]
 struct TypeReg<T: KTarget> {
-    tt: b::target_type,
+    tt: bindings::target_type,
     shared: T::Shared,
     _name: KVec<u8>,
 }
@@ -210,10 +210,10 @@ struct TypeReg<T: KTarget> {
 ///
 /// # Safety
 /// `bio` is a live bio dm core cloned for a target of this module.
-unsafe fn per_bio<'a>(bio: *mut b::bio) -> &'a mut PerBio {
+unsafe fn per_bio<'a>(bio: *mut bindings::bio) -> &'a mut PerBio {
     // SAFETY: dm core reserved `per_io_data_size` bytes before the clone,
     // suitably aligned, for the target that owns it until it completes.
-    unsafe { &mut *b::dm_per_bio_data(bio, core::mem::size_of::<PerBio>()).cast::<PerBio>() }
+    unsafe { &mut *bindings::dm_per_bio_data(bio, core::mem::size_of::<PerBio>()).cast::<PerBio>() }
 }
 
 /// The trampolines of every `struct target_type` this module registers,
@@ -237,7 +237,7 @@ impl<T: KTarget> TargetVTable<T> {
     /// dm core's contract: `ti` is a target under construction of this
     /// registered type, exclusively ours for the call; `argv` holds `argc`
     /// NUL-terminated words.
-    unsafe extern "C" fn ctr(ti: *mut b::dm_target, argc: c_uint, argv: *mut *mut c_char) -> c_int {
+    unsafe extern "C" fn ctr(ti: *mut bindings::dm_target, argc: c_uint, argv: *mut *mut c_char) -> c_int {
         // SAFETY: dm core hands us the constructing target, exclusively.
         let ti = unsafe { &mut *ti };
         // SAFETY: `ti->type` is the `tt` of our registered `TypeReg<T>`,
@@ -270,17 +270,17 @@ impl<T: KTarget> TargetVTable<T> {
         ti.per_io_data_size = core::mem::size_of::<PerBio>() as c_uint;
         let mut md_name = [0u8; 16];
         // SAFETY: a constructing target's table has its mapped device.
-        let name = unsafe { CStr::from_ptr(b::dm_device_name(b::dm_table_get_md(ti.table)).cast()) };
+        let name = unsafe { CStr::from_ptr(bindings::dm_device_name(bindings::dm_table_get_md(ti.table)).cast()) };
         let md_len = name.to_bytes().len().min(md_name.len());
         md_name[..md_len].copy_from_slice(&name.to_bytes()[..md_len]);
         let begin = ti.begin;
         let mut ctor = Ctor { ti, devs: KVec::new(), md_name, md_len, route };
         let r = T::ctr(&reg.shared, &mut ctor, &words);
         let Ctor { ti, devs, .. } = ctor;
-        let put_all = |ti: &mut b::dm_target, devs: &KVec<*mut b::dm_dev>| {
+        let put_all = |ti: &mut bindings::dm_target, devs: &KVec<*mut bindings::dm_dev>| {
             for d in devs.iter() {
                 // SAFETY: opened by `get_device` for this target.
-                unsafe { b::dm_put_device(ti, *d) };
+                unsafe { bindings::dm_put_device(ti, *d) };
             }
         };
         let e = match r.map(|target| Worker::new(Deferred { target, begin })) {
@@ -311,7 +311,7 @@ impl<T: KTarget> TargetVTable<T> {
     /// # Safety
     /// `ti` was constructed by [`Self::ctr`]; dm core calls `dtr` once, with
     /// no bio of the target in flight.
-    unsafe extern "C" fn dtr(ti: *mut b::dm_target) {
+    unsafe extern "C" fn dtr(ti: *mut bindings::dm_target) {
         // SAFETY: set by `Self::ctr`; dm core calls dtr once, with no I/O in flight.
         let p = unsafe { KBox::from_raw((*ti).private.cast::<Private<T>>()) };
         let Private { w, devs, route, route_target } = KBox::into_inner(p);
@@ -324,7 +324,7 @@ impl<T: KTarget> TargetVTable<T> {
         drop(w);
         for d in devs.iter() {
             // SAFETY: opened in `ctr` for this target.
-            unsafe { b::dm_put_device(ti, *d) };
+            unsafe { bindings::dm_put_device(ti, *d) };
         }
     }
 
@@ -333,29 +333,29 @@ impl<T: KTarget> TargetVTable<T> {
     /// # Safety
     /// `ti` is live (between `ctr` and `dtr`); `bio` is a clone dm core hands
     /// to this target to own until it is remapped or ended.
-    unsafe extern "C" fn map(ti: *mut b::dm_target, bio: *mut b::bio) -> c_int {
+    unsafe extern "C" fn map(ti: *mut bindings::dm_target, bio: *mut bindings::bio) -> c_int {
         if bio.is_null() {
-            return b::DM_MAPIO_KILL as c_int;
+            return bindings::DM_MAPIO_KILL as c_int;
         }
         // SAFETY: a live clone of this target (dm core's contract for `map`);
         // its per-bio data is uninitialised, so it is written before use.
         let pb = unsafe {
-            let p = b::dm_per_bio_data(bio, core::mem::size_of::<PerBio>()).cast::<PerBio>();
+            let p = bindings::dm_per_bio_data(bio, core::mem::size_of::<PerBio>()).cast::<PerBio>();
             p.write(PerBio::new());
             &mut *p
         };
         // SAFETY: dm core gives us a live bio to own until we end or remap it.
-        let Some(mut bio) = (unsafe { Bio::from_raw(bio) }) else { return b::DM_MAPIO_KILL as c_int };
+        let Some(mut bio) = (unsafe { Bio::from_raw(bio) }) else { return bindings::DM_MAPIO_KILL as c_int };
         // SAFETY: dm core calls `map` between `ctr` and `dtr`.
         let p = unsafe { private::<T>(ti) };
         let (t, begin) = (&p.w.h.target, p.w.h.begin);
         let info = bio.info(begin);
-        let submitted = b::DM_MAPIO_SUBMITTED as c_int;
+        let submitted = bindings::DM_MAPIO_SUBMITTED as c_int;
         match t.map(&info, pb) {
             MapResult::Remapped { dev, sector } => {
                 <KIo as dmrs_core::dm::IoPlatform>::remap(&mut bio, &dev, sector);
                 bio.into_remapped();
-                b::DM_MAPIO_REMAPPED as c_int
+                bindings::DM_MAPIO_REMAPPED as c_int
             }
             MapResult::Kill(e) => {
                 bio.end(Err(e));
@@ -372,7 +372,7 @@ impl<T: KTarget> TargetVTable<T> {
                 match t.map_bio(bio, &info, false) {
                     Queued::Remapped(bio) => {
                         bio.into_remapped();
-                        b::DM_MAPIO_REMAPPED as c_int
+                        bindings::DM_MAPIO_REMAPPED as c_int
                     }
                     Queued::Queued => submitted,
                     Queued::Retry(mut bio) => {
@@ -395,14 +395,14 @@ impl<T: KTarget> TargetVTable<T> {
     /// `ti` is live; `bio` went through [`Self::map`], which initialised its
     /// per-bio data.
     unsafe extern "C" fn end_io(
-        ti: *mut b::dm_target,
-        bio: *mut b::bio,
-        _error: *mut b::blk_status_t,
+        ti: *mut bindings::dm_target,
+        bio: *mut bindings::bio,
+        _error: *mut bindings::blk_status_t,
     ) -> c_int {
         // SAFETY: a completing clone of a live target (between `ctr` and
         // `dtr`): `Self::map` initialised its per-bio data.
         unsafe { target::<T>(ti).end_io(per_bio(bio)) };
-        b::DM_ENDIO_DONE as c_int
+        bindings::DM_ENDIO_DONE as c_int
     }
 
     /// `status`: INFO, TABLE or IMA text into `result`.
@@ -410,8 +410,8 @@ impl<T: KTarget> TargetVTable<T> {
     /// # Safety
     /// `ti` is live; `result` has `maxlen` writable bytes.
     unsafe extern "C" fn status(
-        ti: *mut b::dm_target,
-        ty: b::status_type_t,
+        ti: *mut bindings::dm_target,
+        ty: bindings::status_type_t,
         flags: c_uint,
         result: *mut c_char,
         maxlen: c_uint,
@@ -422,8 +422,8 @@ impl<T: KTarget> TargetVTable<T> {
         // SAFETY: dm core gives `maxlen` writable bytes.
         let buf = unsafe { core::slice::from_raw_parts_mut(result.cast::<u8>(), maxlen as usize) };
         let ty = match ty {
-            b::status_type_t_STATUSTYPE_INFO => StatusType::Info,
-            b::status_type_t_STATUSTYPE_TABLE => StatusType::Table,
+            bindings::status_type_t_STATUSTYPE_INFO => StatusType::Info,
+            bindings::status_type_t_STATUSTYPE_TABLE => StatusType::Table,
             _ => StatusType::Ima,
         };
         let n = {
@@ -443,7 +443,7 @@ impl<T: KTarget> TargetVTable<T> {
     /// # Safety
     /// `ti` is live; `argv` holds `argc` NUL-terminated words.
     unsafe extern "C" fn message(
-        ti: *mut b::dm_target,
+        ti: *mut bindings::dm_target,
         argc: c_uint,
         argv: *mut *mut c_char,
         _result: *mut c_char,
@@ -474,7 +474,7 @@ impl<T: KTarget> TargetVTable<T> {
     ///
     /// # Safety
     /// `ti` is live.
-    unsafe extern "C" fn presuspend(ti: *mut b::dm_target) {
+    unsafe extern "C" fn presuspend(ti: *mut bindings::dm_target) {
         // SAFETY: suspend hooks run between `ctr` and `dtr`.
         let p = unsafe { private::<T>(ti) };
         p.w.h.target.presuspend();
@@ -487,7 +487,7 @@ impl<T: KTarget> TargetVTable<T> {
     ///
     /// # Safety
     /// `ti` is live.
-    unsafe extern "C" fn postsuspend(ti: *mut b::dm_target) {
+    unsafe extern "C" fn postsuspend(ti: *mut bindings::dm_target) {
         // SAFETY: as in `Self::presuspend`.
         unsafe { target::<T>(ti) }.postsuspend()
     }
@@ -496,7 +496,7 @@ impl<T: KTarget> TargetVTable<T> {
     ///
     /// # Safety
     /// `ti` is live.
-    unsafe extern "C" fn preresume(ti: *mut b::dm_target) -> c_int {
+    unsafe extern "C" fn preresume(ti: *mut bindings::dm_target) -> c_int {
         // SAFETY: resume hooks run between `ctr` and `dtr`.
         match unsafe { target::<T>(ti) }.preresume() {
             Ok(()) => 0,
@@ -508,7 +508,7 @@ impl<T: KTarget> TargetVTable<T> {
     ///
     /// # Safety
     /// `ti` is live.
-    unsafe extern "C" fn resume(ti: *mut b::dm_target) {
+    unsafe extern "C" fn resume(ti: *mut bindings::dm_target) {
         // SAFETY: as in `Self::preresume`.
         let p = unsafe { private::<T>(ti) };
         p.w.h.target.resume();
@@ -520,8 +520,8 @@ impl<T: KTarget> TargetVTable<T> {
     /// # Safety
     /// `ti` is live; `f` is dm core's callout for its `data`.
     unsafe extern "C" fn iterate_devices(
-        ti: *mut b::dm_target,
-        f: b::iterate_devices_callout_fn,
+        ti: *mut bindings::dm_target,
+        f: bindings::iterate_devices_callout_fn,
         data: *mut c_void,
     ) -> c_int {
         let Some(f) = f else { return 0 };
@@ -541,7 +541,7 @@ impl<T: KTarget> TargetVTable<T> {
     ///
     /// # Safety
     /// `ti` is live; `limits` is dm core's, ours for the call.
-    unsafe extern "C" fn io_hints(ti: *mut b::dm_target, limits: *mut b::queue_limits) {
+    unsafe extern "C" fn io_hints(ti: *mut bindings::dm_target, limits: *mut bindings::queue_limits) {
         // SAFETY: dm core's limits for this target, ours for the call.
         let l = unsafe { &mut *limits };
         let mut q = crate::kdev::limits_from(l);
@@ -576,7 +576,7 @@ impl<T: KTarget> Registration<T> {
         n.extend_from_slice(prefix, GFP_KERNEL)?;
         n.extend_from_slice(name.as_bytes(), GFP_KERNEL)?;
         n.push(0, GFP_KERNEL)?;
-        let tt = b::target_type {
+        let tt = bindings::target_type {
             name: n.as_ptr().cast(),
             version: T::VERSION,
             module: this_module!(),
@@ -596,7 +596,7 @@ impl<T: KTarget> Registration<T> {
         };
         let reg = KBox::into_raw(KBox::new(TypeReg::<T> { tt, shared, _name: n }, GFP_KERNEL)?);
         // SAFETY: a filled, heap-pinned target_type that outlives the registration.
-        let r = unsafe { b::dm_register_target(core::ptr::addr_of_mut!((*reg).tt)) };
+        let r = unsafe { bindings::dm_register_target(core::ptr::addr_of_mut!((*reg).tt)) };
         if r != 0 {
             // SAFETY: not registered; still ours.
             drop(unsafe { KBox::from_raw(reg) });
@@ -610,7 +610,7 @@ impl<T: KTarget> Drop for Registration<T> {
     fn drop(&mut self) {
         // SAFETY: registered in `new`; no table uses it once the module is unloading.
         unsafe {
-            b::dm_unregister_target(core::ptr::addr_of_mut!((*self.reg).tt));
+            bindings::dm_unregister_target(core::ptr::addr_of_mut!((*self.reg).tt));
             drop(KBox::from_raw(self.reg));
         }
     }

@@ -15,14 +15,14 @@ use kernel::workqueue::{impl_has_work, new_work, Queue, Work, WorkItem};
 
 /// The module's workqueue (`alloc_workqueue("dm_rs", WQ_MEM_RECLAIM | WQ_UNBOUND)`):
 /// memory-reclaim safe, as block I/O completion must be.
-static WQ: AtomicPtr<crate::b::workqueue_struct> = AtomicPtr::new(core::ptr::null_mut());
+static WQ: AtomicPtr<crate::bindings::workqueue_struct> = AtomicPtr::new(core::ptr::null_mut());
 
 pub(crate) fn wq_create() -> Result {
     // SAFETY: a constant format string without conversions.
     let q = unsafe {
-        crate::b::alloc_workqueue(
+        crate::bindings::alloc_workqueue(
             c"dm_rs".as_ptr().cast(),
-            crate::b::wq_flags_WQ_MEM_RECLAIM | crate::b::wq_flags_WQ_UNBOUND,
+            crate::bindings::wq_flags_WQ_MEM_RECLAIM | crate::bindings::wq_flags_WQ_UNBOUND,
             0,
         )
     };
@@ -37,7 +37,7 @@ pub(crate) fn wq_destroy() {
     let q = WQ.swap(core::ptr::null_mut(), Ordering::AcqRel);
     if !q.is_null() {
         // SAFETY: created by `wq_create`; drains what is left before freeing.
-        unsafe { crate::b::destroy_workqueue(q) };
+        unsafe { crate::bindings::destroy_workqueue(q) };
     }
 }
 
@@ -49,7 +49,7 @@ fn wq() -> &'static Queue {
 /// Waits until every queued work item of the module has run (suspend, dtr).
 pub(crate) fn wq_flush() {
     // SAFETY: the workqueue lives while targets exist.
-    unsafe { crate::b::__flush_workqueue(WQ.load(Ordering::Acquire)) };
+    unsafe { crate::bindings::__flush_workqueue(WQ.load(Ordering::Acquire)) };
 }
 
 /// Background steps one run of a work item may take.

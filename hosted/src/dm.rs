@@ -11,7 +11,7 @@ use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::mem::TryVec;
 use dmrs_core::platform::{split_io, BlockDevice, DmDevice, QueueLimits, ReqFlags, SyncCopier, SECTOR_SIZE};
 use dmrs_core::snapshot::target::{OriginTarget, SnapshotTarget};
-use dmrs_core::snapshot::{SnapId, SnapshotDriver, Volatile};
+use dmrs_core::snapshot::{InMemory, SnapId, SnapshotDriver};
 use dmrs_core::{Errno, Result as KResult, TargetError};
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
@@ -627,7 +627,7 @@ impl DeviceMapper {
                 continue;
             }
             let Some((_, _, id)) = tables.iter().find(|(n, s, _)| n == name && *s == slot) else { continue };
-            let mut v = Volatile { valid: true, ..Volatile::default() };
+            let mut v = InMemory { valid: true, ..InMemory::default() };
             let mut nf = None;
             let mut ranges = TryVec::new();
             for kv in w {

@@ -91,6 +91,7 @@ pub struct CloneTarget<D: DmDevice, K: ChunkCopier, L: BioQueue = ()> {
     hydration_batch_size: AtomicU32,
     mode: AtomicUsize,
     hydration_offset: AtomicU64,
+    /// `clone->cmd`: the metadata (`struct dm_clone_metadata`).
     cmd: CloneMetadata<D>,
     /// `commit_lock`.
     commit_lock: Mutex<()>,

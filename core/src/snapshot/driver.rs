@@ -120,7 +120,7 @@ impl<P: IoPlatform> Registry<P> {
 /// What a snapshot keeps only in memory (the kernel loses it on reboot,
 /// a hosted process on exit): flags, and a transient store's exceptions.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Volatile {
+pub struct InMemory {
     /// `valid`.
     pub valid: bool,
     /// `snapshot_overflowed`.
@@ -1234,7 +1234,7 @@ impl<P: IoPlatform> SnapshotDriver<P> {
     }
 
     /// The snapshot's in-memory-only state.
-    pub fn volatile(&self, id: SnapId) -> Result<Volatile> {
+    pub fn volatile(&self, id: SnapId) -> Result<InMemory> {
         self.with_snapshot(id, |_, slot| {
             let s = slot.snap.down_read();
             let transient = match s.store.transient_next_free() {
@@ -1251,14 +1251,14 @@ impl<P: IoPlatform> SnapshotDriver<P> {
                 }
                 None => None,
             };
-            Ok(Volatile { valid: s.valid, overflowed: s.snapshot_overflowed, merge_failed: s.merge_failed, transient })
+            Ok(InMemory { valid: s.valid, overflowed: s.snapshot_overflowed, merge_failed: s.merge_failed, transient })
         })?
     }
 
     /// Puts back what [`Self::volatile`] saved: a snapshot is invalid,
     /// overflowed or merge-failed if it was or is; a transient store gets
     /// its exceptions back.
-    pub fn restore_volatile(&self, id: SnapId, v: &Volatile) -> Result<()> {
+    pub fn restore_volatile(&self, id: SnapId, v: &InMemory) -> Result<()> {
         self.with_snapshot(id, |_, slot| {
             let mut s = slot.snap.down_write();
             s.valid &= v.valid;

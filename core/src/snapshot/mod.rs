@@ -24,7 +24,7 @@ pub mod pending;
 pub mod target;
 pub mod track;
 
-pub use driver::{MergeProgress, SnapId, SnapshotDriver, Volatile};
+pub use driver::{InMemory, MergeProgress, SnapId, SnapshotDriver};
 
 /// `DM_MSG_PREFIX` of dm-snap.c.
 pub const DM_MSG_PREFIX: &str = "snapshots";
