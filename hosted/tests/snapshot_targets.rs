@@ -4,52 +4,7 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::Output;
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env { dir: tempfile::tempdir().unwrap() }
-    }
-    fn p(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-    fn file(&self, name: &str, data: &[u8]) -> PathBuf {
-        let p = self.p(name);
-        std::fs::write(&p, data).unwrap();
-        p
-    }
-    fn zero(&self, name: &str, len: u64) -> PathBuf {
-        let p = self.p(name);
-        std::fs::File::create(&p).unwrap().set_len(len).unwrap();
-        p
-    }
-    /// Runs dmrs in the temp dir with its own state directory.
-    fn dmrs(&self, args: &[&str]) -> Output {
-        let mut a = vec!["--state".to_string(), self.dir.path().join("state").to_str().unwrap().to_owned()];
-        a.extend(args.iter().map(|s| s.to_string()));
-        std::process::Command::new(env!("CARGO_BIN_EXE_dmrs")).current_dir(self.dir.path()).args(&a).output().unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.dmrs(args);
-        assert!(o.status.success(), "dmrs {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        stdout(&o)
-    }
-    /// Runs dmrs, which must fail; its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let o = self.dmrs(args);
-        assert!(!o.status.success(), "dmrs {args:?} succeeded");
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    }
-    fn run(&self, script: &str) -> String {
-        let p = self.file("script.dmrs", script.as_bytes());
-        self.ok(&["run", p.to_str().unwrap()])
-    }
-}
+use std::path::Path;
 
 fn same(a: &Path, b: &Path) -> bool {
     std::fs::read(a).unwrap() == std::fs::read(b).unwrap()

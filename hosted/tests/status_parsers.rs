@@ -34,47 +34,6 @@
 
 mod common;
 use common::*;
-use std::path::PathBuf;
-use std::process::Output;
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env { dir: tempfile::tempdir().unwrap() }
-    }
-    fn p(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-    fn file(&self, name: &str, data: &[u8]) {
-        std::fs::write(self.p(name), data).unwrap();
-    }
-    fn zero(&self, name: &str, len: u64) {
-        std::fs::File::create(self.p(name)).unwrap().set_len(len).unwrap();
-    }
-    fn dmrs(&self, args: &[&str]) -> Output {
-        let mut a = vec!["--state".to_string(), self.p("state").to_str().unwrap().to_owned()];
-        a.extend(args.iter().map(|s| s.to_string()));
-        std::process::Command::new(env!("CARGO_BIN_EXE_dmrs")).current_dir(self.dir.path()).args(&a).output().unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.dmrs(args);
-        assert!(o.status.success(), "dmrs {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        stdout(&o)
-    }
-    fn run(&self, script: &str) {
-        self.file("script.dmrs", script.as_bytes());
-        self.ok(&["run", "script.dmrs"]);
-    }
-    /// `dmrs status NAME`: one target's line, without the newline.
-    fn status(&self, name: &str) -> String {
-        let s = self.ok(&["status", name]);
-        assert_eq!(s.matches('\n').count(), 1, "one target, one line: {s:?}");
-        s.trim_end_matches('\n').to_string()
-    }
-}
 
 /// What libdm's `dm_get_next_target()` hands a target parser: start,
 /// length, target type, and the params after them.
