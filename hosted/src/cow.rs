@@ -166,16 +166,29 @@ pub fn walk(dev: &dyn BlockDevice, forced_chunk: Option<u32>, visit: &mut dyn Fn
             break;
         }
         img.areas = area_index + 1;
-        let mut full = true;
+        let mut terminator = None;
         for slot in 0..epa {
             let Some((old, new)) = disk::read_exception(&area, slot) else { break };
             if new == 0 {
-                full = false;
+                terminator = Some(slot);
                 break;
             }
             visit(Slot { area: area_index, slot, old_chunk: old, new_chunk: new });
         }
-        if !full {
+        if let Some(t) = terminator {
+            // The kernel stops at the terminator but keeps the whole area in
+            // memory and writes it back on the next commit: a slot after it
+            // with a new_chunk becomes a live exception once the terminator's
+            // slot is filled.
+            let live: Vec<u32> = (t + 1..epa)
+                .filter(|&slot| matches!(disk::read_exception(&area, slot), Some((_, new)) if new != 0))
+                .collect();
+            if let Some(first) = live.first() {
+                img.fatal.push(format!(
+                    "area {area_index} slot {first}: a non-zero exception after the terminator (slot {t}); {} such slot(s) become live exceptions at the next commit",
+                    live.len()
+                ));
+            }
             break;
         }
         area_index += 1;

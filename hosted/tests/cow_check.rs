@@ -72,6 +72,14 @@ fn each_problem_is_reported_on_its_own_line() {
             "area 0 slot 1: old_chunk 5 is remapped twice (also area 0 slot 0)",
         ),
         ("origin", ok.clone(), vec![(64, 2)], "area 0 slot 0: old_chunk 64 is beyond the origin (64 chunks)"),
+        (
+            // Slot 1 is the terminator; slot 2 would turn live at the next
+            // commit (the kernel writes its in-memory area back whole).
+            "after-terminator",
+            ok.clone(),
+            vec![(5, 2), (0, 0), (7, 4)],
+            "area 0 slot 2: a non-zero exception after the terminator (slot 1); 1 such slot(s) become live exceptions at the next commit",
+        ),
     ];
     for (name, hdr, slots, want) in cases {
         let p = image(d.path(), name, hdr, slots, 64);
