@@ -68,6 +68,20 @@ pub fn inspect(dev: &dyn BlockDevice) -> CloneImage {
         return img;
     }
     img.nr_regions = sb.target_size.div_ceil(sb.region_size);
+    // The bitset keeps a bit per region in metadata blocks: more regions
+    // than the device has bits cannot be real (and are not walked).
+    let max_regions = bm.nr_blocks().saturating_mul(BLOCK_SIZE as u64 * 8);
+    if img.nr_regions > max_regions {
+        img.problems.push(format!(
+            "target size {} / region size {} gives {} regions, more than the metadata device's {} blocks can hold",
+            sb.target_size,
+            sb.region_size,
+            img.nr_regions,
+            bm.nr_blocks()
+        ));
+        img.nr_regions = 0;
+        return img;
+    }
     let nr_blocks = sb.sm_root.nr_blocks.get();
     img.blocks_total = nr_blocks;
     img.blocks_used = sb.sm_root.nr_allocated.get();
@@ -134,12 +148,13 @@ pub fn inspect(dev: &dyn BlockDevice) -> CloneImage {
 /// Hydrated regions as `(first, count)` runs.
 pub fn runs(img: &CloneImage) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
-    for r in 0..img.nr_regions {
-        if bitset::test(&img.words, r) {
-            match out.last_mut() {
-                Some((f, c)) if *f + *c == r => *c += 1,
-                _ => out.push((r, 1)),
-            }
+    // Word by word: all-zero words (unhydrated stretches) are skipped whole.
+    let set = img.words.iter().enumerate().filter(|(_, &w)| w != 0);
+    let regions = set.flat_map(|(i, &w)| (0..64).filter(move |b| w >> b & 1 != 0).map(move |b| i as u64 * 64 + b));
+    for r in regions.take_while(|&r| r < img.nr_regions) {
+        match out.last_mut() {
+            Some((f, c)) if *f + *c == r => *c += 1,
+            _ => out.push((r, 1)),
         }
     }
     out

@@ -59,6 +59,27 @@ fn corruption_is_reported_never_a_panic() {
     assert!(out.contains("region bitset: block 24: csum"), "{out}");
     let (_, out, _) = check(&|b| b[25 * 4096 + 40] ^= 0xff);
     assert!(out.contains("space map index: block 25: csum"), "{out}");
+    // `dump` of metadata `check` finds damaged fails as well: a bitset that
+    // does not verify must not read as "nothing hydrated".
+    let (code, out, err) = run(&["clone", "dump", c.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("space map index: block 25: csum"), "{err}");
+    corrupt(&m, &c, |b| b[24 * 4096 + 100] ^= 0xff);
+    let (code, _, err) = run(&["clone", "dump", c.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("region bitset: block 24: csum"), "{err}");
+    // A huge target size with a valid checksum: refused at once, not walked.
+    corrupt(&m, &c, |b| {
+        b[180..188].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+        let csum = dmrs_core::pdata::checksum::dm_bm_checksum(
+            &b[4..4096],
+            dmrs_core::pdata::checksum::CLONE_SUPERBLOCK_CSUM_XOR,
+        );
+        b[..4].copy_from_slice(&csum.to_le_bytes());
+    });
+    let (code, _, err) = run(&["clone", "dump", c.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("more than the metadata device's 1024 blocks can hold"), "{err}");
     // Every block of the image, byte 50 flipped: an error or fine, never a crash.
     for blk in 0..30 {
         corrupt(&m, &c, |b| b[blk * 4096 + 50] ^= 0x5a);
