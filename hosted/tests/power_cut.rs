@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Write-point power-cut sweep: a scripted workload runs on RAM devices
+//! Write-point power-cut sweep (snapshot writes, a merge in progress,
+//! clone hydration): a scripted workload runs on RAM devices
 //! that share one power rail; the power is cut after its k-th write, for
 //! every k the workload reaches. What was flushed or written with FUA is
 //! kept and the rest dropped (`RamDev::crash`), or, in the second variant,
@@ -379,4 +380,79 @@ fn clone_metadata_and_data_survive_a_power_cut_after_any_write() {
         }
     }
     eprintln!("clone workload: {} cut points x 2 variants", total + 1);
+}
+
+/// A merge in progress with I/O through the merge target: snapshot writes
+/// (FUA) to a P 16 snapshot, then snapshot-merge takes over and merges
+/// step by step while writes go through it. After any cut the merge
+/// target, loaded again, shows the snapshot's data for every sector.
+fn merge_workload(cut_at: u64) -> (SnapLab, Model, u64) {
+    let rail = Rail::new(cut_at);
+    let initial = origin_initial();
+    let bytes: Vec<u8> = initial.iter().flat_map(|&v| [v; 512]).collect();
+    let origin =
+        Dev { ram: Arc::new(RamDev::from_bytes(&bytes, 512).unwrap()), rail: rail.clone(), id: 1, name: "origin" };
+    let cow = |id, name| Dev { ram: Arc::new(RamDev::new(COW_SECTORS, 512).unwrap()), rail: rail.clone(), id, name };
+    let lab = SnapLab { origin, cows: [cow(2, "cow1"), cow(3, "cow2")] };
+    let mut view = Model::new(initial);
+    let drv = SnapshotDriver::new(SyncIo::<Dev, SyncCopier>::default()).unwrap();
+    let devs = [lab.origin.clone(), lab.cows[0].clone()];
+    let mut get = |p: &str| devs.iter().find(|d| d.name == p).cloned().ok_or(Errno::ENOENT);
+    let table = ["origin", "cow1", "P", "16"];
+    let Ok(s) = drv.snapshot_ctr(false, ORIGIN_SECTORS as u64, &table, &mut get) else {
+        return (lab, view, rail.writes());
+    };
+    let _ = drv.snapshot_resume(s);
+    let mut x = 5u64;
+    for i in 0..12u64 {
+        let (v, sec) = (0x70 + i as u8, lcg(&mut x) % (ORIGIN_SECTORS as u64 - 16));
+        let acked = drv.snapshot_write(s, sec, &fill(v, 16), ReqFlags::FUA).is_ok();
+        view.write(sec as usize, 16, v, acked, true);
+    }
+    let _ = drv.set_suspended(s, true);
+    drv.snapshot_dtr(s);
+    let Ok(m) = drv.snapshot_ctr(true, ORIGIN_SECTORS as u64, &table, &mut get) else {
+        return (lab, view, rail.writes());
+    };
+    let _ = drv.snapshot_resume(m);
+    for i in 0..40u64 {
+        if i % 3 == 1 {
+            let (v, sec) = (0xc0 + i as u8, lcg(&mut x) % (ORIGIN_SECTORS as u64 - 4));
+            let acked = drv.snapshot_write(m, sec, &fill(v, 4), ReqFlags::FUA).is_ok();
+            view.write(sec as usize, 4, v, acked, true);
+        } else if !matches!(drv.merge_step(m), Ok(dmrs_core::snapshot::MergeProgress::Merged(_))) {
+            break;
+        }
+    }
+    drop(drv);
+    let n = rail.writes();
+    (lab, view, n)
+}
+
+#[test]
+fn a_merge_survives_a_power_cut_after_any_write() {
+    let (_, _, total) = merge_workload(u64::MAX);
+    assert!(total > 50, "the workload writes enough to sweep: {total}");
+    for cut in 0..=total {
+        for crash in [true, false] {
+            let (lab, view, _) = merge_workload(cut);
+            let origin = reboot(&lab.origin, crash);
+            let cow = reboot(&lab.cows[0], crash);
+            let r = dmrs_hosted::cow::check_device(&cow, Some(ORIGIN_SECTORS as u64), &|_| {});
+            assert!(r.problems.is_empty(), "cut {cut}: cow check: {:?}", r.problems);
+            let drv = SnapshotDriver::new(SyncIo::<Dev, SyncCopier>::default()).unwrap();
+            let devs = [origin.clone(), cow.clone()];
+            let mut get = |p: &str| devs.iter().find(|d| d.name == p).cloned().ok_or(Errno::ENOENT);
+            // Whether the cut came before or after snapshot-merge was
+            // loaded, the kernel would load it now to go on merging.
+            let m = drv.snapshot_ctr(true, ORIGIN_SECTORS as u64, &["origin", "cow1", "P", "16"], &mut get).unwrap();
+            drv.snapshot_resume(m).unwrap();
+            for x in 0..ORIGIN_SECTORS {
+                let mut b = vec![0u8; 512];
+                drv.snapshot_read(m, x as u64, &mut b).unwrap();
+                view.check(&format!("cut {cut} crash {crash} merge target"), x, &b);
+            }
+        }
+    }
+    eprintln!("merge workload: {} cut points x 2 variants", total + 1);
 }
