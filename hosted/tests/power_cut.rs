@@ -23,28 +23,52 @@ use dmrs_core::{Errno, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// One power supply for every device of a workload: writes after the
-/// `cut_at`-th fail (the machine is off), as do flushes once it is off.
+/// What happens to a workload's I/O, counted over every device at once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Power cut after this many writes: later writes and flushes fail
+    /// (the machine is off).
+    Cut(u64),
+    /// Only write number n (from 0) fails with EIO.
+    FailWrite(u64),
+    /// Only read number n fails with EIO.
+    FailRead(u64),
+}
+
+/// One power supply for every device of a workload, with its fault.
 struct Rail {
     issued: AtomicU64,
-    cut_at: u64,
+    reads: AtomicU64,
+    fault: Fault,
 }
 
 impl Rail {
     fn new(cut_at: u64) -> Arc<Rail> {
-        Arc::new(Rail { issued: AtomicU64::new(0), cut_at })
+        Rail::with(Fault::Cut(cut_at))
+    }
+    fn with(fault: Fault) -> Arc<Rail> {
+        Arc::new(Rail { issued: AtomicU64::new(0), reads: AtomicU64::new(0), fault })
     }
     fn write_point(&self) -> Result<()> {
-        if self.issued.fetch_add(1, Ordering::SeqCst) >= self.cut_at {
-            return Err(Errno::EIO);
+        let n = self.issued.fetch_add(1, Ordering::SeqCst);
+        match self.fault {
+            Fault::Cut(k) if n >= k => Err(Errno::EIO),
+            Fault::FailWrite(k) if n == k => Err(Errno::EIO),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+    fn read_point(&self) -> Result<()> {
+        let n = self.reads.fetch_add(1, Ordering::SeqCst);
+        match self.fault {
+            Fault::FailRead(k) if n == k => Err(Errno::EIO),
+            _ => Ok(()),
+        }
     }
     fn on(&self) -> Result<()> {
-        if self.issued.load(Ordering::SeqCst) >= self.cut_at {
-            return Err(Errno::EIO);
+        match self.fault {
+            Fault::Cut(k) if self.issued.load(Ordering::SeqCst) >= k => Err(Errno::EIO),
+            _ => Ok(()),
         }
-        Ok(())
     }
     fn writes(&self) -> u64 {
         self.issued.load(Ordering::SeqCst)
@@ -62,6 +86,7 @@ struct Dev {
 
 impl BlockDevice for Dev {
     fn read(&self, s: u64, b: &mut [u8]) -> Result<()> {
+        self.rail.read_point()?;
         self.ram.read(s, b)
     }
     fn write(&self, s: u64, b: &[u8], f: ReqFlags) -> Result<()> {
@@ -99,6 +124,9 @@ impl DmDevice for Dev {
 struct SectorLog {
     issued: Vec<u8>,
     durable: usize,
+    /// Discarded: its data is undefined from then on (a discard promises
+    /// nothing, and dm-clone completes one it cannot record as a success).
+    discarded: bool,
 }
 
 /// Expected contents of a device, sector by sector.
@@ -129,6 +157,18 @@ impl Model {
             }
         }
     }
+    /// A discard of sectors `s..s+n` was issued.
+    fn discard(&mut self, s: usize, n: usize) {
+        for x in s..s + n {
+            self.sectors[x].discarded = true;
+        }
+    }
+    /// A flush failed: what was acknowledged since the last good flush is
+    /// no longer promised, even by a later flush that succeeds (as fsync:
+    /// dm-clone aborts to its last commit, for one).
+    fn flush_failed(&mut self) {
+        self.unflushed.clear();
+    }
     /// A flush completed: everything acknowledged before it is durable.
     fn flushed(&mut self) {
         for (x, len) in self.unflushed.drain(..) {
@@ -142,6 +182,9 @@ impl Model {
         let v = got[0];
         assert!(got.iter().all(|&b| b == v), "{what}: sector {x} torn");
         let log = &self.sectors[x];
+        if log.discarded {
+            return;
+        }
         let allowed_from = log.durable; // values issued at or after the last durable one
         let ok = if log.durable == 0 {
             v == self.initial[x] || log.issued.contains(&v)
@@ -178,11 +221,21 @@ struct SnapLab {
     cows: [Dev; 2],
 }
 
+/// A snapshot workload as it ended: devices, what was acknowledged, the
+/// driver still loaded, and the I/O it did.
+struct SnapRun {
+    lab: SnapLab,
+    origin_model: Model,
+    snap_model: Model,
+    drv: SnapshotDriver<SyncIo<Dev>>,
+    ids: Option<(SnapId, SnapId)>,
+    rail: Arc<Rail>,
+}
+
 /// Origin writes with two snapshots of different chunk sizes (P 16 and
-/// P 8), snapshot writes (some FUA) and flushes; the power is cut after
-/// write `cut_at`. Returns the devices, the models and the writes issued.
-fn snapshot_workload(cut_at: u64) -> (SnapLab, Model, Model, u64) {
-    let rail = Rail::new(cut_at);
+/// P 8), snapshot writes (some FUA) and flushes, under `fault`.
+fn snapshot_workload(fault: Fault) -> SnapRun {
+    let rail = Rail::with(fault);
     let initial = origin_initial();
     let bytes: Vec<u8> = initial.iter().flat_map(|&v| [v; 512]).collect();
     let origin =
@@ -194,11 +247,10 @@ fn snapshot_workload(cut_at: u64) -> (SnapLab, Model, Model, u64) {
     let drv = SnapshotDriver::new(SyncIo::<Dev, SyncCopier>::default()).unwrap();
     let devs = [lab.origin.clone(), lab.cows[0].clone(), lab.cows[1].clone()];
     let mut get = |p: &str| devs.iter().find(|d| d.name == p).cloned().ok_or(Errno::ENOENT);
-    let Ok(s1) = drv.snapshot_ctr(false, ORIGIN_SECTORS as u64, &["origin", "cow1", "P", "16"], &mut get) else {
-        return (lab, origin_model, snap_model, rail.writes());
-    };
-    let Ok(s2) = drv.snapshot_ctr(false, ORIGIN_SECTORS as u64, &["origin", "cow2", "P", "8"], &mut get) else {
-        return (lab, origin_model, snap_model, rail.writes());
+    let s1 = drv.snapshot_ctr(false, ORIGIN_SECTORS as u64, &["origin", "cow1", "P", "16"], &mut get);
+    let s2 = drv.snapshot_ctr(false, ORIGIN_SECTORS as u64, &["origin", "cow2", "P", "8"], &mut get);
+    let (Ok(s1), Ok(s2)) = (s1, s2) else {
+        return SnapRun { lab, origin_model, snap_model, drv, ids: None, rail };
     };
     let _ = drv.snapshot_resume(s1);
     let _ = drv.snapshot_resume(s2);
@@ -217,11 +269,13 @@ fn snapshot_workload(cut_at: u64) -> (SnapLab, Model, Model, u64) {
             }
             // A flush of origin and snapshot (fsync on both devices).
             5 => {
-                if lab.origin.flush().is_ok() {
-                    origin_model.flushed();
+                match lab.origin.flush() {
+                    Ok(()) => origin_model.flushed(),
+                    Err(_) => origin_model.flush_failed(),
                 }
-                if drv.snapshot_flush(s1).is_ok() {
-                    snap_model.flushed();
+                match drv.snapshot_flush(s1) {
+                    Ok(()) => snap_model.flushed(),
+                    Err(_) => snap_model.flush_failed(),
                 }
             }
             _ => {
@@ -230,9 +284,7 @@ fn snapshot_workload(cut_at: u64) -> (SnapLab, Model, Model, u64) {
             }
         }
     }
-    drop(drv);
-    let n = rail.writes();
-    (lab, origin_model, snap_model, n)
+    SnapRun { lab, origin_model, snap_model, drv, ids: Some((s1, s2)), rail }
 }
 
 /// Reboot after a cut: the devices alone, without the rail.
@@ -288,12 +340,13 @@ fn check_snapshots(lab: &SnapLab, origin_model: &Model, snap_model: &Model, cras
 /// and keeping every issued write.
 #[test]
 fn snapshot_metadata_and_data_survive_a_power_cut_after_any_write() {
-    let (_, _, _, total) = snapshot_workload(u64::MAX);
+    let total = snapshot_workload(Fault::Cut(u64::MAX)).rail.writes();
     assert!(total > 100, "the workload writes enough to sweep: {total}");
     for cut in 0..=total {
         for crash in [true, false] {
-            let (lab, om, sm, _) = snapshot_workload(cut);
-            check_snapshots(&lab, &om, &sm, crash, cut);
+            let run = snapshot_workload(Fault::Cut(cut));
+            drop(run.drv);
+            check_snapshots(&run.lab, &run.origin_model, &run.snap_model, crash, cut);
         }
     }
     eprintln!("snapshot workload: {} cut points x 2 variants", total + 1);
@@ -302,9 +355,17 @@ fn snapshot_metadata_and_data_survive_a_power_cut_after_any_write() {
 const CLONE_SECTORS: u64 = 1024; // 64 regions of 16 sectors
 const REGION: u64 = 16;
 
+/// A clone workload as it ended.
+struct CloneRun {
+    devs: [Dev; 3],
+    model: Model,
+    clone: Option<CloneTarget<Dev, SyncCopier>>,
+    rail: Arc<Rail>,
+}
+
 /// Clone hydration with writes, discards and commits (flushes, FUA).
-fn clone_workload(cut_at: u64) -> ([Dev; 3], Model, u64) {
-    let rail = Rail::new(cut_at);
+fn clone_workload(fault: Fault) -> CloneRun {
+    let rail = Rail::with(fault);
     let src_initial: Vec<u8> = (0..CLONE_SECTORS as usize).map(|s| 0x20 + (s / 16 % 64) as u8).collect();
     let bytes: Vec<u8> = src_initial.iter().flat_map(|&v| [v; 512]).collect();
     let src = Dev { ram: Arc::new(RamDev::from_bytes(&bytes, 512).unwrap()), rail: rail.clone(), id: 3, name: "src" };
@@ -316,7 +377,7 @@ fn clone_workload(cut_at: u64) -> ([Dev; 3], Model, u64) {
     let argv = ["meta", "dest", "src", region.as_str(), "1", "no_hydration"];
     let mut get = |p: &str| devs.iter().find(|d| d.name == p).cloned().ok_or(Errno::ENOENT);
     let Ok(c) = <CloneTarget<Dev, SyncCopier>>::ctr(CLONE_SECTORS, &argv, &mut get, SyncCopier::default()) else {
-        return (devs, model, rail.writes());
+        return CloneRun { devs, model, clone: None, rail };
     };
     let mut x = 11u64;
     for i in 0..40u64 {
@@ -328,16 +389,15 @@ fn clone_workload(cut_at: u64) -> ([Dev; 3], Model, u64) {
                 let _ = c.message("cl", &["enable_hydration"]);
                 let _ = c.hydrate_step();
             }
-            5 => {
-                if c.flush("cl").is_ok() {
-                    model.flushed();
-                }
-            }
+            5 => match c.flush("cl") {
+                Ok(()) => model.flushed(),
+                Err(_) => model.flush_failed(),
+            },
             6 => {
                 // A discard of whole regions: no data promised for them.
                 let first = (s / REGION) * REGION;
-                let acked = c.discard("cl", first, REGION).is_ok();
-                model.write(first as usize, REGION as usize, 0, acked, false);
+                let _ = c.discard("cl", first, REGION);
+                model.discard(first as usize, REGION as usize);
             }
             _ => {
                 let fua = i % 8 == 7;
@@ -348,19 +408,18 @@ fn clone_workload(cut_at: u64) -> ([Dev; 3], Model, u64) {
         }
     }
     let _ = c.commit_metadata("cl");
-    drop(c);
-    let n = rail.writes();
-    (devs, model, n)
+    CloneRun { devs, model, clone: Some(c), rail }
 }
 
 /// Every cut point of the clone workload.
 #[test]
 fn clone_metadata_and_data_survive_a_power_cut_after_any_write() {
-    let (_, _, total) = clone_workload(u64::MAX);
+    let total = clone_workload(Fault::Cut(u64::MAX)).rail.writes();
     assert!(total > 50, "the workload writes enough to sweep: {total}");
     for cut in 0..=total {
         for crash in [true, false] {
-            let (devs, model, _) = clone_workload(cut);
+            let CloneRun { devs, model, clone, .. } = clone_workload(Fault::Cut(cut));
+            drop(clone);
             let devs: Vec<Dev> = devs.iter().map(|d| reboot(d, crash)).collect();
             let img = dmrs_hosted::clone::inspect(&devs[0]);
             if img.all_zero {
@@ -455,4 +514,112 @@ fn a_merge_survives_a_power_cut_after_any_write() {
         }
     }
     eprintln!("merge workload: {} cut points x 2 variants", total + 1);
+}
+
+fn info(drv: &SnapshotDriver<SyncIo<Dev>>, id: SnapId) -> String {
+    let mut b = [0u8; 128];
+    let mut e = dmrs_core::emit::Emitter::new(&mut b);
+    drv.snapshot_status(id, dmrs_core::emit::StatusType::Info, &mut e).unwrap();
+    e.as_str().to_string()
+}
+
+/// After an I/O error anywhere: every acknowledged origin write reads
+/// back, a snapshot is either valid and shows what it should or
+/// `Invalid` and fails its I/O (dm-snap.c's `__invalidate_snapshot`), and
+/// the origin goes on working.
+fn check_after_eio(mut run: SnapRun, what: &str) {
+    // No power was lost: everything acknowledged is on the devices.
+    run.origin_model.flushed();
+    run.snap_model.flushed();
+    let origin = reboot(&run.lab.origin, false);
+    for x in 0..ORIGIN_SECTORS {
+        run.origin_model.check(&format!("{what}: origin"), x, &read(&origin, x as u64, 1));
+    }
+    let Some((s1, s2)) = run.ids else { return };
+    let initial = Model::new(run.origin_model.initial.clone());
+    for (id, model) in [(s1, &run.snap_model), (s2, &initial)] {
+        let status = info(&run.drv, id);
+        let mut b = vec![0u8; 512];
+        if status == "Invalid" {
+            assert_eq!(run.drv.snapshot_read(id, 0, &mut b), Err(Errno::EIO), "{what}");
+            continue;
+        }
+        assert!(status.ends_with(" 32") || status.ends_with(" 16"), "{what}: status {status}");
+        for x in 0..ORIGIN_SECTORS {
+            run.drv.snapshot_read(id, x as u64, &mut b).unwrap_or_else(|e| panic!("{what}: read {x}: {e}"));
+            model.check(&format!("{what}: snapshot {status}"), x, &b);
+        }
+    }
+    // The origin keeps working.
+    run.drv.origin_write(&origin, 0, &fill(0xee, 1), ReqFlags::empty()).unwrap();
+    assert!(read(&origin, 0, 1).iter().all(|&v| v == 0xee), "{what}");
+}
+
+#[test]
+fn snapshots_degrade_as_the_kernel_does_on_eio_at_every_io() {
+    let clean = snapshot_workload(Fault::Cut(u64::MAX));
+    let (writes, reads) = (clean.rail.writes(), clean.rail.reads.load(Ordering::SeqCst));
+    assert!(writes > 100 && reads > 50, "{writes} writes, {reads} reads");
+    let mut invalid = 0;
+    for k in 0..writes {
+        let run = snapshot_workload(Fault::FailWrite(k));
+        invalid += run
+            .ids
+            .map(|(s1, s2)| (info(&run.drv, s1) == "Invalid") as u32 + (info(&run.drv, s2) == "Invalid") as u32)
+            .unwrap_or(0);
+        check_after_eio(run, &format!("write {k} failed"));
+    }
+    for k in 0..reads {
+        check_after_eio(snapshot_workload(Fault::FailRead(k)), &format!("read {k} failed"));
+    }
+    assert!(invalid > 0, "some failed writes invalidate a snapshot");
+    eprintln!("snapshot workload: EIO at {writes} writes and {reads} reads; {invalid} invalidations");
+}
+
+/// After an I/O error anywhere in the clone workload: no panic; the clone
+/// either works, and every acknowledged write reads back through it, or
+/// reports `Fail` (metadata I/O failed: dm-clone's fail mode) and errors
+/// its I/O; the metadata on the device is consistent.
+#[test]
+fn clone_degrades_as_the_kernel_does_on_eio_at_every_io() {
+    let clean = clone_workload(Fault::Cut(u64::MAX));
+    let (writes, reads) = (clean.rail.writes(), clean.rail.reads.load(Ordering::SeqCst));
+    assert!(writes > 50 && reads > 20, "{writes} writes, {reads} reads");
+    let faults = (0..writes).map(Fault::FailWrite).chain((0..reads).map(Fault::FailRead));
+    let mut failed_mode = 0;
+    for fault in faults {
+        // Unlike the snapshots, writes acknowledged but not yet flushed may
+        // be gone: a failed metadata operation aborts to the last commit
+        // (`dm_clone_metadata_abort`), and their regions read from the
+        // source again. Flushed or FUA writes must stay.
+        let CloneRun { devs, model, clone, .. } = clone_workload(fault);
+        let Some(c) = clone else { continue };
+        let mut b = [0u8; 256];
+        let mut e = dmrs_core::emit::Emitter::new(&mut b);
+        c.status("cl", dmrs_core::emit::StatusType::Info, true, &mut e);
+        let status = e.as_str().to_string();
+        if status == "Fail" {
+            failed_mode += 1;
+            assert!(c.read(0, &mut [0u8; 512]).is_err(), "a failed clone errors its I/O");
+        } else {
+            for s in 0..CLONE_SECTORS as usize {
+                let mut b = vec![0u8; 512];
+                c.read(s as u64, &mut b).unwrap();
+                model.check(&format!("{} clone ({status})", describe(fault)), s, &b);
+            }
+        }
+        drop(c);
+        let devs: Vec<Dev> = devs.iter().map(|d| reboot(d, false)).collect();
+        let img = dmrs_hosted::clone::inspect(&devs[0]);
+        assert!(img.all_zero || img.problems.is_empty(), "{}: clone check: {:?}", describe(fault), img.problems);
+    }
+    eprintln!("clone workload: EIO at {writes} writes and {reads} reads; {failed_mode} ended in Fail mode");
+}
+
+fn describe(f: Fault) -> String {
+    match f {
+        Fault::Cut(k) => format!("cut after write {k}"),
+        Fault::FailWrite(k) => format!("write {k} failed"),
+        Fault::FailRead(k) => format!("read {k} failed"),
+    }
 }

@@ -309,10 +309,13 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
             self.hydrations.lock().release(slot);
         }
         let mut h = self.hydrations.lock();
+        // `hydration_update_metadata`: in read-only mode the region cannot
+        // be recorded, so the write that needed it fails (BLK_STS_IOERR):
+        // data written to an unrecorded region would be read from the
+        // source again.
         let r = copied.and_then(|_| match self.cmd.set_region_hydrated(r) {
-            // In read-only mode the copy stays valid but cannot be recorded.
-            Ok(()) | Err(Errno::EPERM) => Ok(true),
-            Err(e) => Err(e),
+            Ok(()) => Ok(true),
+            Err(_) => Err(Errno::EIO),
         });
         #[cfg(loom)]
         if self.broken_hydration_order {
@@ -407,10 +410,11 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
         let Some((first, nr)) = h.range(slot) else { return (L::default(), Err(Errno::EINVAL)) };
         let mut r = if ok { Ok(()) } else { Err(Errno::EIO) };
         if ok {
+            // As in `hydrate_region`: a region that cannot be recorded
+            // (read-only mode) fails the bios that waited for it.
             for region in first..first + nr {
-                match self.cmd.set_region_hydrated(region) {
-                    Ok(()) | Err(Errno::EPERM) => {}
-                    Err(e) => r = Err(e),
+                if self.cmd.set_region_hydrated(region).is_err() {
+                    r = Err(Errno::EIO);
                 }
             }
         }
