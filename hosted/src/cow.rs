@@ -445,7 +445,7 @@ pub fn check_stream(
     }
     // skip_metadata, as the kernel does after loading.
     if next_free % (epa as u64 + 1) == NUM_SNAPSHOT_HDR_CHUNKS {
-        next_free += 1;
+        next_free = next_free.saturating_add(1);
     }
     let current_area = img.areas.saturating_sub(1);
     let summary = format!(
@@ -455,9 +455,10 @@ pub fn check_stream(
         valid,
         n,
         img.areas,
-        next_free * cs,
+        // Saturating: a damaged slot may name any chunk.
+        next_free.saturating_mul(cs),
         img.dev_sectors,
-        (current_area + 1 + NUM_SNAPSHOT_HDR_CHUNKS) * cs,
+        current_area.saturating_add(1 + NUM_SNAPSHOT_HDR_CHUNKS).saturating_mul(cs),
     );
     Ok(CheckReport { problems, summary })
 }

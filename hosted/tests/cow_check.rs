@@ -60,6 +60,13 @@ fn each_problem_is_reported_on_its_own_line() {
         ),
         ("meta", ok.clone(), vec![(5, 1)], "area 0 slot 0: new_chunk 1 is on a metadata area"),
         (
+            // The usage line's arithmetic on it must not overflow.
+            "huge-new",
+            ok.clone(),
+            vec![(5, u64::MAX)],
+            "area 0 slot 0: new_chunk 18446744073709551615 is beyond the end of the device (64 chunks)",
+        ),
+        (
             "twice-new",
             ok.clone(),
             vec![(5, 2), (6, 2)],
