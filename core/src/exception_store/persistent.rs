@@ -162,6 +162,11 @@ impl<C> PStore<C> {
             store.chunk = ChunkSize { size, mask: size - 1, shift: size.trailing_zeros() };
             chunk_size_supplied = false;
         }
+        // A chunk larger than the COW cannot be read (the kernel's read of
+        // it fails the same way): refused before its buffers are allocated.
+        if store.chunk.size as u64 > store.cow.size_sectors() {
+            return Err(Errno::EIO);
+        }
         self.alloc_area(store.chunk.size)?;
         if let Err(e) = chunk_io(store, &mut self.header_area, 0, Op::Read) {
             self.free_area();
@@ -203,6 +208,10 @@ impl<C> PStore<C> {
                 );
                 return Err(Errno::EINVAL);
             }
+        }
+        // As above: its first metadata area would lie beyond the device.
+        if (store.chunk.size as u64).saturating_mul(2) > store.cow.size_sectors() {
+            return Err(Errno::EIO);
         }
         self.alloc_area(store.chunk.size)?;
         Ok(false)

@@ -97,6 +97,14 @@ fn table_errors_are_the_kernels() {
         lab.ctr(false, "origin cow2 P 16 1 discard_passdown_origin"),
         Err("discard_passdown_origin feature depends on discard_zeroes_cow")
     );
+    // A chunk larger than the COW (1 MiB here) cannot be read: refused as
+    // the kernel's read of it fails, before 1 GiB of buffers is allocated;
+    // the same for a header whose chunk size is that large.
+    assert_eq!(lab.ctr(false, "origin cow3 P 2097152"), Err("Failed to read snapshot metadata"));
+    let mut header: Vec<u8> = [0x70416e53u32, 1, 1, 1 << 20].iter().flat_map(|v| v.to_le_bytes()).collect();
+    header.resize(512, 0);
+    lab.devs[3].write(0, &header, ReqFlags::empty()).unwrap();
+    assert_eq!(lab.ctr(false, "origin cow3 P 16"), Err("Failed to read snapshot metadata"));
     // Nothing was left registered by the failures.
     let id = lab.snap("origin cow2 P 16");
     assert_eq!(lab.status(id, StatusType::Info), "32/2048 32");
