@@ -557,17 +557,23 @@ impl DeviceMapper {
     }
 
     /// `dmsetup message NAME SECTOR MSG`.
-    pub fn message(&self, name: &str, _sector: u64, msg: &[String]) -> Result<()> {
+    pub fn message(&self, name: &str, sector: u64, msg: &[String]) -> Result<()> {
         let t = self.live(name)?;
+        // dm-ioctl's target_message: the sector picks the target
+        // (`dm_table_find_target`), and its type must take messages.
+        let refused = |why: &str| {
+            err(
+                Errno::EINVAL,
+                format!("device-mapper: ioctl: {why}\ndevice-mapper: message ioctl on {name} failed: Invalid argument"),
+            )
+        };
+        if sector < t.start || sector - t.start >= t.len {
+            return Err(refused("Target message sector outside device."));
+        }
         let argv: Vec<&str> = msg.iter().map(String::as_str).collect();
         match t.target.message(&argv) {
             Some(r) => r.map_err(|e| err(e, format!("device-mapper: message ioctl on {name} failed: {}", strerror(e)))),
-            None => Err(err(
-                Errno::EINVAL,
-                format!(
-                    "device-mapper: target message: {name}: Target type does not support messages\ndevice-mapper: message ioctl on {name} failed: Invalid argument"
-                ),
-            )),
+            None => Err(refused("Target type does not support messages")),
         }
     }
 

@@ -297,6 +297,11 @@ fn table_errors_are_reported_as_dmsetup_and_the_kernel_do() {
     );
     let o = e.dmrs(&["message", "o", "0", "hello"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("Target type does not support messages"));
+    // The sector picks the target: past the device there is none.
+    let o = e.dmrs(&["message", "o", "2048", "hello"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("device-mapper: ioctl: Target message sector outside device."), "{err}");
+    assert!(err.contains("device-mapper: message ioctl on o failed: Invalid argument"), "{err}");
     // origin_ctr asks dm core for no discard bios: dm core fails them.
     let o = e.dmrs(&["discard", "o", "--offset", "0", "--length", "4096"]);
     assert_eq!(o.status.code(), Some(1));
