@@ -43,6 +43,19 @@ fn err(errno: Errno, msg: impl Into<String>) -> DmError {
 
 type Result<T> = std::result::Result<T, DmError>;
 
+/// A device that does not exist, as dmsetup reports it: the failed ioctl
+/// (`device-mapper: status ioctl on NAME  failed: …`, the name then an
+/// empty uuid), or, where dmsetup asks for the device's info first
+/// (`status`, `info`), "Device does not exist.".
+fn no_device(name: &str, ioctl: Option<&str>) -> DmError {
+    match ioctl {
+        Some(op) => {
+            err(Errno::ENXIO, format!("device-mapper: {op} ioctl on {name}  failed: No such device or address"))
+        }
+        None => err(Errno::ENXIO, "Device does not exist."),
+    }
+}
+
 /// The hosted platform: no bios, copies inline.
 type Io = SyncIo<HostDev>;
 /// Every table shares one snapshot driver (dm-snap.c's `_origins`).
@@ -244,8 +257,12 @@ impl DeviceMapper {
         Ok(HostDev::new(dev.clone(), dev.id(), Arc::from(path)))
     }
 
-    fn device(&mut self, name: &str) -> Result<&mut Device> {
-        self.devices.get_mut(name).ok_or_else(|| err(Errno::ENXIO, format!("Device {name} not found")))
+    fn device(&mut self, name: &str, ioctl: &str) -> Result<&mut Device> {
+        self.devices.get_mut(name).ok_or_else(|| no_device(name, Some(ioctl)))
+    }
+
+    fn get(&self, name: &str, ioctl: Option<&str>) -> Result<&Device> {
+        self.devices.get(name).ok_or_else(|| no_device(name, ioctl))
     }
 
     /// `dm_table_create` + the target's ctr for a one-line table.
@@ -350,9 +367,9 @@ impl DeviceMapper {
 
     /// `dmsetup load NAME --table T`: constructs the inactive table.
     pub fn load(&mut self, name: &str, table: &str) -> Result<()> {
-        self.device(name)?;
+        self.device(name, "reload")?;
         let t = self.build_table(name, table)?;
-        let old = self.device(name)?.inactive.replace(t);
+        let old = self.device(name, "reload")?.inactive.replace(t);
         if let Some(o) = old {
             self.destroy_table(o);
         }
@@ -361,7 +378,7 @@ impl DeviceMapper {
 
     /// `dmsetup suspend NAME`.
     pub fn suspend(&mut self, name: &str) -> Result<()> {
-        let d = self.device(name)?;
+        let d = self.device(name, "suspend")?;
         let was = std::mem::replace(&mut d.suspended, true);
         if let (false, Some(t)) = (was, &d.live) {
             t.target.presuspend();
@@ -373,7 +390,7 @@ impl DeviceMapper {
     /// `dmsetup resume NAME`: swaps in the inactive table if there is one
     /// (the old one is destroyed), then preresume and resume.
     pub fn resume(&mut self, name: &str) -> Result<()> {
-        let d = self.device(name)?;
+        let d = self.device(name, "resume")?;
         let mut old = None;
         if let Some(new) = d.inactive.take() {
             d.suspended = true;
@@ -390,7 +407,7 @@ impl DeviceMapper {
         }
         match r {
             Ok(()) => {
-                self.device(name)?.suspended = false;
+                self.device(name, "resume")?.suspended = false;
                 Ok(())
             }
             Err(e) => Err(err(e, format!("device-mapper: resume ioctl on {name} failed: {}", strerror(e)))),
@@ -399,7 +416,7 @@ impl DeviceMapper {
 
     /// `dmsetup remove NAME`.
     pub fn remove(&mut self, name: &str) -> Result<()> {
-        self.device(name)?;
+        self.device(name, "remove")?;
         let Some(d) = self.devices.remove(name) else { return Ok(()) };
         // __dm_destroy suspends a live device first (postsuspend commits).
         if let (false, Some(t)) = (d.suspended, &d.live) {
@@ -419,7 +436,8 @@ impl DeviceMapper {
 
     /// `dmsetup status NAME` / `dmsetup table NAME` line (live table).
     pub fn status(&self, name: &str, ty: StatusType) -> Result<Option<String>> {
-        let d = self.devices.get(name).ok_or_else(|| err(Errno::ENXIO, format!("Device {name} not found")))?;
+        // dmsetup asks for info first on `status`, not on `table`.
+        let d = self.get(name, (ty == StatusType::Table).then_some("table"))?;
         Ok(d.live.as_ref().map(|t| self.line(t, ty)))
     }
 
@@ -431,14 +449,14 @@ impl DeviceMapper {
     /// The device's event number (`dmsetup info`'s `Event number`, what
     /// `dmsetup wait` waits on): every event its targets raised.
     pub fn event_nr(&self, name: &str) -> Result<u64> {
-        let d = self.devices.get(name).ok_or_else(|| err(Errno::ENXIO, format!("Device {name} not found")))?;
+        let d = self.get(name, Some("waitevent"))?;
         Ok(d.event_base + d.live.as_ref().map(|t| t.target.events()).unwrap_or(0))
     }
 
     /// `dmsetup info NAME`.
     pub fn info(&self, name: &str) -> Result<String> {
+        let d = self.get(name, None)?;
         let event_nr = self.event_nr(name)?;
-        let d = self.devices.get(name).ok_or_else(|| err(Errno::ENXIO, format!("Device {name} not found")))?;
         let tables = match (d.live.is_some(), d.inactive.is_some()) {
             (true, true) => "LIVE & INACTIVE",
             (true, false) => "LIVE",
@@ -453,7 +471,7 @@ impl DeviceMapper {
     }
 
     fn live(&self, name: &str) -> Result<&Table> {
-        let d = self.devices.get(name).ok_or_else(|| err(Errno::ENXIO, format!("Device {name} not found")))?;
+        let d = self.get(name, None)?;
         if d.suspended {
             return Err(err(Errno::EBUSY, format!("dmrs: {name} is suspended: I/O would block until resume")));
         }
@@ -558,6 +576,7 @@ impl DeviceMapper {
 
     /// `dmsetup message NAME SECTOR MSG`.
     pub fn message(&self, name: &str, sector: u64, msg: &[String]) -> Result<()> {
+        self.get(name, Some("message"))?;
         let t = self.live(name)?;
         // dm-ioctl's target_message: the sector picks the target
         // (`dm_table_find_target`), and its type must take messages.
@@ -666,7 +685,7 @@ impl DeviceMapper {
     /// once a second, reporting `(done, total)` to `progress` in the
     /// target's units (sectors merged, regions hydrated).
     pub fn wait(&self, name: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
-        let d = self.devices.get(name).ok_or_else(|| err(Errno::ENXIO, format!("Device {name} not found")))?;
+        let d = self.get(name, Some("waitevent"))?;
         let Some(t) = &d.live else { return Ok(()) };
         let Some(total) = t.target.remaining() else { return Ok(()) };
         if d.suspended {

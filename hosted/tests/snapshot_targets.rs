@@ -297,6 +297,28 @@ fn table_errors_are_reported_as_dmsetup_and_the_kernel_do() {
     );
     let o = e.dmrs(&["message", "o", "0", "hello"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("Target type does not support messages"));
+    // A device that does not exist, in dmsetup's words (lab guest, stock kernel).
+    for (args, want) in [
+        (&["status", "nosuch"][..], "Device does not exist."),
+        (&["info", "nosuch"][..], "Device does not exist."),
+        (&["table", "nosuch"][..], "device-mapper: table ioctl on nosuch  failed: No such device or address"),
+        (&["remove", "nosuch"][..], "device-mapper: remove ioctl on nosuch  failed: No such device or address"),
+        (&["suspend", "nosuch"][..], "device-mapper: suspend ioctl on nosuch  failed: No such device or address"),
+        (&["resume", "nosuch"][..], "device-mapper: resume ioctl on nosuch  failed: No such device or address"),
+        (
+            &["message", "nosuch", "0", "hi"][..],
+            "device-mapper: message ioctl on nosuch  failed: No such device or address",
+        ),
+        (
+            &["load", "nosuch", "--table", "0 8 snapshot-origin origin.img"][..],
+            "device-mapper: reload ioctl on nosuch  failed: No such device or address",
+        ),
+        (&["wait", "nosuch"][..], "device-mapper: waitevent ioctl on nosuch  failed: No such device or address"),
+    ] {
+        let o = e.dmrs(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains(want), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
     // The sector picks the target: past the device there is none.
     let o = e.dmrs(&["message", "o", "2048", "hello"]);
     let err = String::from_utf8_lossy(&o.stderr);
