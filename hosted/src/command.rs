@@ -31,28 +31,48 @@ fn uses_state(verb: &Verb) -> bool {
 }
 
 /// Rebuilds the devices earlier invocations made, quietly: the journal's
-/// lines run again (a `-` line may fail).
+/// lines run again (a `-` line may fail). Nothing here bricks the state
+/// directory: a torn or foreign line is skipped with a warning, and a device
+/// a line cannot rebuild (its file missing or damaged) is left unavailable,
+/// with why, while the others are rebuilt.
 fn replay_journal(session: &mut Session, state: &State, dir: &Path) -> Result<()> {
     let journal = dir.join("journal");
     let lines = state.lines().map_err(|e| Error::file(&journal, e))?;
     let mut sink = std::io::sink();
+    session.dm.replaying = true;
     for (n, line) in lines.iter().enumerate() {
         let (mode, rest) = line_mode(line);
-        let replayed = split_words(rest)
-            .and_then(|words| parse_line(&words))
-            .map_err(Error::failed)
-            .and_then(|verb| exec(session, &verb, &mut sink));
-        if let (Err(e), LineMode::MustSucceed) = (replayed, mode) {
-            return Err(Error::usage_or_io(format!(
-                "{}\ndmrs: replaying {} line {}: `{line}` failed",
-                e.msg,
-                journal.display(),
-                n + 1
-            )));
+        let verb = match split_words(rest).and_then(|words| parse_line(&words)) {
+            Ok(verb) => verb,
+            Err(e) => {
+                eprintln!("dmrs: warning: {} line {}: `{line}` ignored: {e}", journal.display(), n + 1);
+                continue;
+            }
+        };
+        let device = crate::cli::session::verb_device(&verb).map(str::to_string);
+        if let Some(d) = &device {
+            if session.unavailable.contains_key(d) && !matches!(verb, Verb::Remove { .. }) {
+                continue;
+            }
+        }
+        if let (Err(e), LineMode::MustSucceed) = (exec(session, &verb, &mut sink), mode) {
+            let why = e.msg.lines().collect::<Vec<_>>().join("; ");
+            match device {
+                Some(d) => {
+                    eprintln!("dmrs: warning: {d} is unavailable: {why}");
+                    let _ = session.dm.remove(&d);
+                    session.unavailable.insert(d, why);
+                }
+                None => eprintln!("dmrs: warning: {} line {}: `{line}` failed: {why}", journal.display(), n + 1),
+            }
         }
     }
+    session.dm.replaying = false;
     let volatile = state.volatile().map_err(|e| e.to_string()).and_then(|text| session.dm.restore_volatile(&text));
-    volatile.map_err(|e| Error::file(&dir.join("volatile"), e))
+    if let Err(e) = volatile {
+        eprintln!("dmrs: warning: {}: in-memory state not restored: {e}", dir.join("volatile").display());
+    }
+    Ok(())
 }
 
 /// The verb of `cli` in the state directory: replay, run, record.
@@ -79,7 +99,8 @@ fn run_with_state(cli: &Cli, session: &mut Session, out: &mut dyn Write) -> Resu
     // The periodic metadata commit a running kernel would have made.
     session.dm.sync();
     if session.journal.len() > before {
-        let recorded = if session.dm.names().is_empty() { state.clear() } else { state.append(&session.journal) };
+        let empty = session.dm.names().is_empty() && session.unavailable.is_empty();
+        let recorded = if empty { state.clear() } else { state.append(&session.journal) };
         recorded
             .map_err(|e| Error::usage_or_io(format!("dmrs: cannot record the change in {}: {e}", dir.display())))?;
     }

@@ -225,6 +225,9 @@ pub struct DeviceMapper {
     devices: BTreeMap<String, Device>,
     snap: Snapshots,
     files: HashMap<PathBuf, Arc<FileDev>>,
+    /// Rebuilding devices from the state directory's journal: a COW that
+    /// held a snapshot then and is blank now was wiped, not new.
+    pub replaying: bool,
 }
 
 fn status_text(f: impl FnOnce(&mut Emitter<'_>)) -> String {
@@ -238,7 +241,7 @@ impl DeviceMapper {
     /// No devices.
     pub fn new() -> Result<Self> {
         let snap = SnapshotDriver::new(SyncIo::default()).map_err(|e| err(e, "out of memory"))?;
-        Ok(DeviceMapper { devices: BTreeMap::new(), snap: Arc::new(snap), files: HashMap::new() })
+        Ok(DeviceMapper { devices: BTreeMap::new(), snap: Arc::new(snap), files: HashMap::new(), replaying: false })
     }
 
     /// `dm_get_device`: opens (or reuses) the file behind `path`.
@@ -293,6 +296,9 @@ impl DeviceMapper {
             return Err(fail(TargetError::inval(c"zero-length target"), ttype));
         }
         let params: Vec<&str> = w.collect();
+        if self.replaying && matches!(ttype, "snapshot" | "snapshot-merge") {
+            self.refuse_blank_cow(name, &params)?;
+        }
         let mut ti = HostCtx { files: &mut self.files, name, len, max_io_len: 0, num_discard_bios: 0 };
         // `dm_get_target_type`.
         let r = match ttype {
@@ -329,6 +335,29 @@ impl DeviceMapper {
         }
         target.io_hints(&mut QueueLimits::default());
         Ok(Table { start, len, ttype: ttype.to_string(), max_io_len, discards, target })
+    }
+
+    /// On replay, a persistent snapshot's COW must still carry what the kernel wrote
+    /// at the table's first load (a header, or at least not all zeros):
+    /// formatting it again would show the origin's new data as the
+    /// snapshot's.
+    fn refuse_blank_cow(&mut self, name: &str, params: &[&str]) -> Result<()> {
+        let Some(cow) = params.get(1) else { return Ok(()) };
+        // A transient store (N) never writes to its COW's header.
+        if !params.get(2).is_some_and(|t| t.to_ascii_uppercase().starts_with('P')) {
+            return Ok(());
+        }
+        let Ok(dev) = Self::get_device(&mut self.files, cow) else { return Ok(()) };
+        let mut first = [0u8; 512];
+        if dev.read(0, &mut first).is_ok() && first.iter().all(|&b| b == 0) {
+            return Err(err(
+                Errno::EINVAL,
+                format!(
+                    "dmrs: {name}: the COW {cow} held a snapshot and is blank now (wiped?): not formatting it again"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The target's `dtr` (its drop).

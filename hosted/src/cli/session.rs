@@ -39,12 +39,36 @@ pub struct Session {
     pub dm: DeviceMapper,
     /// Journal lines the executed verbs produced (state changes).
     pub journal: Vec<String>,
+    /// Devices the journal could not rebuild (a backing file missing or
+    /// damaged), with why: every verb on them says so, `remove` drops them,
+    /// the other devices work.
+    pub unavailable: std::collections::BTreeMap<String, String>,
+}
+
+/// The device a device-mapper verb acts on.
+pub fn verb_device(verb: &Verb) -> Option<&str> {
+    match verb {
+        Verb::Create { name, .. }
+        | Verb::Load { name, .. }
+        | Verb::Suspend { name }
+        | Verb::Resume { name }
+        | Verb::Remove { name }
+        | Verb::Message { name, .. }
+        | Verb::Write { name, .. }
+        | Verb::Read { name, .. }
+        | Verb::Flush { name }
+        | Verb::Discard { name, .. }
+        | Verb::Wait { name, .. }
+        | Verb::Events { name } => Some(name),
+        Verb::Status { name } | Verb::Table { name } | Verb::Info { name } => name.as_deref(),
+        _ => None,
+    }
 }
 
 impl Session {
     /// A session over an empty device mapper.
     pub fn new() -> Result<Session> {
-        Ok(Session { dm: DeviceMapper::new()?, journal: Vec::new() })
+        Ok(Session { dm: DeviceMapper::new()?, journal: Vec::new(), unavailable: Default::default() })
     }
 
     fn record(&mut self, words: &[&str]) {
@@ -61,7 +85,7 @@ impl Session {
 
     fn print_lines(&self, name: &Option<String>, ty: StatusType, out: &mut dyn Write) -> Result<()> {
         let names = self.named_or_all(name);
-        if name.is_none() && names.is_empty() {
+        if name.is_none() && names.is_empty() && self.unavailable.is_empty() {
             let _ = writeln!(out, "No devices found");
         }
         for device in &names {
@@ -71,6 +95,11 @@ impl Session {
                 let _ = writeln!(out, "{prefix}{line}");
             } else if name.is_none() {
                 let _ = writeln!(out, "{prefix}");
+            }
+        }
+        if name.is_none() {
+            for (device, why) in &self.unavailable {
+                let _ = writeln!(out, "{device}: (unavailable: {why})");
             }
         }
         Ok(())
@@ -85,6 +114,20 @@ impl Session {
     /// Runs one device-mapper, I/O, `cd` or `echo` verb, writing its
     /// output to `out`.
     pub fn exec(&mut self, verb: &Verb, out: &mut dyn Write) -> Result<()> {
+        if let Some(name) = verb_device(verb) {
+            if let Some(why) = self.unavailable.get(name) {
+                if let Verb::Remove { .. } = verb {
+                    // What is left of it goes; the journal forgets it.
+                    let _ = self.dm.remove(name);
+                    self.unavailable.remove(name);
+                    self.record(&["remove", name]);
+                    return Ok(());
+                }
+                return Err(Error::failed(format!(
+                    "dmrs: {name} is unavailable: {why}\ndmrs: (`dmrs remove {name}` drops it; the other devices work)"
+                )));
+            }
+        }
         match verb {
             Verb::Create { name, table, notable } => {
                 let text = if *notable { None } else { Some(table_text(table)?) };
@@ -126,11 +169,14 @@ impl Session {
             }
             Verb::Ls => {
                 let names = self.dm.names();
-                if names.is_empty() {
+                if names.is_empty() && self.unavailable.is_empty() {
                     let _ = writeln!(out, "No devices found");
                 }
                 for device in names {
                     let _ = writeln!(out, "{device}");
+                }
+                for (device, why) in &self.unavailable {
+                    let _ = writeln!(out, "{device}\t(unavailable: {why})");
                 }
             }
             Verb::Targets => {
