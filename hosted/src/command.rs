@@ -85,6 +85,7 @@ fn run_with_state(cli: &Cli, session: &mut Session, out: &mut dyn Write) -> Resu
     let state =
         State::open(&dir).map_err(|e| Error::usage_or_io(format!("dmrs: state directory {}: {e}", dir.display())))?;
     let cwd = std::env::current_dir().ok();
+    session.dm.holder = std::fs::canonicalize(&dir).ok();
     replay_journal(session, &state, &dir)?;
     if let Some(cwd) = &cwd {
         let _ = std::env::set_current_dir(cwd);
@@ -98,6 +99,7 @@ fn run_with_state(cli: &Cli, session: &mut Session, out: &mut dyn Write) -> Resu
     let result = exec(session, &cli.verb, out);
     // The periodic metadata commit a running kernel would have made.
     session.dm.sync();
+    session.dm.release_unused_claims();
     if session.journal.len() > before {
         let empty = session.dm.names().is_empty() && session.unavailable.is_empty();
         let recorded = if empty { state.clear() } else { state.append(&session.journal) };

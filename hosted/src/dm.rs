@@ -146,6 +146,10 @@ impl<T: Target<Io = Io> + 'static> HostTarget for T {
 /// `struct dm_target` while its constructor runs.
 struct HostCtx<'a> {
     files: &'a mut HashMap<PathBuf, Arc<FileDev>>,
+    /// The state directory holding the files (claimed exclusively).
+    holder: Option<&'a Path>,
+    /// Files this table opened.
+    opened: Vec<PathBuf>,
     name: &'a str,
     len: u64,
     max_io_len: u32,
@@ -160,7 +164,13 @@ impl TargetCtx<Io> for HostCtx<'_> {
         self.len
     }
     fn get_device(&mut self, path: &str) -> KResult<HostDev> {
-        DeviceMapper::get_device(self.files, path)
+        let canon = std::fs::canonicalize(path).map_err(|e| Errno(e.raw_os_error().unwrap_or(2)))?;
+        if let Some(holder) = self.holder {
+            crate::holders::claim(&canon, holder).map_err(Errno)?;
+        }
+        let dev = DeviceMapper::get_device(self.files, path)?;
+        self.opened.push(canon);
+        Ok(dev)
     }
     /// Events are counted per target ([`Target::events`]).
     fn table_handle(&self) -> u64 {
@@ -200,6 +210,8 @@ struct Table {
     max_io_len: u64,
     /// `ti->num_discard_bios`: 0 and dm core fails discards.
     discards: bool,
+    /// The backing files its target opened.
+    files: Vec<PathBuf>,
     target: Box<dyn HostTarget>,
 }
 
@@ -228,6 +240,8 @@ pub struct DeviceMapper {
     /// Rebuilding devices from the state directory's journal: a COW that
     /// held a snapshot then and is blank now was wiped, not new.
     pub replaying: bool,
+    /// The state directory whose tables hold the files ([`crate::holders`]).
+    pub holder: Option<PathBuf>,
 }
 
 fn status_text(f: impl FnOnce(&mut Emitter<'_>)) -> String {
@@ -241,7 +255,13 @@ impl DeviceMapper {
     /// No devices.
     pub fn new() -> Result<Self> {
         let snap = SnapshotDriver::new(SyncIo::default()).map_err(|e| err(e, "out of memory"))?;
-        Ok(DeviceMapper { devices: BTreeMap::new(), snap: Arc::new(snap), files: HashMap::new(), replaying: false })
+        Ok(DeviceMapper {
+            devices: BTreeMap::new(),
+            snap: Arc::new(snap),
+            files: HashMap::new(),
+            replaying: false,
+            holder: None,
+        })
     }
 
     /// `dm_get_device`: opens (or reuses) the file behind `path`.
@@ -299,7 +319,16 @@ impl DeviceMapper {
         if self.replaying && matches!(ttype, "snapshot" | "snapshot-merge") {
             self.refuse_blank_cow(name, &params)?;
         }
-        let mut ti = HostCtx { files: &mut self.files, name, len, max_io_len: 0, num_discard_bios: 0 };
+        let holder = self.holder.as_deref();
+        let mut ti = HostCtx {
+            files: &mut self.files,
+            holder,
+            opened: Vec::new(),
+            name,
+            len,
+            max_io_len: 0,
+            num_discard_bios: 0,
+        };
         // `dm_get_target_type`.
         let r = match ttype {
             OriginType::NAME => construct::<OriginType>(&self.snap, &mut ti, &params),
@@ -315,7 +344,7 @@ impl DeviceMapper {
                 ))
             }
         };
-        let (max_io_len, discards) = (ti.max_io_len as u64, ti.num_discard_bios > 0);
+        let (max_io_len, discards, files) = (ti.max_io_len as u64, ti.num_discard_bios > 0, ti.opened);
         let target = r.map_err(|e| fail(e, ttype))?;
         // dm_calculate_queue_limits: every device the target uses must
         // cover the part it maps (`device_area_is_invalid`); then the
@@ -334,7 +363,7 @@ impl DeviceMapper {
             }
         }
         target.io_hints(&mut QueueLimits::default());
-        Ok(Table { start, len, ttype: ttype.to_string(), max_io_len, discards, target })
+        Ok(Table { start, len, ttype: ttype.to_string(), max_io_len, discards, files, target })
     }
 
     /// On replay, a persistent snapshot's COW must still carry what the kernel wrote
@@ -363,6 +392,15 @@ impl DeviceMapper {
     /// The target's `dtr` (its drop).
     fn destroy_table(&mut self, t: Table) {
         drop(t)
+    }
+
+    /// Drops the claims on files no table uses any more (the end of an
+    /// invocation: the state directory keeps the others).
+    pub fn release_unused_claims(&self) {
+        let Some(holder) = &self.holder else { return };
+        let tables = self.devices.values().flat_map(|d| [&d.live, &d.inactive]).flatten();
+        let used: Vec<&Path> = tables.flat_map(|t| t.files.iter().map(PathBuf::as_path)).collect();
+        crate::holders::release_unused(holder, &used);
     }
 
     /// What the periodic work of a live kernel would have done by now

@@ -24,6 +24,7 @@ pub mod demo;
 pub mod dm;
 pub mod error;
 pub mod filedev;
+pub mod holders;
 pub mod lab;
 pub mod log;
 pub mod pattern;

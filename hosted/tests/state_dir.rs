@@ -67,3 +67,39 @@ fn a_wiped_cow_is_not_formatted_again_on_replay() {
     e.ok(&["remove", "s"]);
     assert_eq!(e.ok(&["ls"]), "o\n");
 }
+
+/// Two state directories on one backing file would both write it: the
+/// second is refused as the kernel refuses a device another holder opened
+/// exclusively, until the first lets go of it.
+#[test]
+fn a_file_one_state_directory_holds_is_busy_for_another() {
+    let e = Env::new();
+    e.file("origin.img", &pattern("ORIGINAL", 1 << 20));
+    let holders = e.p("holders");
+    let run = |state: &str, args: &[&str]| {
+        let mut a = vec!["--state", state];
+        a.extend_from_slice(args);
+        std::process::Command::new(env!("CARGO_BIN_EXE_dmrs"))
+            .current_dir(e.dir.path())
+            .env("DMRS_HOLDERS", &holders)
+            .args(&a)
+            .output()
+            .unwrap()
+    };
+    let table = ["--table", "0 2048 snapshot-origin origin.img"];
+    let a = run("A", &[&["create", "o"][..], &table[..]].concat());
+    assert!(a.status.success(), "{}", stderr(&a));
+    let b = run("B", &[&["create", "o"][..], &table[..]].concat());
+    assert_eq!(b.status.code(), Some(1));
+    let err = stderr(&b);
+    assert!(err.contains("snapshot-origin: Cannot get target device"), "{err}");
+    assert!(err.contains("Device or resource busy"), "{err}");
+    // A keeps it across invocations; tables of one state directory share it.
+    assert!(run("A", &["create", "p", "--table", "0 2048 snapshot-origin origin.img"]).status.success());
+    assert!(!run("B", &[&["create", "o"][..], &table[..]].concat()).status.success());
+    assert!(run("A", &["remove", "o"]).status.success());
+    assert!(!run("B", &[&["create", "o"][..], &table[..]].concat()).status.success(), "p still holds it");
+    assert!(run("A", &["remove", "p"]).status.success());
+    let b = run("B", &[&["create", "o"][..], &table[..]].concat());
+    assert!(b.status.success(), "{}", stderr(&b));
+}
