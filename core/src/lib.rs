@@ -23,7 +23,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 // No panic reachable from outside data: the library code has no unwrap,
-// expect, panic or unreachable (clippy enforces it; CI denies warnings).
+// expect, panic, unreachable or unchecked indexing (clippy enforces it; CI
+// denies warnings).
 #![cfg_attr(
     not(test),
     warn(
@@ -32,7 +33,8 @@
         clippy::panic,
         clippy::unreachable,
         clippy::todo,
-        clippy::unimplemented
+        clippy::unimplemented,
+        clippy::indexing_slicing
     )
 )]
 // Tests may allocate freely; the kernel rules bind the library code.

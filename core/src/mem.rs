@@ -145,14 +145,18 @@ impl<T> TryVec<T> {
     pub fn try_insert(&mut self, idx: usize, v: T) -> Result<()> {
         let idx = idx.min(self.0.len());
         self.try_push(v)?;
-        self.0[idx..].rotate_right(1);
+        if let Some(tail) = self.0.get_mut(idx..) {
+            tail.rotate_right(1);
+        }
         Ok(())
     }
 
     /// Removes and returns the element at `idx`, shifting the tail.
     pub fn remove(&mut self, idx: usize) -> Option<T> {
         if idx < self.0.len() {
-            self.0[idx..].rotate_left(1);
+            if let Some(tail) = self.0.get_mut(idx..) {
+                tail.rotate_left(1);
+            }
             self.pop()
         } else {
             None

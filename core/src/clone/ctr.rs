@@ -69,8 +69,8 @@ pub fn parse_options(rest: &[&str]) -> Result<CloneOptions, TargetError> {
         if n & 1 != 0 {
             return Err(TargetError::inval(c"Number of core arguments must be even"));
         }
-        for pair in tail[..n].chunks(2) {
-            let (k, v) = (pair[0], pair.get(1).copied().unwrap_or(""));
+        for pair in tail.get(..n).unwrap_or(&[]).chunks(2) {
+            let (k, v) = (pair.first().copied().unwrap_or(""), pair.get(1).copied().unwrap_or(""));
             if k.eq_ignore_ascii_case("hydration_threshold") {
                 o.hydration_threshold =
                     kstrtouint(v).ok_or(TargetError::inval(c"Invalid value for argument `hydration_threshold'"))?;

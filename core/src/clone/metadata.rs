@@ -50,12 +50,22 @@ impl DirtyMap {
     }
 }
 
-/// Marks `region` hydrated in the in-core map and in dirty map `d`.
+/// Dirty map `i` of the two (`i & 1`).
+fn dmap(maps: &mut [DirtyMap; 2], i: usize) -> &mut DirtyMap {
+    let [a, b] = maps;
+    if i & 1 == 0 {
+        a
+    } else {
+        b
+    }
+}
+
+/// Marks `region` hydrated in the in-core map and in the current dirty map.
 fn mark(b: &mut Bitmaps, region: u64) {
     if !test(&b.region_map, region) {
         b.hydrated += 1;
     }
-    let d = &mut b.dmap[b.current & 1];
+    let d = dmap(&mut b.dmap, b.current);
     set(&mut d.dirty_words, region / BITS);
     set(&mut d.dirty_regions, region);
     set(&mut b.region_map, region);
@@ -297,7 +307,7 @@ impl<D: BlockDevice> CloneMetadata<D> {
         let cur = g.current & 1;
         let next = cur ^ 1;
         // The last commit failed: no clean dirty map to switch to.
-        if g.dmap[next].changed || p.committing.is_some() {
+        if dmap(&mut g.dmap, next).changed || p.committing.is_some() {
             return Err(Errno::EINVAL);
         }
         g.current = next;
@@ -322,7 +332,7 @@ impl<D: BlockDevice> CloneMetadata<D> {
         let mut touched: TryVec<u64> = TryVec::try_with_capacity(self.nr_words.div_ceil(U64_PER_BLOCK) as usize)?;
         {
             let mut g = self.bitmap_lock.lock();
-            let d = &mut g.dmap[c];
+            let d = dmap(&mut g.dmap, c);
             for (wi, ww) in d.dirty_words.iter_mut().enumerate() {
                 while *ww != 0 {
                     let bitpos = ww.trailing_zeros() as u64;
@@ -346,7 +356,7 @@ impl<D: BlockDevice> CloneMetadata<D> {
             array.update_block(tm, &p.bm, blk, p.words.get(start..end).unwrap_or(&[]))?;
         }
         p.metadata_commit(self.region_size, self.target_size)?;
-        self.bitmap_lock.lock().dmap[c].changed = false;
+        dmap(&mut self.bitmap_lock.lock().dmap, c).changed = false;
         p.committing = None;
         Ok(())
     }

@@ -117,10 +117,11 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
         get_device: &mut dyn FnMut(&str) -> Result<D>,
         copier: K,
     ) -> core::result::Result<Self, TargetError> {
-        if argv.len() < 4 {
+        let [metadata_path, dest_path, source_path, region_arg, options @ ..] = argv else {
             return Err(TargetError::inval(c"Invalid number of arguments"));
-        }
-        let metadata_dev = get_device(argv[0]).map_err(|e| TargetError::new(e, c"Error opening metadata device"))?;
+        };
+        let metadata_dev =
+            get_device(metadata_path).map_err(|e| TargetError::new(e, c"Error opening metadata device"))?;
         if metadata_dev.size_sectors() > METADATA_MAX_SECTORS_WARNING {
             crate::dm_warn!(
                 DM_MSG_PREFIX,
@@ -129,15 +130,15 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
                 METADATA_MAX_SECTORS
             );
         }
-        let dest = get_device(argv[1]).map_err(|e| TargetError::new(e, c"Error opening destination device"))?;
+        let dest = get_device(dest_path).map_err(|e| TargetError::new(e, c"Error opening destination device"))?;
         if dest.size_sectors() < ti_len {
             return Err(TargetError::inval(c"Device size larger than destination device"));
         }
-        let source = get_device(argv[2]).map_err(|e| TargetError::new(e, c"Error opening source device"))?;
+        let source = get_device(source_path).map_err(|e| TargetError::new(e, c"Error opening source device"))?;
         if source.size_sectors() < ti_len {
             return Err(TargetError::inval(c"Device size larger than source device"));
         }
-        let region_size = parse_region_size(argv[3])?;
+        let region_size = parse_region_size(region_arg)?;
         let lbs = |d: &D| (d.logical_block_size() >> SECTOR_SHIFT).max(1);
         if region_size % lbs(&source) != 0 || region_size % lbs(&dest) != 0 {
             return Err(TargetError::inval(c"Region size is not a multiple of device logical block size"));
@@ -147,12 +148,12 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
         if nr_regions > 1 << 31 {
             return Err(TargetError::inval(c"Too many regions. Consider increasing the region size"));
         }
-        let o = parse_options(&argv[4..])?;
+        let o = parse_options(options)?;
         let cmd = CloneMetadata::open(metadata_dev.clone(), ti_len, region_size)
             .map_err(|e| TargetError::new(e, c"Failed to load metadata"))?;
         let nomem = TargetError::new(Errno::ENOMEM, c"Failed to allocate memory for table line");
         let mut ctr_args = TryVec::new();
-        for (i, a) in argv[3..].iter().enumerate() {
+        for (i, a) in core::iter::once(region_arg).chain(options).enumerate() {
             if i > 0 {
                 ctr_args.try_push(b' ').map_err(|_| nomem)?;
             }
@@ -210,8 +211,12 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
         self.mode.store(m as usize, Ordering::Release);
         if m != old {
             self.event();
-            let desc = ["read-write", "read-only", "fail"];
-            crate::dm_info!(DM_MSG_PREFIX, "{}: Switching to {} mode", name, desc[m as usize]);
+            let desc = match m {
+                Mode::Write => "read-write",
+                Mode::ReadOnly => "read-only",
+                Mode::Fail => "fail",
+            };
+            crate::dm_info!(DM_MSG_PREFIX, "{}: Switching to {} mode", name, desc);
         }
     }
 
@@ -640,16 +645,14 @@ impl<D: DmDevice, K: ChunkCopier, L: BioQueue> CloneTarget<D, K, L> {
             self.hydration_enabled.store(false, Ordering::Release);
             return Ok(());
         }
-        if argv.len() != 2 {
-            return Err(Errno::EINVAL);
-        }
+        let [_, value] = argv else { return Err(Errno::EINVAL) };
         if m.eq_ignore_ascii_case("hydration_threshold") {
-            let v = kstrtouint(argv[1]).ok_or(Errno::EINVAL)?;
+            let v = kstrtouint(value).ok_or(Errno::EINVAL)?;
             self.hydration_threshold.store(v, Ordering::Release);
             return Ok(());
         }
         if m.eq_ignore_ascii_case("hydration_batch_size") {
-            let v = kstrtouint(argv[1]).ok_or(Errno::EINVAL)?;
+            let v = kstrtouint(value).ok_or(Errno::EINVAL)?;
             self.hydration_batch_size.store(v, Ordering::Release);
             return Ok(());
         }

@@ -24,7 +24,11 @@ const TABLE: [u32; 256] = {
             c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
             k += 1;
         }
-        t[i] = c;
+        // `i < 256`, the table's length (const fn: no `get_mut`).
+        #[allow(clippy::indexing_slicing)]
+        {
+            t[i] = c;
+        }
         i += 1;
     }
     t
@@ -34,7 +38,10 @@ const TABLE: [u32; 256] = {
 pub fn crc32c(seed: u32, data: &[u8]) -> u32 {
     let mut c = seed;
     for &b in data {
-        c = TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
+        // Masked to the table's 256 entries.
+        #[allow(clippy::indexing_slicing)]
+        let t = TABLE[((c ^ b as u32) & 0xff) as usize];
+        c = t ^ (c >> 8);
     }
     c
 }
