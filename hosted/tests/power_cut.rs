@@ -221,6 +221,19 @@ struct SnapLab {
     cows: [Dev; 2],
 }
 
+impl SnapLab {
+    /// The origin with its initial data and two blank COWs, on `rail`.
+    fn new(rail: &Arc<Rail>) -> (SnapLab, Vec<u8>) {
+        let initial = origin_initial();
+        let bytes: Vec<u8> = initial.iter().flat_map(|&v| [v; 512]).collect();
+        let ram = |r: RamDev| Arc::new(r);
+        let origin =
+            Dev { ram: ram(RamDev::from_bytes(&bytes, 512).unwrap()), rail: rail.clone(), id: 1, name: "origin" };
+        let cow = |id, name| Dev { ram: ram(RamDev::new(COW_SECTORS, 512).unwrap()), rail: rail.clone(), id, name };
+        (SnapLab { origin, cows: [cow(2, "cow1"), cow(3, "cow2")] }, initial)
+    }
+}
+
 /// A snapshot workload as it ended: devices, what was acknowledged, the
 /// driver still loaded, and the I/O it did.
 struct SnapRun {
@@ -236,12 +249,7 @@ struct SnapRun {
 /// P 8), snapshot writes (some FUA) and flushes, under `fault`.
 fn snapshot_workload(fault: Fault) -> SnapRun {
     let rail = Rail::with(fault);
-    let initial = origin_initial();
-    let bytes: Vec<u8> = initial.iter().flat_map(|&v| [v; 512]).collect();
-    let origin =
-        Dev { ram: Arc::new(RamDev::from_bytes(&bytes, 512).unwrap()), rail: rail.clone(), id: 1, name: "origin" };
-    let cow = |id, name| Dev { ram: Arc::new(RamDev::new(COW_SECTORS, 512).unwrap()), rail: rail.clone(), id, name };
-    let lab = SnapLab { origin, cows: [cow(2, "cow1"), cow(3, "cow2")] };
+    let (lab, initial) = SnapLab::new(&rail);
     let mut origin_model = Model::new(initial.clone());
     let mut snap_model = Model::new(initial);
     let drv = SnapshotDriver::new(SyncIo::<Dev, SyncCopier>::default()).unwrap();
@@ -447,12 +455,7 @@ fn clone_metadata_and_data_survive_a_power_cut_after_any_write() {
 /// target, loaded again, shows the snapshot's data for every sector.
 fn merge_workload(cut_at: u64) -> (SnapLab, Model, u64) {
     let rail = Rail::new(cut_at);
-    let initial = origin_initial();
-    let bytes: Vec<u8> = initial.iter().flat_map(|&v| [v; 512]).collect();
-    let origin =
-        Dev { ram: Arc::new(RamDev::from_bytes(&bytes, 512).unwrap()), rail: rail.clone(), id: 1, name: "origin" };
-    let cow = |id, name| Dev { ram: Arc::new(RamDev::new(COW_SECTORS, 512).unwrap()), rail: rail.clone(), id, name };
-    let lab = SnapLab { origin, cows: [cow(2, "cow1"), cow(3, "cow2")] };
+    let (lab, initial) = SnapLab::new(&rail);
     let mut view = Model::new(initial);
     let drv = SnapshotDriver::new(SyncIo::<Dev, SyncCopier>::default()).unwrap();
     let devs = [lab.origin.clone(), lab.cows[0].clone()];
