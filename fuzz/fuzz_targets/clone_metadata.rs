@@ -21,7 +21,14 @@ fuzz_target!(|data: &[u8]| {
     let (choice, image) = data.split_at(data.len().min(BLOCKS));
     let mut bytes = image[..image.len().min(BLOCKS * BLOCK)].to_vec();
     bytes.resize(BLOCKS * BLOCK, 0);
-    let validators = [None, Some(&SB_VALIDATOR), Some(&NODE_VALIDATOR), Some(&ARRAY_VALIDATOR), Some(&INDEX_VALIDATOR), Some(&BITMAP_VALIDATOR)];
+    let validators = [
+        None,
+        Some(&SB_VALIDATOR),
+        Some(&NODE_VALIDATOR),
+        Some(&ARRAY_VALIDATOR),
+        Some(&INDEX_VALIDATOR),
+        Some(&BITMAP_VALIDATOR),
+    ];
     for (i, block) in bytes.chunks_mut(BLOCK).enumerate() {
         let pick = choice.get(i).copied().unwrap_or(0) as usize % validators.len();
         if let Some(v) = validators[pick] {

@@ -15,7 +15,9 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let Ok(line) = std::str::from_utf8(data) else { return };
     let Some(argv) = split_args(line) else { return };
-    let (Ok(a), Ok(b), Ok(c)) = (RamDev::new(4096, 512), RamDev::new(4096, 512), RamDev::new(8192, 512)) else { return };
+    let (Ok(a), Ok(b), Ok(c)) = (RamDev::new(4096, 512), RamDev::new(4096, 512), RamDev::new(8192, 512)) else {
+        return;
+    };
     let devs = [a.named("a"), b.named("b"), c.named("c")];
     let get = |p: &str| devs.iter().find(|d| d.name() == p).ok_or(dmrs_core::Errno::ENOENT);
     let _ = parse_origin_args(&argv);
