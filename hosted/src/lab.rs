@@ -209,7 +209,8 @@ fn guest_command(sc: &Scenario, opts: &GuestOpts, verb: &Verb) -> Result<String,
         }
         Verb::Suspend { name } => format!("dmsetup suspend {}", quote(name)),
         Verb::Resume { name } => format!("dmsetup resume {}", quote(name)),
-        Verb::Remove { name } => format!("dmsetup remove {}", quote(name)),
+        Verb::Remove { name, force: false } => format!("dmsetup remove {}", quote(name)),
+        Verb::Remove { name, force: true } => format!("dmsetup remove --force {}", quote(name)),
         Verb::Status { name: Some(name) } => format!("dmsetup status {} | norm", quote(name)),
         Verb::Table { name: Some(name) } => format!("dmsetup table {} | norm", quote(name)),
         Verb::Status { name: None } | Verb::Table { name: None } => {

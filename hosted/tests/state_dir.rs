@@ -44,7 +44,7 @@ fn a_device_whose_file_is_gone_is_unavailable_and_the_others_work() {
         "{ls}"
     );
     e.ok(&["write", "o1", "--offset", "0", "--pattern", "STILL", "--length", "4096"]);
-    e.ok(&["remove", "o2"]);
+    e.ok(&["remove", "--force", "o2"]);
     assert_eq!(e.ok(&["ls"]), "o1\n");
     e.ok(&["remove", "o1"]);
     assert_eq!(e.ok(&["ls"]), "No devices found\n");

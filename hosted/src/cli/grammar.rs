@@ -75,6 +75,11 @@ pub enum Verb {
     Remove {
         /// Device name.
         name: String,
+        /// dmsetup's `--force`: remove even a device whose tables could not
+        /// be rebuilt (here every remove already does; accepted for scripts
+        /// written for dmsetup).
+        #[arg(long)]
+        force: bool,
     },
     /// Print status lines as `dmsetup status` does (`0 131072 snapshot 32/65536 32`).
     Status {

@@ -52,7 +52,7 @@ pub fn verb_device(verb: &Verb) -> Option<&str> {
         | Verb::Load { name, .. }
         | Verb::Suspend { name }
         | Verb::Resume { name }
-        | Verb::Remove { name }
+        | Verb::Remove { name, .. }
         | Verb::Message { name, .. }
         | Verb::Write { name, .. }
         | Verb::Read { name, .. }
@@ -153,7 +153,7 @@ impl Session {
                 self.record(&[if resumed.is_ok() { "resume" } else { "-resume" }, name]);
                 resumed?;
             }
-            Verb::Remove { name } => {
+            Verb::Remove { name, .. } => {
                 self.dm.remove(name)?;
                 self.record(&["remove", name]);
             }
