@@ -22,6 +22,8 @@ mount -t tmpfs run /run
 mkdir -p /run/lock/lvm /run/lvm
 hostname lvm2lab
 mode=$(sed -n 's/.*lvm2\.mode=\([a-z]*\).*/\1/p' /proc/cmdline)
+timeout=$(sed -n 's/.*lvm2\.timeout=\([0-9]*\).*/\1/p' /proc/cmdline)
+verbose=$(grep -o 'lvm2\.verbose' /proc/cmdline)
 kver=$(uname -r)
 R=/tmp/results
 mkdir -p "$R" /lib/modules
@@ -43,16 +45,38 @@ served() {
 { echo "mode=$mode kernel=$kver"; served before; } > "$R/served.txt" 2>&1
 echo "=== LVM2LAB START mode=$mode"
 export LVM_TEST_PREFER_BRD=0 LVM_TEST_DIR=/tmp
-tests=$(cat /lab/tests)
+# One runner per test: a test wedged in the kernel (its processes in D
+# state) blocks the runner's waitpid forever; after the runner's own
+# timeout plus a margin the test is recorded as "hung", the blocked tasks
+# are dumped (sysrq w) into its directory and the next test runs.
+limit=$(( ${timeout:-300} + 90 ))
 start=$(date +%s)
-lvm2-testsuite --testdir /usr/share/lvm2-testsuite --outdir "$R" \
-    --flavours ndev-vanilla --only "$tests" --timeout "${LVM2_TIMEOUT:-600}" \
-    2>&1 | tee "$R/runner.out"
-echo "runner rc=${PIPESTATUS[0]} in $(( $(date +%s) - start ))s" | tee -a "$R/runner.out"
+: > "$R/list"
+for t in $(tr ',' ' ' < /lab/tests); do
+    n=$(basename "$t" .sh); d=$R/$n; mkdir -p "$d"
+    lvm2-testsuite --testdir /usr/share/lvm2-testsuite --outdir "$d" \
+        --flavours ndev-vanilla --only "$t" --timeout "${timeout:-300}" ${verbose:+--verbose} \
+        > "$d/runner.out" 2>&1 &
+    pid=$! waited=0
+    while kill -0 $pid 2>/dev/null && [ $waited -lt $limit ]; do sleep 1; waited=$((waited + 1)); done
+    if kill -0 $pid 2>/dev/null; then
+        echo "ndev-vanilla:$t hung" >> "$R/list"
+        echo "###         hung: [ndev-vanilla] $t"
+        echo w > /proc/sysrq-trigger; sleep 1
+        dmesg > "$d/blocked.txt"
+        ps -eo pid,stat,wchan:32,args > "$d/ps.txt" 2>&1
+        dmsetup info -c --noheadings > "$d/dminfo.txt" 2>&1 &
+        kill -9 $pid 2>/dev/null
+    else
+        cat "$d/list" >> "$R/list"
+    fi
+    grep -E '^###' "$d/runner.out"
+done
+echo "runner done in $(( $(date +%s) - start ))s"
 served after >> "$R/served.txt" 2>&1
 dmesg > "$R/dmesg.txt"
-tar -C /tmp -cf /dev/vdc results
-sync
+# no sync: a wedged test may hold a filesystem that would never flush
+tar -C /tmp -cf - results | dd of=/dev/vdc bs=1M iflag=fullblock oflag=direct 2>/dev/null
 echo "=== LVM2LAB DONE"
 # PID 1 exiting panics the kernel; panic=-1 reboots and qemu -no-reboot exits.
 exit 0
