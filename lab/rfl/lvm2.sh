@@ -150,27 +150,39 @@ done
 echo "$only" > "$W/lab/tests"
 mkfs.ext4 -q -F -d "$W/lab" "$W/lab.img" 256M > /dev/null || exit 1
 
-# run MODE: one guest; results in $OUT/MODE.
+# run MODE: the tests in one guest, results in $OUT/MODE; after a test
+# that hung, a fresh guest runs the rest (lvm2.skip=: how many are done).
 run() {
-    local mode=$1 d=$OUT/$1 t0
+    local mode=$1 d=$OUT/$1 t0 done=0 part=0 n
     t0=$(date +%s)
-    rm -rf "$d"; mkdir -p "$d"
-    truncate -s 64M "$d/out.img"
-    timeout "${LVM2_GUEST_TIMEOUT:-$((180 + 150 * ntests))}" qemu-system-x86_64 -accel tcg -m 2048 -smp 2 -cpu max \
-        -nographic -no-reboot -nodefaults -serial stdio -monitor none \
-        -kernel "$KOUT/arch/x86/boot/bzImage" \
-        -append "console=ttyS0 root=/dev/vda rw rootfstype=ext4 init=/sbin/lab-init panic=-1 quiet loglevel=4 mitigations=off lvm2.mode=$mode lvm2.timeout=${LVM2_TIMEOUT:-180}${LVM2_VERBOSE:+ lvm2.verbose}" \
-        -drive "file=$L/root.img,format=raw,if=virtio,snapshot=on" \
-        -drive "file=$W/lab.img,format=raw,if=virtio,snapshot=on" \
-        -drive "file=$d/out.img,format=raw,if=virtio,cache=writeback" \
-        </dev/null > "$d/console.raw" 2>&1
-    tr -d '\r' < "$d/console.raw" > "$d/console.log" && rm -f "$d/console.raw"
-    (cd "$d" && tar -xf out.img 2>/dev/null) && rm -f "$d/out.img"
-    grep -q '^=== LVM2LAB DONE' "$d/console.log" && [ -f "$d/results/list" ] || {
-        echo "lvm2: the $mode guest did not finish; console tail:"; tail -30 "$d/console.log" | sed 's/^/    /'
-        return 1
-    }
-    echo "lvm2: $mode guest: $(( $(date +%s) - t0 ))s"
+    rm -rf "$d"; mkdir -p "$d/results"
+    while [ $done -lt $ntests ]; do
+        part=$((part + 1))
+        rm -f "$d/out.img"; truncate -s 64M "$d/out.img"
+        timeout "${LVM2_GUEST_TIMEOUT:-$((180 + 150 * ntests))}" qemu-system-x86_64 -accel tcg -m 2048 -smp 2 -cpu max \
+            -nographic -no-reboot -nodefaults -serial stdio -monitor none \
+            -kernel "$KOUT/arch/x86/boot/bzImage" \
+            -append "console=ttyS0 root=/dev/vda rw rootfstype=ext4 init=/sbin/lab-init panic=-1 quiet loglevel=4 mitigations=off lvm2.mode=$mode lvm2.skip=$done lvm2.timeout=${LVM2_TIMEOUT:-180}${LVM2_VERBOSE:+ lvm2.verbose}" \
+            -drive "file=$L/root.img,format=raw,if=virtio,snapshot=on" \
+            -drive "file=$W/lab.img,format=raw,if=virtio,snapshot=on" \
+            -drive "file=$d/out.img,format=raw,if=virtio,cache=writeback" \
+            </dev/null >> "$d/console.raw" 2>&1
+        tr -d '\r' < "$d/console.raw" > "$d/console.log"
+        (cd "$d" && tar -xf out.img 2>/dev/null) && rm -f "$d/out.img"
+        if ! grep -q '^=== LVM2LAB DONE' "$d/console.log" || [ ! -f "$d/results/list.$done" ]; then
+            echo "lvm2: the $mode guest (part $part) did not finish; console tail:"
+            tail -30 "$d/console.log" | sed 's/^/    /'
+            return 1
+        fi
+        n=$(wc -l < "$d/results/list.$done")
+        [ "$n" -gt 0 ] || { echo "lvm2: the $mode guest (part $part) ran no test"; return 1; }
+        done=$((done + n))
+        grep -q ' hung$' "$d/results/list.$((done - n))" && [ $done -lt $ntests ] &&
+            echo "lvm2: $mode: a test hung; a fresh guest runs the remaining $((ntests - done))"
+    done
+    cat "$d"/results/list.* > "$d/results/list"
+    rm -f "$d/console.raw"
+    echo "lvm2: $mode: $(( $(date +%s) - t0 ))s ($part guest(s))"
 }
 
 # status MODE TEST: the runner's verdict, shortened; from the console when
@@ -200,7 +212,7 @@ fi
 
 # Which module served each run (from the guest, after the tests).
 for m in c rs; do
-    f=$OUT/$m/results/served.txt
+    f=$OUT/$m/results/served.0.txt
     [ -f "$f" ] || continue
     mods=$(sed -n '/^-- after: lsmod/,/^-- after: dmsetup/p' "$f" | grep -Ev '^--' | tr '\n' ' ')
     snap=$(sed -n '/^-- after: dmsetup targets/,/^-- after: modprobe/p' "$f" | grep -E '^snapshot ' | tr -s ' ')
