@@ -97,9 +97,6 @@ impl ChunkCopier for KcopydCopier {
         if nr_sectors == 0 {
             return Ok(());
         }
-        let client = CLIENT.load(core::sync::atomic::Ordering::Acquire);
-        let mut from_region = bindings::dm_io_region { bdev: src.bdev(), sector: from_sector, count: nr_sectors };
-        let mut to_region = bindings::dm_io_region { bdev: dst.bdev(), sector: to_sector, count: nr_sectors };
         let mut done = Done { completion: bindings::completion::default(), read_err: 0, write_err: 0 };
         // `init_completion`'s static lockdep key (`LockClassKey` is a
         // transparent `lock_class_key`).
@@ -108,12 +105,10 @@ impl ChunkCopier for KcopydCopier {
         // wait returns; the key is static, the name a C string.
         unsafe { bindings::__init_swait_queue_head(&mut done.completion.wait, c"dm_rs_kcopyd".as_ptr().cast(), key) };
         let ctx = core::ptr::addr_of_mut!(done).cast::<c_void>();
-        // SAFETY: open devices, regions and context live until `notify`
-        // completed `done`, which we wait for before returning.
-        unsafe {
-            bindings::dm_kcopyd_copy(client, &mut from_region, 1, &mut to_region, 0, Some(notify), ctx);
-            bindings::wait_for_completion(&mut done.completion);
-        }
+        // `done` lives until `notify` completed it, waited for below.
+        start_copy(src, from_sector, dst, to_sector, nr_sectors, notify, ctx);
+        // SAFETY: `done` was initialised above and stays put in this frame.
+        unsafe { bindings::wait_for_completion(&mut done.completion) };
         if done.read_err != 0 || done.write_err != 0 {
             Err(Errno::EIO)
         } else {
