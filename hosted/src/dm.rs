@@ -168,7 +168,7 @@ impl TargetCtx<Io> for HostCtx<'_> {
         if let Some(holder) = self.holder {
             crate::holders::claim(&canon, holder).map_err(Errno)?;
         }
-        let dev = DeviceMapper::get_device(self.files, path)?;
+        let dev = DeviceMapper::open(self.files, &canon, path)?;
         self.opened.push(canon);
         Ok(dev)
     }
@@ -267,13 +267,18 @@ impl DeviceMapper {
     /// `dm_get_device`: opens (or reuses) the file behind `path`.
     fn get_device(files: &mut HashMap<PathBuf, Arc<FileDev>>, path: &str) -> KResult<HostDev> {
         let canon = std::fs::canonicalize(path).map_err(|e| Errno(e.raw_os_error().unwrap_or(2)))?;
-        let dev = match files.get(&canon) {
+        Self::open(files, &canon, path)
+    }
+
+    /// The file at canonical path `canon` (opened once, then shared),
+    /// named `path` as the table wrote it.
+    fn open(files: &mut HashMap<PathBuf, Arc<FileDev>>, canon: &Path, path: &str) -> KResult<HostDev> {
+        let dev = match files.get(canon) {
             Some(d) => d.clone(),
             None => {
-                let d = FileDev::open(Path::new(&canon), OpenMode::default())
-                    .map_err(|e| Errno(e.raw_os_error().unwrap_or(5)))?;
+                let d = FileDev::open(canon, OpenMode::default()).map_err(|e| Errno(e.raw_os_error().unwrap_or(5)))?;
                 let d = Arc::new(d);
-                files.insert(canon, d.clone());
+                files.insert(canon.to_path_buf(), d.clone());
                 d
             }
         };
