@@ -46,12 +46,6 @@ fn wq() -> &'static Queue {
     unsafe { Queue::from_raw(WQ.load(Ordering::Acquire).cast()) }
 }
 
-/// Waits until every queued work item of the module has run (suspend, dtr).
-pub(crate) fn wq_flush() {
-    // SAFETY: the workqueue lives while targets exist.
-    unsafe { crate::bindings::__flush_workqueue(WQ.load(Ordering::Acquire)) };
-}
-
 /// Background steps one run of a work item may take.
 const BACKGROUND_STEPS: usize = 32;
 
@@ -142,10 +136,17 @@ impl<H: Handler> Worker<H> {
         Self::kick(this);
     }
 
-    /// Stops background work and waits for the worker to finish its step.
+    /// Stops background work and waits for this worker to finish its
+    /// step (`flush_work`; as `stop_merge` waits for the merge step in
+    /// flight). Not the whole workqueue: a removed origin must not wait
+    /// for another target's run of background steps (a merge over a slow
+    /// origin held `lvchange --refresh` for seconds).
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
-        wq_flush();
+        // SAFETY: `self.work` is this pinned worker's initialised work item.
+        let work = unsafe { Work::raw_get(core::ptr::addr_of!(self.work)) };
+        // SAFETY: a live work item; `flush_work` only waits for it.
+        unsafe { crate::bindings::flush_work(work.cast()) };
     }
 
     pub(crate) fn stopped(&self) -> bool {
