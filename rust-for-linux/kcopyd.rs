@@ -5,6 +5,13 @@
 //! notify reports it from its own thread (process context; see
 //! `kio.rs` for where it goes). [`KcopydCopier`] waits for its copy (merge
 //! steps, in a worker that may sleep).
+//!
+//! Each target that copies has its own client, as each snapshot and
+//! clone has in C (`s->kcopyd_client`): a client's notifies run one after
+//! another on its own workqueue, and a snapshot commits its metadata from
+//! there; when its COW lives on another snapshot, that write may need the
+//! lower snapshot's copy, which must not queue behind it. The module's
+//! client copies for the snapshot driver's merge steps.
 
 use crate::bindings;
 use crate::kdev::KDev;
@@ -12,25 +19,43 @@ use dmrs_core::platform::{BlockDevice, ChunkCopier, SyncCopier};
 use dmrs_core::{Errno, Result};
 use kernel::ffi::{c_int, c_ulong, c_void};
 
-/// The module's one kcopyd client (kcopyd's own pages and job pool),
+/// The module's kcopyd client (kcopyd's own pages and job pool),
 /// created at init and destroyed at exit, after every target.
 static CLIENT: core::sync::atomic::AtomicPtr<bindings::dm_kcopyd_client> =
     core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
-pub(crate) fn client_create() -> kernel::error::Result {
+/// `dm_kcopyd_client_create` (process context: it allocates and sleeps).
+pub(crate) fn client_new() -> kernel::error::Result<*mut bindings::dm_kcopyd_client> {
     // SAFETY: plain constructor (no throttle); an ERR_PTR on failure.
-    let c = kernel::error::from_err_ptr(unsafe { bindings::dm_kcopyd_client_create(core::ptr::null_mut()) })?;
-    CLIENT.store(c, core::sync::atomic::Ordering::Release);
+    kernel::error::from_err_ptr(unsafe { bindings::dm_kcopyd_client_create(core::ptr::null_mut()) })
+}
+
+/// `dm_kcopyd_client_destroy`: waits until every notify of the client's
+/// copies has returned, then frees it.
+///
+/// # Safety
+/// `c` is from [`client_new`] and nobody starts a copy on it any more.
+pub(crate) unsafe fn client_free(c: *mut bindings::dm_kcopyd_client) {
+    if !c.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { bindings::dm_kcopyd_client_destroy(c) };
+    }
+}
+
+pub(crate) fn client_create() -> kernel::error::Result {
+    CLIENT.store(client_new()?, core::sync::atomic::Ordering::Release);
     Ok(())
 }
 
 pub(crate) fn client_destroy() {
     let c = CLIENT.swap(core::ptr::null_mut(), core::sync::atomic::Ordering::AcqRel);
-    if !c.is_null() {
-        // SAFETY: created by `client_create`; no copy is in flight once
-        // every target is gone (each copy waits for its notify).
-        unsafe { bindings::dm_kcopyd_client_destroy(c) };
-    }
+    // SAFETY: created by `client_create`; every target is gone.
+    unsafe { client_free(c) };
+}
+
+/// The module's client.
+pub(crate) fn module_client() -> *mut bindings::dm_kcopyd_client {
+    CLIENT.load(core::sync::atomic::Ordering::Acquire)
 }
 
 /// One copy's completion and result, on the waiting worker's stack.
@@ -53,10 +78,12 @@ unsafe extern "C" fn notify(read_err: c_int, write_err: c_ulong, context: *mut c
     }
 }
 
-/// `dm_kcopyd_copy` of `nr_sectors` from `from` to `to`; kcopyd calls
-/// `notify(read_err, write_err, context)` from its thread when done.
-/// `context` must stay valid until then.
+/// `dm_kcopyd_copy` of `nr_sectors` from `from` to `to` on `client` (a
+/// live client from [`client_new`]); kcopyd calls
+/// `notify(read_err, write_err, context)` from the client's workqueue when
+/// done. `context` must stay valid until then.
 pub(crate) fn start_copy(
+    client: *mut bindings::dm_kcopyd_client,
     from: &KDev,
     from_sector: u64,
     to: &KDev,
@@ -65,7 +92,6 @@ pub(crate) fn start_copy(
     notify: unsafe extern "C" fn(c_int, c_ulong, *mut c_void),
     context: *mut c_void,
 ) {
-    let client = CLIENT.load(core::sync::atomic::Ordering::Acquire);
     let mut from_region = bindings::dm_io_region { bdev: from.bdev(), sector: from_sector, count: nr_sectors };
     let mut to_region = bindings::dm_io_region { bdev: to.bdev(), sector: to_sector, count: nr_sectors };
     // SAFETY: open devices; kcopyd copies the regions before it returns;
@@ -106,7 +132,7 @@ impl ChunkCopier for KcopydCopier {
         unsafe { bindings::__init_swait_queue_head(&mut done.completion.wait, c"dm_rs_kcopyd".as_ptr().cast(), key) };
         let ctx = core::ptr::addr_of_mut!(done).cast::<c_void>();
         // `done` lives until `notify` completed it, waited for below.
-        start_copy(src, from_sector, dst, to_sector, nr_sectors, notify, ctx);
+        start_copy(module_client(), src, from_sector, dst, to_sector, nr_sectors, notify, ctx);
         // SAFETY: `done` was initialised above and stays put in this frame.
         unsafe { bindings::wait_for_completion(&mut done.completion) };
         if done.read_err != 0 || done.write_err != 0 {

@@ -5,6 +5,7 @@
 //! started the copy); and the one snapshot driver every snapshot table of
 //! the module shares (dm-snap.c's `_origins`).
 
+use crate::bindings;
 use crate::bio::Bio;
 use crate::kcopyd::KcopydCopier;
 use crate::kdev::KDev;
@@ -66,14 +67,19 @@ impl IoPlatform for KIo {
     fn start_copy(&self, from: &KDev, from_sector: u64, to: &KDev, to_sector: u64, nr: u64, ctx: u64) -> Option<bool> {
         match self.route {
             CopyRoute::Snapshots => {
-                crate::kcopyd::start_copy(from, from_sector, to, to_sector, nr, snapshot_notify, ctx as *mut c_void)
+                let client = crate::kcopyd::module_client();
+                crate::kcopyd::start_copy(client, from, from_sector, to, to_sector, nr, snapshot_notify, ctx as *mut c_void)
             }
             CopyRoute::Target(slot) => {
                 let Some(route) = ROUTES.get(slot as usize) else { return Some(false) };
                 let Ok(ctx) = u32::try_from(ctx) else { return Some(false) };
+                let client = route.client.load(Ordering::Acquire);
+                if client.is_null() {
+                    return Some(false);
+                }
                 route.inflight.fetch_add(1, Ordering::AcqRel);
                 let context = ((slot as u64) << 32 | ctx as u64) as *mut c_void;
-                crate::kcopyd::start_copy(from, from_sector, to, to_sector, nr, target_notify, context)
+                crate::kcopyd::start_copy(client, from, from_sector, to, to_sector, nr, target_notify, context)
             }
         }
         None
@@ -108,17 +114,35 @@ struct Route {
     target: AtomicPtr<RouteTarget>,
     /// Copies started and not yet fully notified.
     inflight: AtomicU32,
+    /// The target's own kcopyd client, once it asked for one
+    /// ([`route_client`]); freed with the slot.
+    client: AtomicPtr<bindings::dm_kcopyd_client>,
 }
 
 const MAX_ROUTES: usize = 1024;
 
 static ROUTES: [Route; MAX_ROUTES] = [const {
-    Route { taken: AtomicBool::new(false), target: AtomicPtr::new(core::ptr::null_mut()), inflight: AtomicU32::new(0) }
+    Route {
+        taken: AtomicBool::new(false),
+        target: AtomicPtr::new(core::ptr::null_mut()),
+        inflight: AtomicU32::new(0),
+        client: AtomicPtr::new(core::ptr::null_mut()),
+    }
 }; MAX_ROUTES];
 
 /// Takes a free route slot for a constructing target.
 pub(crate) fn route_take() -> Option<u32> {
     ROUTES.iter().position(|r| r.taken.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok()).map(|i| i as u32)
+}
+
+/// Gives the constructing target of route `slot` its own kcopyd client
+/// (process context; `ctr` only, so no copy races its creation).
+pub(crate) fn route_client(slot: u32) -> Result {
+    let Some(r) = ROUTES.get(slot as usize) else { return Err(EINVAL) };
+    if r.client.load(Ordering::Acquire).is_null() {
+        r.client.store(crate::kcopyd::client_new()?, Ordering::Release);
+    }
+    Ok(())
 }
 
 /// Publishes the constructed target of route `slot`.
@@ -131,13 +155,16 @@ pub(crate) unsafe fn route_publish(slot: u32, t: *const RouteTarget) {
     }
 }
 
-/// Waits for every copy of route `slot` to be fully notified, then frees
-/// the slot (the target's destructor: no copy starts any more).
+/// Waits for every copy of route `slot` to be fully notified, frees its
+/// kcopyd client, then the slot (the target's destructor: no copy starts
+/// any more).
 pub(crate) fn route_release(slot: u32) {
     let Some(r) = ROUTES.get(slot as usize) else { return };
     while r.inflight.load(Ordering::Acquire) != 0 {
         dmrs_core::sync::sleep_short();
     }
+    // SAFETY: from `route_client`; the target starts no copy any more.
+    unsafe { crate::kcopyd::client_free(r.client.swap(core::ptr::null_mut(), Ordering::AcqRel)) };
     r.target.store(core::ptr::null_mut(), Ordering::Release);
     r.taken.store(false, Ordering::Release);
 }

@@ -82,8 +82,10 @@ impl TargetCtx<KIo> for Ctor<'_> {
         core::str::from_utf8(&self.md_name[..self.md_len]).unwrap_or("?")
     }
 
-    fn io(&self) -> KIo {
-        KIo::for_route(self.route)
+    /// The target's own kcopyd client, in its route slot.
+    fn io(&mut self) -> dmrs_core::Result<KIo> {
+        crate::kio::route_client(self.route).map_err(|_| Errno::ENOMEM)?;
+        Ok(KIo::for_route(self.route))
     }
 
     fn set_num_flush_bios(&mut self, n: u32) {
@@ -313,13 +315,21 @@ impl<T: KTarget> TargetVTable<T> {
     /// no bio of the target in flight.
     unsafe extern "C" fn dtr(ti: *mut bindings::dm_target) {
         // SAFETY: set by `Self::ctr`; dm core calls dtr once, with no I/O in flight.
-        let p = unsafe { KBox::from_raw((*ti).private.cast::<Private<T>>()) };
-        let Private { w, devs, route, route_target } = KBox::into_inner(p);
-        // No background step runs any more; copies the target started finish
-        // (and their notify returns) before it goes.
-        w.stop();
-        crate::kio::route_release(route);
-        drop(route_target);
+        let p = unsafe { (*ti).private.cast::<Private<T>>() };
+        {
+            // SAFETY: boxed by `Self::ctr`; freed below, after the route
+            // that points into it is released.
+            let pr = unsafe { &*p };
+            // No background step runs any more.
+            pr.w.stop();
+            // The target starts no more copies; those in flight complete
+            // through its `copy_done` while it is still there.
+            pr.w.h.target.dtr();
+            // Their notifies return; the target's kcopyd client goes.
+            crate::kio::route_release(pr.route);
+        }
+        // SAFETY: as above; nothing refers to the box any more.
+        let Private { w, devs, .. } = KBox::into_inner(unsafe { KBox::from_raw(p) });
         // The core lets go of every device before they are closed.
         drop(w);
         for d in devs.iter() {

@@ -179,8 +179,8 @@ impl TargetCtx<Io> for HostCtx<'_> {
     fn md_name(&self) -> &str {
         self.name
     }
-    fn io(&self) -> Io {
-        SyncIo::default()
+    fn io(&mut self) -> dmrs_core::Result<Io> {
+        Ok(SyncIo::default())
     }
     fn set_num_flush_bios(&mut self, _: u32) {}
     fn set_num_discard_bios(&mut self, n: u32) {

@@ -100,6 +100,12 @@ where
             crate::sync::sleep_short();
         }
     }
+
+    /// `clone_dtr`: hydration stops; the copies in flight complete first.
+    fn stop_hydration(&self) {
+        self.resumed.store(false, Ordering::Release);
+        self.wait_hydrations();
+    }
 }
 
 impl<P: IoPlatform, K: ChunkCopier + Default> Target for DmClone<P, K>
@@ -116,6 +122,8 @@ where
     /// `clone_ctr`.
     fn ctr(_: &(), ti: &mut dyn TargetCtx<P>, argv: &[&str]) -> core::result::Result<Self, TargetError> {
         let c = CloneTarget::ctr(ti.len(), argv, &mut |p| ti.get_device(p), K::default())?;
+        // `clone->kcopyd_client` (the kernel sets no message for it).
+        let io = ti.io().map_err(|e| TargetError::new(e, c"Unknown error"))?;
         c.set_event_handle(ti.table_handle());
         let mut name = heapless::String::new();
         for ch in ti.md_name().chars() {
@@ -129,7 +137,7 @@ where
         ti.set_flush_supported();
         ti.set_num_discard_bios(1);
         ti.set_discards_supported();
-        Ok(DmClone { c, io: ti.io(), name, resumed: AtomicBool::new(false) })
+        Ok(DmClone { c, io, name, resumed: AtomicBool::new(false) })
     }
 
     fn map(&self, bio: &BioInfo, _pb: &mut PerBio) -> MapResult<Dev<Self>> {
@@ -202,6 +210,10 @@ where
         self.commit_if_done();
     }
 
+    fn dtr(&self) {
+        self.stop_hydration();
+    }
+
     /// `clone_status`: INFO commits first unless told not to or suspended.
     fn status(&self, ty: StatusType, noflush: bool, out: &mut Emitter<'_>) {
         let suspended = !self.resumed.load(Ordering::Acquire);
@@ -248,7 +260,6 @@ where
 {
     /// `clone_dtr`: no copy may outlive the target.
     fn drop(&mut self) {
-        self.resumed.store(false, Ordering::Release);
-        self.wait_hydrations();
+        self.stop_hydration();
     }
 }

@@ -41,9 +41,10 @@ pub trait TargetCtx<P: IoPlatform> {
     fn table_handle(&self) -> u64;
     /// The mapped device's name, as dm-clone logs it (`dm_device_name`).
     fn md_name(&self) -> &str;
-    /// The platform a target that starts its own copies uses: copies it
-    /// starts are completed through its [`Target::copy_done`].
-    fn io(&self) -> P;
+    /// The platform a target that starts its own copies uses, with its
+    /// own copier (`dm_kcopyd_client_create`): copies it starts are
+    /// completed through its [`Target::copy_done`].
+    fn io(&mut self) -> Result<P>;
     /// `ti->num_flush_bios`.
     fn set_num_flush_bios(&mut self, n: u32);
     /// `ti->num_discard_bios`.
@@ -134,6 +135,13 @@ pub trait Target: Sized + Send + Sync {
     /// A copy this target started with [`IoPlatform::start_copy`] and
     /// `context` completed (kcopyd's notify: process context).
     fn copy_done(&self, _context: u64, _ok: bool) {}
+
+    /// `dtr`'s first half: start no more copies and wait for those in
+    /// flight, while the target can still take their `copy_done`. The
+    /// platform then waits for their notify to return (and frees its
+    /// copier) before it drops the target; dropping must also work
+    /// without this call.
+    fn dtr(&self) {}
 
     /// `end_io`: a remapped bio completed (any context: never sleeps).
     fn end_io(&self, _pb: &mut PerBio) {}

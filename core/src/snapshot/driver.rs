@@ -46,6 +46,11 @@ struct Slot<P: IoPlatform> {
     /// Copy of the store's chunk size, for the registry's ordering.
     chunk_size: u32,
     is_merge: bool,
+    /// The snapshot's own copier (`s->kcopyd_client`), given by its target
+    /// ([`SnapshotDriver::set_copy_io`]): its copies complete through the
+    /// target's `copy_done`. None: the driver's platform copies, and
+    /// completes through [`SnapshotDriver::copy_callback`].
+    io: Option<P>,
     snap: RwSem<DmSnapshot<P>>,
 }
 
@@ -335,7 +340,7 @@ impl<P: IoPlatform> SnapshotDriver<P> {
             reg.order.try_reserve(1).map_err(|_| nomem)?;
             let gen = reg.next_gen;
             reg.next_gen = reg.next_gen.wrapping_add(1).max(1);
-            let slot = Slot { gen, origin_id, cow_id, chunk_size, is_merge: merge, snap: slot_lock };
+            let slot = Slot { gen, origin_id, cow_id, chunk_size, is_merge: merge, io: None, snap: slot_lock };
             if let Some(s) = reg.slots.get_mut(index as usize) {
                 *s = Some(slot);
             }
@@ -838,14 +843,16 @@ impl<P: IoPlatform> SnapshotDriver<P> {
     }
 
     /// `start_copy` for every pending exception of snapshot `index` not
-    /// started yet, in allocation order, with no lock held (a copy may
-    /// complete before `start_copy` returns).
+    /// started yet, in allocation order, without the snapshot's lock (a
+    /// copy may complete before `start_copy` returns). As `do_origin`
+    /// holds `_origins_lock`, the registry stays read-locked while the
+    /// snapshot's own copier takes the copy.
     fn start_copies(&self, index: u32) {
         loop {
-            let job = {
-                let reg = self.reg.down_read();
-                let Some(slot) = reg.at(index) else { return };
-                let id = SnapId { index, gen: slot.gen };
+            let reg = self.reg.down_read();
+            let Some(slot) = reg.at(index) else { return };
+            let id = SnapId { index, gen: slot.gen };
+            let (origin, cow, from, to, count, ps) = {
                 let mut snap = slot.snap.down_write();
                 let Some(ps) = snap.pending.next_unstarted() else { return };
                 let (shift, cs, origin_size) = (snap.chunk_shift(), snap.chunk_size(), snap.origin.size_sectors());
@@ -855,17 +862,45 @@ impl<P: IoPlatform> SnapshotDriver<P> {
                 // The last chunk of the origin may be short.
                 let count = cs.min(origin_size.saturating_sub(from));
                 let to = pe.e.new_chunk.checked_mul(cs);
-                (snap.origin.clone(), snap.cow.clone(), from, to, count, copy_context(id, ps))
+                (snap.origin.clone(), snap.cow.clone(), from, to, count, ps)
             };
-            let (origin, cow, from, to, count, ctx) = job;
+            // The snapshot's own copier knows its snapshot: the context is
+            // the pending slot alone (`snapshot_copy_done`).
+            let (io, ctx) = match &slot.io {
+                Some(io) => (io, ps as u64),
+                None => (&self.platform, copy_context(id, ps)),
+            };
             let done = match to {
-                Some(to) => self.platform.start_copy(&origin, from, &cow, to, count, ctx),
+                Some(to) => io.start_copy(&origin, from, &cow, to, count, ctx),
                 None => Some(false),
             };
+            drop(reg);
             if let Some(ok) = done {
-                self.copy_callback(ctx, ok);
+                self.copy_callback(copy_context(id, ps), ok);
             }
         }
+    }
+
+    /// Gives snapshot `id` its own copier (dm-snap.c creates a kcopyd
+    /// client per snapshot): a snapshot whose COW lives on another
+    /// snapshot commits its metadata from its copier's thread, and that
+    /// write may need a copy of the lower snapshot, which must not queue
+    /// behind it on one shared copier. Copies started with it complete
+    /// through [`Self::snapshot_copy_done`].
+    pub fn set_copy_io(&self, id: SnapId, io: P) -> Result<()> {
+        let mut reg = self.reg.down_write();
+        reg.slot(id)?;
+        if let Some(Some(s)) = reg.slots.get_mut(id.index as usize) {
+            s.io = Some(io);
+        }
+        Ok(())
+    }
+
+    /// A copy snapshot `id`'s own copier started for pending slot
+    /// `context` finished.
+    pub fn snapshot_copy_done(&self, id: SnapId, context: u64, ok: bool) {
+        let Ok(ps) = u32::try_from(context) else { return };
+        self.copy_callback(copy_context(id, ps), ok);
     }
 
     /// `copy_callback` + `complete_exception`: a copy started with

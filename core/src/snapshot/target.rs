@@ -112,6 +112,8 @@ impl<S: Snapshots, const MERGE: bool> Target for SnapshotTarget<S, MERGE> {
     fn ctr(shared: &S, ti: &mut dyn TargetCtx<S::Io>, argv: &[&str]) -> core::result::Result<Self, TargetError> {
         let d = shared.driver();
         let ti_len = ti.len();
+        // `s->kcopyd_client`: the snapshot's own copier.
+        let io = ti.io().map_err(|e| TargetError::new(e, c"Could not create kcopyd client"))?;
         let id = d.snapshot_ctr(MERGE, ti_len, argv, &mut |p| ti.get_device(p))?;
         let this = SnapshotTarget { snapshots: shared.clone(), id, ti_len };
         // One flush bio (the kernel's merge target asks for two, origin and
@@ -128,6 +130,7 @@ impl<S: Snapshots, const MERGE: bool> Target for SnapshotTarget<S, MERGE> {
         // and take the synchronous path.
         ti.set_max_io_len(d.snapshot_chunk_size(id).unwrap_or(0));
         let _ = d.set_event_handle(id, ti.table_handle());
+        let _ = d.set_copy_io(id, io);
         Ok(this)
     }
 
@@ -208,6 +211,16 @@ impl<S: Snapshots, const MERGE: bool> Target for SnapshotTarget<S, MERGE> {
 
     fn events(&self) -> u64 {
         self.snapshots.driver().snapshot_events(self.id).unwrap_or(0)
+    }
+
+    fn copy_done(&self, context: u64, ok: bool) {
+        self.snapshots.driver().snapshot_copy_done(self.id, context, ok)
+    }
+
+    /// `snapshot_dtr` (the drop finds it done): the pending exceptions
+    /// drain through `copy_done` while the target is still there.
+    fn dtr(&self) {
+        self.snapshots.driver().snapshot_dtr(self.id);
     }
 }
 

@@ -323,8 +323,8 @@ impl crate::dm::TargetCtx<HydrationIo> for TestCtx {
     fn md_name(&self) -> &str {
         "253:0"
     }
-    fn io(&self) -> HydrationIo {
-        HydrationIo { jobs: self.io.jobs.clone(), log: self.io.log.clone() }
+    fn io(&mut self) -> crate::Result<HydrationIo> {
+        Ok(HydrationIo { jobs: self.io.jobs.clone(), log: self.io.log.clone() })
     }
     fn set_num_flush_bios(&mut self, _: u32) {}
     fn set_num_discard_bios(&mut self, n: u32) {

@@ -578,8 +578,8 @@ type CopyJob = (Dev, u64, Dev, u64, u64, u64);
 /// the test completes them (in any order) through `copy_callback`.
 #[derive(Default)]
 struct TestIo {
-    log: std::sync::Mutex<Vec<String>>,
-    jobs: std::sync::Mutex<Vec<CopyJob>>,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    jobs: Arc<std::sync::Mutex<Vec<CopyJob>>>,
 }
 
 #[derive(Debug)]
@@ -754,4 +754,86 @@ fn invalidation_raises_a_table_event() {
     // Already invalid: no second event.
     lab.origin_write(127 * 16, 512, 0x21);
     assert_eq!(lab.drv.snapshot_events(s), Ok(1));
+}
+
+/// What `ctr` asks of dm core, for a snapshot target over the lab's
+/// devices; `io()` gives the target a platform with its own copy list.
+struct SnapCtx {
+    devs: Vec<Dev>,
+    own: Arc<std::sync::Mutex<Vec<CopyJob>>>,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl crate::dm::TargetCtx<TestIo> for SnapCtx {
+    fn begin(&self) -> u64 {
+        0
+    }
+    fn len(&self) -> u64 {
+        16384
+    }
+    fn get_device(&mut self, path: &str) -> Result<Dev> {
+        self.devs.iter().find(|d| d.name == path).cloned().ok_or(Errno::ENOENT)
+    }
+    fn table_handle(&self) -> u64 {
+        0
+    }
+    fn md_name(&self) -> &str {
+        "snap"
+    }
+    fn io(&mut self) -> Result<TestIo> {
+        Ok(TestIo { log: self.log.clone(), jobs: self.own.clone() })
+    }
+    fn set_num_flush_bios(&mut self, _: u32) {}
+    fn set_num_discard_bios(&mut self, _: u32) {}
+    fn set_discards_supported(&mut self) {}
+    fn set_flush_supported(&mut self) {}
+    fn set_max_io_len(&mut self, _: u32) {}
+}
+
+/// dm-snap.c gives each snapshot its own kcopyd client: a snapshot whose
+/// COW lives on another snapshot commits from its client's thread, and
+/// that write may need the lower snapshot's copy (lvm2's
+/// snapshot-remove-dmsetup hung on one shared client). The target's copies
+/// go to the platform its `ctr` got, never the driver's, and complete
+/// through the target's `copy_done`; its `dtr` waits for them.
+#[test]
+fn a_snapshot_target_copies_with_its_own_copier() {
+    use super::target::SnapshotTarget;
+    use crate::dm::{Queued, Target};
+    let lab = Lab::new(8192);
+    let drv: &'static SnapshotDriver<TestIo> = alloc::boxed::Box::leak(alloc::boxed::Box::new(SnapshotDriver::new(TestIo::default()).unwrap()));
+    let mut ctx = SnapCtx { devs: lab.devs.clone(), own: Default::default(), log: drv.platform().log.clone() };
+    let own = ctx.own.clone();
+    let t = Arc::new(SnapshotTarget::<_, false>::ctr(&drv, &mut ctx, &["origin", "cow1", "P", "16"]).unwrap());
+    // Never dropped: a failing assertion must not hang in the drop's wait.
+    core::mem::forget(t.clone());
+    t.resume();
+    for (n, chunk) in [(1, 0u64), (2, 1)] {
+        assert!(matches!(drv.origin_write_bio(&lab.devs[0], origin_bio(n, chunk * 16), false), Queued::Queued));
+    }
+    assert!(drv.platform().jobs.lock().unwrap().is_empty(), "the driver's copier copied for the target");
+    let jobs: Vec<CopyJob> = core::mem::take(&mut *own.lock().unwrap());
+    assert_eq!(jobs.len(), 2, "one copy per chunk on the target's own copier");
+    // The removal waits for the copies in flight.
+    let remover = {
+        let t = t.clone();
+        std::thread::spawn(move || t.dtr())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    assert!(!remover.is_finished(), "dtr returned with copies in flight");
+    // Out of order, through the target: both commit, in order.
+    for (from, fs, to, ts, n, ctx) in jobs.into_iter().rev() {
+        let ok = crate::platform::ChunkCopier::copy(&crate::platform::SyncCopier::default(), &from, fs, &to, ts, n).is_ok();
+        t.copy_done(ctx, ok);
+    }
+    remover.join().unwrap();
+    assert_eq!(
+        *drv.platform().log.lock().unwrap(),
+        ["submit 1 origin@0", "submit 2 origin@16"],
+        "origin writes go on once their exceptions are durable"
+    );
+    let mut area = [0u8; 512];
+    lab.devs[1].read(16, &mut area).unwrap();
+    let entry = |i: usize| u64::from_le_bytes(area[i * 16..i * 16 + 8].try_into().unwrap());
+    assert_eq!((entry(0), entry(1)), (0, 1), "both exceptions committed");
 }
