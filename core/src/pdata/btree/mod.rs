@@ -101,8 +101,9 @@ impl<'a> Node<'a> {
         let h = NodeHeader::unpack(data).ok_or(BlockError::Shape("short block"))?;
         let (flags, nr_entries, max_entries, value_size) =
             (h.flags.get(), h.nr_entries.get(), h.max_entries.get(), h.value_size.get());
-        let need = (8u64 + value_size as u64) * max_entries as u64 + NODE_HEADER_SIZE as u64;
-        if need > BLOCK_SIZE as u64 {
+        // Both factors come from disk: their product may not fit in 64 bits.
+        let need = (8u64 + value_size as u64).checked_mul(max_entries as u64);
+        if need.is_none_or(|n| n > (BLOCK_SIZE - NODE_HEADER_SIZE) as u64) {
             return Err(BlockError::Shape("max_entries too large"));
         }
         if nr_entries > max_entries {

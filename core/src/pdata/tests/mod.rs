@@ -73,6 +73,12 @@ fn nodes_validate_location_checksum_and_shape() {
     let mut b = leaf(&[]);
     b[20..24].copy_from_slice(&1000u32.to_le_bytes());
     assert_eq!(Node::parse(&b).err(), Some(BlockError::Shape("max_entries too large")));
+    // Found by fuzzing (fuzz/ clone_metadata): value_size and max_entries
+    // whose product overflows 64 bits are refused, not a panic.
+    let mut b = leaf(&[]);
+    b[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+    b[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(Node::parse(&b).err(), Some(BlockError::Shape("max_entries too large")));
     let mut b = leaf(&[]);
     b[16..20].copy_from_slice(&300u32.to_le_bytes());
     assert_eq!(Node::parse(&b).err(), Some(BlockError::Shape("too many entries")));
