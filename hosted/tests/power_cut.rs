@@ -3,8 +3,11 @@
 //! clone hydration): a scripted workload runs on RAM devices
 //! that share one power rail; the power is cut after its k-th write, for
 //! every k the workload reaches. What was flushed or written with FUA is
-//! kept and the rest dropped (`RamDev::crash`), or, in the second variant,
-//! every write issued before the cut is kept. Then the targets are built
+//! kept and (a) the rest dropped (`RamDev::crash`), (b) every write issued
+//! before the cut kept, or (c) a pseudo-random subset of the unflushed
+//! sectors kept, which tears multi-sector writes (metadata areas, chunk
+//! copies) at any sector (`RamDev::crash_keeping`; two subsets per cut).
+//! Then the targets are built
 //! again from the devices ("reboot") and checked:
 //! - the metadata opens, and `cow check`/`clone check` find it consistent;
 //! - every snapshot shows, for every chunk, the origin as it was when the
@@ -295,10 +298,29 @@ fn snapshot_workload(fault: Fault) -> SnapRun {
     SnapRun { lab, origin_model, snap_model, drv, ids: Some((s1, s2)), rail }
 }
 
+/// What the power cut leaves of the writes not yet flushed.
+#[derive(Clone, Copy, Debug)]
+enum Lost {
+    /// (a) All of them are lost.
+    All,
+    /// (b) None: every issued write reached the medium.
+    Nothing,
+    /// (c) A pseudo-random subset of their sectors, from this seed.
+    Some(u64),
+}
+
+/// The variants swept at every cut point.
+const LOST: [Lost; 4] = [Lost::All, Lost::Nothing, Lost::Some(1), Lost::Some(2)];
+
 /// Reboot after a cut: the devices alone, without the rail.
-fn reboot(d: &Dev, crash: bool) -> Dev {
-    if crash {
-        d.ram.crash();
+fn reboot(d: &Dev, lost: Lost) -> Dev {
+    match lost {
+        Lost::All => d.ram.crash(),
+        Lost::Nothing => {}
+        Lost::Some(seed) => {
+            let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ d.id;
+            d.ram.crash_keeping(&mut |_| lcg(&mut x) % 2 == 1);
+        }
     }
     Dev { ram: d.ram.clone(), rail: Rail::new(u64::MAX), id: d.id, name: d.name }
 }
@@ -309,12 +331,12 @@ fn read(dev: &dyn BlockDevice, s: u64, n: usize) -> Vec<u8> {
     b
 }
 
-fn check_snapshots(lab: &SnapLab, origin_model: &Model, snap_model: &Model, crash: bool, cut: u64) {
+fn check_snapshots(lab: &SnapLab, origin_model: &Model, snap_model: &Model, crash: Lost, cut: u64) {
     let origin = reboot(&lab.origin, crash);
     let cows = [reboot(&lab.cows[0], crash), reboot(&lab.cows[1], crash)];
     for c in &cows {
         let r = dmrs_hosted::cow::check_device(c, Some(ORIGIN_SECTORS as u64), &|_| {});
-        assert!(r.problems.is_empty(), "cut {cut}: cow check of {}: {:?}", c.name, r.problems);
+        assert!(r.problems.is_empty(), "cut {cut} {crash:?}: cow check of {}: {:?}", c.name, r.problems);
     }
     let drv = SnapshotDriver::new(SyncIo::<Dev, SyncCopier>::default()).unwrap();
     let devs = [origin.clone(), cows[0].clone(), cows[1].clone()];
@@ -329,17 +351,17 @@ fn check_snapshots(lab: &SnapLab, origin_model: &Model, snap_model: &Model, cras
     let s1 = open(&drv, &mut get, "cow1", "16");
     let s2 = open(&drv, &mut get, "cow2", "8");
     for x in 0..ORIGIN_SECTORS {
-        origin_model.check(&format!("cut {cut} origin"), x, &read(&origin, x as u64, 1));
+        origin_model.check(&format!("cut {cut} {crash:?} origin"), x, &read(&origin, x as u64, 1));
         let initial = origin_model.initial[x];
         if let Some(s2) = s2 {
             let mut b = vec![0u8; 512];
             drv.snapshot_read(s2, x as u64, &mut b).unwrap();
-            assert!(b.iter().all(|&v| v == initial), "cut {cut}: snapshot 2 sector {x} is not the origin as it was");
+            assert!(b.iter().all(|&v| v == initial), "cut {cut} {crash:?}: snapshot 2 sector {x} is not the origin as it was");
         }
         if let Some(s1) = s1 {
             let mut b = vec![0u8; 512];
             drv.snapshot_read(s1, x as u64, &mut b).unwrap();
-            snap_model.check(&format!("cut {cut} snapshot 1"), x, &b);
+            snap_model.check(&format!("cut {cut} {crash:?} snapshot 1"), x, &b);
         }
     }
 }
@@ -351,13 +373,13 @@ fn snapshot_metadata_and_data_survive_a_power_cut_after_any_write() {
     let total = snapshot_workload(Fault::Cut(u64::MAX)).rail.writes();
     assert!(total > 100, "the workload writes enough to sweep: {total}");
     for cut in 0..=total {
-        for crash in [true, false] {
+        for crash in LOST {
             let run = snapshot_workload(Fault::Cut(cut));
             drop(run.drv);
             check_snapshots(&run.lab, &run.origin_model, &run.snap_model, crash, cut);
         }
     }
-    eprintln!("snapshot workload: {} cut points x 2 variants", total + 1);
+    eprintln!("snapshot workload: {} cut points x {} variants", total + 1, LOST.len());
 }
 
 const CLONE_SECTORS: u64 = 1024; // 64 regions of 16 sectors
@@ -425,7 +447,7 @@ fn clone_metadata_and_data_survive_a_power_cut_after_any_write() {
     let total = clone_workload(Fault::Cut(u64::MAX)).rail.writes();
     assert!(total > 50, "the workload writes enough to sweep: {total}");
     for cut in 0..=total {
-        for crash in [true, false] {
+        for crash in LOST {
             let CloneRun { devs, model, clone, .. } = clone_workload(Fault::Cut(cut));
             drop(clone);
             let devs: Vec<Dev> = devs.iter().map(|d| reboot(d, crash)).collect();
@@ -433,7 +455,7 @@ fn clone_metadata_and_data_survive_a_power_cut_after_any_write() {
             if img.all_zero {
                 continue; // cut before the metadata was formatted
             }
-            assert!(img.problems.is_empty(), "cut {cut} crash {crash}: clone check: {:?}", img.problems);
+            assert!(img.problems.is_empty(), "cut {cut} {crash:?}: clone check: {:?}", img.problems);
             let region = REGION.to_string();
             let argv = ["meta", "dest", "src", region.as_str(), "1", "no_hydration"];
             let mut get = |p: &str| devs.iter().find(|d| d.name == p).cloned().ok_or(Errno::ENOENT);
@@ -442,11 +464,11 @@ fn clone_metadata_and_data_survive_a_power_cut_after_any_write() {
             for s in 0..CLONE_SECTORS as usize {
                 let mut b = vec![0u8; 512];
                 c.read(s as u64, &mut b).unwrap();
-                model.check(&format!("cut {cut} crash {crash} clone"), s, &b);
+                model.check(&format!("cut {cut} {crash:?} clone"), s, &b);
             }
         }
     }
-    eprintln!("clone workload: {} cut points x 2 variants", total + 1);
+    eprintln!("clone workload: {} cut points x {} variants", total + 1, LOST.len());
 }
 
 /// A merge in progress with I/O through the merge target: snapshot writes
@@ -496,7 +518,7 @@ fn a_merge_survives_a_power_cut_after_any_write() {
     let (_, _, total) = merge_workload(u64::MAX);
     assert!(total > 50, "the workload writes enough to sweep: {total}");
     for cut in 0..=total {
-        for crash in [true, false] {
+        for crash in LOST {
             let (lab, view, _) = merge_workload(cut);
             let origin = reboot(&lab.origin, crash);
             let cow = reboot(&lab.cows[0], crash);
@@ -512,11 +534,11 @@ fn a_merge_survives_a_power_cut_after_any_write() {
             for x in 0..ORIGIN_SECTORS {
                 let mut b = vec![0u8; 512];
                 drv.snapshot_read(m, x as u64, &mut b).unwrap();
-                view.check(&format!("cut {cut} crash {crash} merge target"), x, &b);
+                view.check(&format!("cut {cut} {crash:?} merge target"), x, &b);
             }
         }
     }
-    eprintln!("merge workload: {} cut points x 2 variants", total + 1);
+    eprintln!("merge workload: {} cut points x {} variants", total + 1, LOST.len());
 }
 
 fn info(drv: &SnapshotDriver<SyncIo<Dev>>, id: SnapId) -> String {
@@ -534,7 +556,7 @@ fn check_after_eio(mut run: SnapRun, what: &str) {
     // No power was lost: everything acknowledged is on the devices.
     run.origin_model.flushed();
     run.snap_model.flushed();
-    let origin = reboot(&run.lab.origin, false);
+    let origin = reboot(&run.lab.origin, Lost::Nothing);
     for x in 0..ORIGIN_SECTORS {
         run.origin_model.check(&format!("{what}: origin"), x, &read(&origin, x as u64, 1));
     }
@@ -612,7 +634,7 @@ fn clone_degrades_as_the_kernel_does_on_eio_at_every_io() {
             }
         }
         drop(c);
-        let devs: Vec<Dev> = devs.iter().map(|d| reboot(d, false)).collect();
+        let devs: Vec<Dev> = devs.iter().map(|d| reboot(d, Lost::Nothing)).collect();
         let img = dmrs_hosted::clone::inspect(&devs[0]);
         assert!(img.all_zero || img.problems.is_empty(), "{}: clone check: {:?}", describe(fault), img.problems);
     }

@@ -127,6 +127,29 @@ impl RamDev {
         i.unflushed.clear();
     }
 
+    /// Power cut in the middle of the cache's write-back: of the sectors
+    /// written since the last flush, those `keep(sector)` picks reach the
+    /// medium with their latest contents, the others keep their durable
+    /// ones (a multi-sector write may be torn at any sector; a sector is
+    /// written whole, as disks guarantee).
+    pub fn crash_keeping(&self, keep: &mut dyn FnMut(u64) -> bool) {
+        let mut g = self.inner.lock();
+        let i = &mut *g;
+        let mut pending = TryVec::new();
+        core::mem::swap(&mut pending, &mut i.unflushed);
+        for &(start, len) in pending.iter() {
+            for s in (start..start + len).step_by(SECTOR_SIZE) {
+                let r = s as usize..s as usize + SECTOR_SIZE;
+                if keep(s >> SECTOR_SHIFT) {
+                    if let (Some(src), Some(dst)) = (i.cache.get(r.clone()), i.durable.get_mut(r)) {
+                        dst.copy_from_slice(src);
+                    }
+                }
+            }
+        }
+        i.cache.copy_from_slice(&i.durable);
+    }
+
     /// Copies the current (cached) contents at `sector` into `buf`.
     pub fn peek(&self, sector: u64, buf: &mut [u8]) -> Result<()> {
         let g = self.inner.lock();
