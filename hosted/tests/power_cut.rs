@@ -356,7 +356,10 @@ fn check_snapshots(lab: &SnapLab, origin_model: &Model, snap_model: &Model, cras
         if let Some(s2) = s2 {
             let mut b = vec![0u8; 512];
             drv.snapshot_read(s2, x as u64, &mut b).unwrap();
-            assert!(b.iter().all(|&v| v == initial), "cut {cut} {crash:?}: snapshot 2 sector {x} is not the origin as it was");
+            assert!(
+                b.iter().all(|&v| v == initial),
+                "cut {cut} {crash:?}: snapshot 2 sector {x} is not the origin as it was"
+            );
         }
         if let Some(s1) = s1 {
             let mut b = vec![0u8; 512];

@@ -801,7 +801,8 @@ fn a_snapshot_target_copies_with_its_own_copier() {
     use super::target::SnapshotTarget;
     use crate::dm::{Queued, Target};
     let lab = Lab::new(8192);
-    let drv: &'static SnapshotDriver<TestIo> = alloc::boxed::Box::leak(alloc::boxed::Box::new(SnapshotDriver::new(TestIo::default()).unwrap()));
+    let drv: &'static SnapshotDriver<TestIo> =
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(SnapshotDriver::new(TestIo::default()).unwrap()));
     let mut ctx = SnapCtx { devs: lab.devs.clone(), own: Default::default(), log: drv.platform().log.clone() };
     let own = ctx.own.clone();
     let t = Arc::new(SnapshotTarget::<_, false>::ctr(&drv, &mut ctx, &["origin", "cow1", "P", "16"]).unwrap());
@@ -823,7 +824,8 @@ fn a_snapshot_target_copies_with_its_own_copier() {
     assert!(!remover.is_finished(), "dtr returned with copies in flight");
     // Out of order, through the target: both commit, in order.
     for (from, fs, to, ts, n, ctx) in jobs.into_iter().rev() {
-        let ok = crate::platform::ChunkCopier::copy(&crate::platform::SyncCopier::default(), &from, fs, &to, ts, n).is_ok();
+        let ok =
+            crate::platform::ChunkCopier::copy(&crate::platform::SyncCopier::default(), &from, fs, &to, ts, n).is_ok();
         t.copy_done(ctx, ok);
     }
     remover.join().unwrap();
