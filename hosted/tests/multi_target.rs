@@ -174,3 +174,29 @@ fn a_table_of_two_lines_survives_the_state_directory_replay() {
     );
     e.ok(&["remove", "two"]);
 }
+
+#[test]
+fn wait_hydrates_every_clone_of_the_table_and_counts_their_events() {
+    let e = Env::new();
+    for (i, text) in ["SRCONE", "SRCTWO"].iter().enumerate() {
+        e.file(&format!("src{i}.img"), &pattern(text, 1 << 20));
+        e.zero(&format!("dest{i}.img"), 1 << 20);
+        e.zero(&format!("meta{i}.img"), 1 << 20);
+    }
+    let table = "0 2048 clone meta0.img dest0.img src0.img 8\n2048 2048 clone meta1.img dest1.img src1.img 8";
+    e.ok(&["create", "cl", "--table", table]);
+    let before = e.ok(&["events", "cl"]);
+    e.ok(&["wait", "cl"]);
+    let status = e.ok(&["status", "cl"]);
+    let lines: Vec<&str> = status.lines().collect();
+    assert_eq!(lines.len(), 2, "{status}");
+    assert!(lines[0].starts_with("0 2048 clone ") && lines[0].contains(" 256/256 "), "{status}");
+    assert!(lines[1].starts_with("2048 2048 clone ") && lines[1].contains(" 256/256 "), "{status}");
+    // Each clone raised its event once every region was hydrated.
+    let after: u64 = e.ok(&["events", "cl"]).trim().parse().unwrap();
+    assert_eq!(after, before.trim().parse::<u64>().unwrap() + 2, "{before} -> {after}");
+    read(&e, "cl", 0, 1 << 20, "SRCONE");
+    read(&e, "cl", 1 << 20, 1 << 20, "SRCTWO");
+    e.ok(&["remove", "cl"]);
+    assert_eq!(std::fs::read(e.p("dest1.img")).unwrap(), pattern("SRCTWO", 1 << 20));
+}
