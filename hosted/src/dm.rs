@@ -151,14 +151,16 @@ struct HostCtx<'a> {
     /// Files this table opened.
     opened: Vec<PathBuf>,
     name: &'a str,
+    begin: u64,
     len: u64,
     max_io_len: u32,
+    num_flush_bios: u32,
     num_discard_bios: u32,
 }
 
 impl TargetCtx<Io> for HostCtx<'_> {
     fn begin(&self) -> u64 {
-        0
+        self.begin
     }
     fn len(&self) -> u64 {
         self.len
@@ -182,7 +184,9 @@ impl TargetCtx<Io> for HostCtx<'_> {
     fn io(&mut self) -> dmrs_core::Result<Io> {
         Ok(SyncIo::default())
     }
-    fn set_num_flush_bios(&mut self, _: u32) {}
+    fn set_num_flush_bios(&mut self, n: u32) {
+        self.num_flush_bios = n;
+    }
     fn set_num_discard_bios(&mut self, n: u32) {
         self.num_discard_bios = n;
     }
@@ -202,7 +206,8 @@ fn construct<T: Target<Io = Io> + 'static>(
     T::ctr(shared, ti, argv).map(|t| Box::new(t) as Box<dyn HostTarget>)
 }
 
-struct Table {
+/// One target of a table (`struct dm_target`).
+struct Ti {
     start: u64,
     len: u64,
     ttype: String,
@@ -210,9 +215,62 @@ struct Table {
     max_io_len: u64,
     /// `ti->num_discard_bios`: 0 and dm core fails discards.
     discards: bool,
+    /// `ti->num_flush_bios`: how many empty flushes dm core sends it.
+    num_flush_bios: u32,
     /// The backing files its target opened.
     files: Vec<PathBuf>,
     target: Box<dyn HostTarget>,
+}
+
+/// A table (`struct dm_table`): its targets in order, the first at sector
+/// 0 and each next where the previous ends (`dm_table_add_target`).
+struct Table {
+    targets: Vec<Ti>,
+}
+
+impl Table {
+    /// The mapped device's size in sectors (`dm_table_get_size`).
+    fn len(&self) -> u64 {
+        self.targets.last().map_or(0, |t| t.start + t.len)
+    }
+
+    /// `dm_table_find_target`: the target mapping `sector`.
+    fn find(&self, sector: u64) -> Option<&Ti> {
+        self.targets.iter().find(|t| sector >= t.start && sector - t.start < t.len)
+    }
+
+    /// Every event its targets raised.
+    fn events(&self) -> u64 {
+        self.targets.iter().map(|t| t.target.events()).sum()
+    }
+
+    fn files(&self) -> impl Iterator<Item = &Path> {
+        self.targets.iter().flat_map(|t| t.files.iter().map(PathBuf::as_path))
+    }
+
+    /// `dm_table_presuspend_targets` then `dm_table_postsuspend_targets`:
+    /// every target's presuspend, then every target's postsuspend.
+    fn suspend_targets(&self) {
+        for t in &self.targets {
+            t.target.presuspend();
+        }
+        for t in &self.targets {
+            t.target.postsuspend();
+        }
+    }
+
+    /// `dm_table_resume_targets`: every target's preresume (the first
+    /// failure stops there: the device stays suspended), then every
+    /// target's resume.
+    fn resume_targets(&self) -> KResult<()> {
+        for t in &self.targets {
+            t.target.preresume()?;
+        }
+        for t in &self.targets {
+            t.target.resume();
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -293,82 +351,108 @@ impl DeviceMapper {
         self.devices.get(name).ok_or_else(|| no_device(name, ioctl))
     }
 
-    /// `dm_table_create` + the target's ctr for a one-line table.
-    fn build_table(&mut self, name: &str, line: &str) -> Result<Table> {
+    /// `dm_table_create` + `dm_table_add_target` for every line of the
+    /// table (each target's ctr, in order), then dm core's checks of the
+    /// devices the targets use.
+    fn build_table(&mut self, name: &str, text: &str) -> Result<Table> {
+        let ioctl = |errno: Errno| format!("device-mapper: reload ioctl on {name} failed: {}", strerror(errno));
         let fail = |e: TargetError, ttype: &str| {
-            err(
-                e.errno,
-                format!(
-                    "device-mapper: table: {name}: {ttype}: {e}\ndevice-mapper: reload ioctl on {name} failed: {}",
-                    strerror(e.errno)
-                ),
-            )
+            err(e.errno, format!("device-mapper: table: {name}: {ttype}: {e}\n{}", ioctl(e.errno)))
         };
-        let lines: Vec<&str> = line.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-        let [l] = lines[..] else {
-            return Err(err(Errno::EINVAL, format!("dmrs: {name}: a table must have exactly one target line")));
-        };
-        let mut w = l.split_whitespace();
-        let (Some(start), Some(len), Some(ttype)) = (w.next(), w.next(), w.next()) else {
-            return Err(fail(TargetError::inval(c"invalid table: expected <start> <length> <target> <args>"), "table"));
-        };
-        let start: u64 = start.parse().map_err(|_| fail(TargetError::inval(c"Invalid start sector"), ttype))?;
-        let len: u64 = len.parse().map_err(|_| fail(TargetError::inval(c"Invalid length"), ttype))?;
-        if start != 0 {
-            return Err(fail(TargetError::inval(c"dmrs supports tables of one target starting at sector 0"), ttype));
+        // A DMERR of dm-table.c naming no target type.
+        let table_err =
+            |msg: &str| err(Errno::EINVAL, format!("device-mapper: table: {name}: {msg}\n{}", ioctl(Errno::EINVAL)));
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        if lines.is_empty() {
+            return Err(err(Errno::EINVAL, format!("dmrs: {name}: the table has no target line")));
         }
-        if len == 0 {
-            return Err(fail(TargetError::inval(c"zero-length target"), ttype));
-        }
-        let params: Vec<&str> = w.collect();
-        if self.replaying && matches!(ttype, "snapshot" | "snapshot-merge") {
-            self.refuse_blank_cow(name, &params)?;
-        }
-        let holder = self.holder.as_deref();
-        let mut ti = HostCtx {
-            files: &mut self.files,
-            holder,
-            opened: Vec::new(),
-            name,
-            len,
-            max_io_len: 0,
-            num_discard_bios: 0,
-        };
-        // `dm_get_target_type`.
-        let r = match ttype {
-            OriginType::NAME => construct::<OriginType>(&self.snap, &mut ti, &params),
-            SnapshotType::NAME => construct::<SnapshotType>(&self.snap, &mut ti, &params),
-            MergeType::NAME => construct::<MergeType>(&self.snap, &mut ti, &params),
-            CloneType::NAME => construct::<CloneType>(&(), &mut ti, &params),
-            other => {
-                return Err(err(
-                    Errno::EINVAL,
-                    format!(
-                        "device-mapper: table: {name}: {other}: unknown target type\ndevice-mapper: reload ioctl on {name} failed: Invalid argument"
-                    ),
-                ))
-            }
-        };
-        let (max_io_len, discards, files) = (ti.max_io_len as u64, ti.num_discard_bios > 0, ti.opened);
-        let target = r.map_err(|e| fail(e, ttype))?;
-        // dm_calculate_queue_limits: every device the target uses must
-        // cover the part it maps (`device_area_is_invalid`); then the
-        // target's io_hints (dm-clone turns passdown off there when the
-        // destination cannot discard).
-        for (d, start, dlen) in target.devices() {
-            if d.size_sectors() < start + dlen {
-                return Err(err(
-                    Errno::EINVAL,
-                    format!(
-                        "device-mapper: table: {name}: {} too small for target: start={start}, len={dlen}, dev_size={}",
-                        d.name(),
-                        d.size_sectors()
-                    ),
+        // Destroyed (each target's dtr) if a later line fails.
+        let mut targets: Vec<Ti> = Vec::with_capacity(lines.len());
+        for l in lines {
+            let mut w = l.split_whitespace();
+            let (Some(start), Some(len), Some(ttype)) = (w.next(), w.next(), w.next()) else {
+                return Err(fail(
+                    TargetError::inval(c"invalid table: expected <start> <length> <target> <args>"),
+                    "table",
                 ));
+            };
+            let start: u64 = start.parse().map_err(|_| fail(TargetError::inval(c"Invalid start sector"), ttype))?;
+            let len: u64 = len.parse().map_err(|_| fail(TargetError::inval(c"Invalid length"), ttype))?;
+            // dm_table_add_target's checks, in its order.
+            if len == 0 {
+                return Err(table_err("zero-length target"));
+            }
+            if start.checked_add(len).is_none_or(|end| end > (i64::MAX as u64) >> 9) {
+                return Err(table_err("too large device"));
+            }
+            if !TARGETS.iter().any(|(t, _)| *t == ttype) {
+                return Err(table_err(&format!("{ttype}: unknown target type")));
+            }
+            // None of the four types is a singleton or immutable type
+            // (their `struct target_type`s set no `.features`), so they
+            // mix freely. `adjoin`:
+            if start != targets.last().map_or(0, |t| t.start + t.len) {
+                return Err(fail(TargetError::inval(c"Gap in table"), ttype));
+            }
+            let params: Vec<&str> = w.collect();
+            if self.replaying && matches!(ttype, "snapshot" | "snapshot-merge") {
+                self.refuse_blank_cow(name, &params)?;
+            }
+            let holder = self.holder.as_deref();
+            let mut ti = HostCtx {
+                files: &mut self.files,
+                holder,
+                opened: Vec::new(),
+                name,
+                begin: start,
+                len,
+                max_io_len: 0,
+                num_flush_bios: 0,
+                num_discard_bios: 0,
+            };
+            // `dm_get_target_type`.
+            let r = match ttype {
+                OriginType::NAME => construct::<OriginType>(&self.snap, &mut ti, &params),
+                SnapshotType::NAME => construct::<SnapshotType>(&self.snap, &mut ti, &params),
+                MergeType::NAME => construct::<MergeType>(&self.snap, &mut ti, &params),
+                _ => construct::<CloneType>(&(), &mut ti, &params),
+            };
+            let (max_io_len, num_flush_bios, discards, files) =
+                (ti.max_io_len as u64, ti.num_flush_bios, ti.num_discard_bios > 0, ti.opened);
+            let target = r.map_err(|e| fail(e, ttype))?;
+            targets.push(Ti {
+                start,
+                len,
+                ttype: ttype.to_string(),
+                max_io_len,
+                discards,
+                num_flush_bios,
+                files,
+                target,
+            });
+        }
+        // dm_calculate_queue_limits: every device a target uses must
+        // cover the part it maps (`device_area_is_invalid`); then the
+        // targets' io_hints (dm-clone turns passdown off there when the
+        // destination cannot discard).
+        for t in &targets {
+            for (d, start, dlen) in t.target.devices() {
+                if d.size_sectors() < start + dlen {
+                    return Err(err(
+                        Errno::EINVAL,
+                        format!(
+                            "device-mapper: table: {name}: {} too small for target: start={start}, len={dlen}, dev_size={}",
+                            d.name(),
+                            d.size_sectors()
+                        ),
+                    ));
+                }
             }
         }
-        target.io_hints(&mut QueueLimits::default());
-        Ok(Table { start, len, ttype: ttype.to_string(), max_io_len, discards, files, target })
+        for t in &targets {
+            t.target.io_hints(&mut QueueLimits::default());
+        }
+        Ok(Table { targets })
     }
 
     /// On replay, a persistent snapshot's COW must still carry what the kernel wrote
@@ -394,7 +478,7 @@ impl DeviceMapper {
         Ok(())
     }
 
-    /// The target's `dtr` (its drop).
+    /// Every target's `dtr` (its drop).
     fn destroy_table(&mut self, t: Table) {
         drop(t)
     }
@@ -404,7 +488,7 @@ impl DeviceMapper {
     pub fn release_unused_claims(&self) {
         let Some(holder) = &self.holder else { return };
         let tables = self.devices.values().flat_map(|d| [&d.live, &d.inactive]).flatten();
-        let used: Vec<&Path> = tables.flat_map(|t| t.files.iter().map(PathBuf::as_path)).collect();
+        let used: Vec<&Path> = tables.flat_map(Table::files).collect();
         crate::holders::release_unused(holder, &used);
     }
 
@@ -413,7 +497,9 @@ impl DeviceMapper {
     pub fn sync(&self) {
         for d in self.devices.values() {
             if let (false, Some(t)) = (d.suspended, &d.live) {
-                t.target.periodic();
+                for ti in &t.targets {
+                    ti.target.periodic();
+                }
             }
         }
     }
@@ -453,8 +539,7 @@ impl DeviceMapper {
         let d = self.device(name, "suspend")?;
         let was = std::mem::replace(&mut d.suspended, true);
         if let (false, Some(t)) = (was, &d.live) {
-            t.target.presuspend();
-            t.target.postsuspend();
+            t.suspend_targets();
         }
         Ok(())
     }
@@ -468,10 +553,10 @@ impl DeviceMapper {
             d.suspended = true;
             old = d.live.replace(new);
         }
-        let gone = old.as_ref().map(|t| t.target.events()).unwrap_or(0);
+        let gone = old.as_ref().map(Table::events).unwrap_or(0);
         d.event_base += gone;
         let r = match &d.live {
-            Some(t) => t.target.preresume().map(|_| t.target.resume()),
+            Some(t) => t.resume_targets(),
             None => Ok(()),
         };
         if let Some(o) = old {
@@ -492,8 +577,7 @@ impl DeviceMapper {
         let Some(d) = self.devices.remove(name) else { return Ok(()) };
         // __dm_destroy suspends a live device first (postsuspend commits).
         if let (false, Some(t)) = (d.suspended, &d.live) {
-            t.target.presuspend();
-            t.target.postsuspend();
+            t.suspend_targets();
         }
         for t in [d.inactive, d.live].into_iter().flatten() {
             self.destroy_table(t);
@@ -501,16 +585,17 @@ impl DeviceMapper {
         Ok(())
     }
 
-    fn line(&self, t: &Table, ty: StatusType) -> String {
+    fn line(t: &Ti, ty: StatusType) -> String {
         let params = status_text(|e| t.target.status(ty, e));
         format!("{} {} {} {}", t.start, t.len, t.ttype, params)
     }
 
-    /// `dmsetup status NAME` / `dmsetup table NAME` line (live table).
-    pub fn status(&self, name: &str, ty: StatusType) -> Result<Option<String>> {
+    /// `dmsetup status NAME` / `dmsetup table NAME`: one line per target
+    /// of the live table, in order.
+    pub fn status(&self, name: &str, ty: StatusType) -> Result<Option<Vec<String>>> {
         // dmsetup asks for info first on `status`, not on `table`.
         let d = self.get(name, (ty == StatusType::Table).then_some("table"))?;
-        Ok(d.live.as_ref().map(|t| self.line(t, ty)))
+        Ok(d.live.as_ref().map(|t| t.targets.iter().map(|ti| Self::line(ti, ty)).collect()))
     }
 
     /// Device names, sorted.
@@ -522,7 +607,7 @@ impl DeviceMapper {
     /// `dmsetup wait` waits on): every event its targets raised.
     pub fn event_nr(&self, name: &str) -> Result<u64> {
         let d = self.get(name, Some("waitevent"))?;
-        Ok(d.event_base + d.live.as_ref().map(|t| t.target.events()).unwrap_or(0))
+        Ok(d.event_base + d.live.as_ref().map(Table::events).unwrap_or(0))
     }
 
     /// `dmsetup info NAME`.
@@ -538,7 +623,7 @@ impl DeviceMapper {
         Ok(format!(
             "Name:              {name}\nState:             {}\nTables present:    {tables}\nEvent number:      {event_nr}\nNumber of targets: {}\n",
             if d.suspended { "SUSPENDED" } else { "ACTIVE" },
-            d.live.is_some() as u32
+            d.live.as_ref().map_or(0, |t| t.targets.len())
         ))
     }
 
@@ -555,10 +640,10 @@ impl DeviceMapper {
         if offset % ss != 0 || len as u64 % ss != 0 {
             return Err(err(Errno::EINVAL, "dmrs: offset and length must be multiples of 512"));
         }
-        if offset / ss + len as u64 / ss > t.len {
+        if offset / ss + len as u64 / ss > t.len() {
             return Err(err(
                 Errno::ENOSPC,
-                format!("dmrs: {name}: I/O beyond the end of the device ({} sectors)", t.len),
+                format!("dmrs: {name}: I/O beyond the end of the device ({} sectors)", t.len()),
             ));
         }
         Ok(offset / ss)
@@ -568,12 +653,56 @@ impl DeviceMapper {
         err(e, format!("dmrs: {name}: {}", strerror(e)))
     }
 
-    /// dm core's part of a bio: a read or write is split where the
+    /// dm core's part of a bio: an empty flush goes to every target
+    /// (`num_flush_bios` of them each); any other bio is split at target
+    /// boundaries, each piece going to its target with target-relative
+    /// sectors (`dm_target_offset`), where [`Self::submit_to`] goes on.
+    fn submit(t: &Table, op: BioOp, sector: u64, nr_sectors: u64, data: Data<'_>) -> KResult<()> {
+        if op == BioOp::Flush {
+            let mut first_err = Ok(());
+            for ti in &t.targets {
+                for _ in 0..ti.num_flush_bios {
+                    let r = Self::submit_to(ti, op, 0, 0, Data::None);
+                    if first_err.is_ok() {
+                        first_err = r;
+                    }
+                }
+            }
+            return first_err;
+        }
+        if nr_sectors == 0 {
+            return match t.find(sector) {
+                Some(ti) => Self::submit_to(ti, op, sector - ti.start, 0, data),
+                None => Ok(()),
+            };
+        }
+        let (mut sector, mut left, mut off) = (sector, nr_sectors, 0usize);
+        let mut data = data;
+        while left > 0 {
+            let ti = t.find(sector).ok_or(Errno::EIO)?;
+            let rel = sector - ti.start;
+            let n = left.min(ti.len - rel);
+            let bytes = n as usize * SECTOR_SIZE;
+            let piece = match &mut data {
+                Data::Read(b) => Data::Read(&mut b[off..off + bytes]),
+                Data::Write(b) => Data::Write(&b[off..off + bytes]),
+                Data::None => Data::None,
+            };
+            Self::submit_to(ti, op, rel, n, piece)?;
+            (sector, left) = (sector + n, left - n);
+            if !matches!(data, Data::None) {
+                off += bytes;
+            }
+        }
+        Ok(())
+    }
+
+    /// One target's part of a bio: a read or write is split where the
     /// target's `max_io_len` splits bios (chunk or region size), each piece
     /// goes through the target's `map`, and a remapped piece is file I/O on
     /// the device `map` chose (then `end_io`); the others run the target's
     /// synchronous path, as the kernel module's worker does.
-    fn submit(t: &Table, op: BioOp, sector: u64, nr_sectors: u64, mut data: Data<'_>) -> KResult<()> {
+    fn submit_to(t: &Ti, op: BioOp, sector: u64, nr_sectors: u64, mut data: Data<'_>) -> KResult<()> {
         if op == BioOp::Discard && !t.discards {
             // num_discard_bios = 0: dm core fails the discard.
             return Err(Errno::EOPNOTSUPP);
@@ -658,33 +787,40 @@ impl DeviceMapper {
                 format!("device-mapper: ioctl: {why}\ndevice-mapper: message ioctl on {name} failed: Invalid argument"),
             )
         };
-        if sector < t.start || sector - t.start >= t.len {
+        let Some(ti) = t.find(sector) else {
             return Err(refused("Target message sector outside device."));
-        }
+        };
         let argv: Vec<&str> = msg.iter().map(String::as_str).collect();
-        match t.target.message(&argv) {
+        match ti.target.message(&argv) {
             Some(r) => r.map_err(|e| err(e, format!("device-mapper: message ioctl on {name} failed: {}", strerror(e)))),
             None => Err(refused("Target type does not support messages")),
         }
     }
 
-    /// A table's snapshot in the driver, if its target is one.
-    fn snap_id(t: &Table) -> Option<SnapId> {
+    /// A target's snapshot in the driver, if it is one.
+    fn snap_id(t: &Ti) -> Option<SnapId> {
         let a = t.target.as_any();
         a.downcast_ref::<SnapshotType>().map(|s| s.id()).or_else(|| a.downcast_ref::<MergeType>().map(|s| s.id()))
     }
 
-    fn snapshot_tables(&self) -> impl Iterator<Item = (&str, &'static str, SnapId)> {
+    /// Every snapshot target: its device, its slot (`live` or `inactive`
+    /// for a table's first target, `live#I`/`inactive#I` for its target I
+    /// after that) and its snapshot.
+    fn snapshot_tables(&self) -> impl Iterator<Item = (&str, String, SnapId)> {
         self.devices.iter().flat_map(|(n, d)| {
-            [("live", &d.live), ("inactive", &d.inactive)]
-                .into_iter()
-                .filter_map(move |(slot, t)| t.as_ref().and_then(Self::snap_id).map(|id| (n.as_str(), slot, id)))
+            [("live", &d.live), ("inactive", &d.inactive)].into_iter().flat_map(move |(slot, t)| {
+                t.iter().flat_map(|t| t.targets.iter().enumerate()).filter_map(move |(i, ti)| {
+                    let slot = if i == 0 { slot.to_string() } else { format!("{slot}#{i}") };
+                    Self::snap_id(ti).map(|id| (n.as_str(), slot, id))
+                })
+            })
         })
     }
 
-    /// What the snapshots keep only in memory, one line per table:
-    /// `NAME live|inactive valid=1 overflowed=0 merge_failed=0
-    /// [transient=NEXT_FREE ranges=OLD:NEW:COUNT,...]`.
+    /// What the snapshots keep only in memory, one line per snapshot
+    /// target: `NAME SLOT valid=1 overflowed=0 merge_failed=0
+    /// [transient=NEXT_FREE ranges=OLD:NEW:COUNT,...]` (SLOT as
+    /// [`Self::snapshot_tables`] names it).
     pub fn save_volatile(&self) -> String {
         let mut out = String::new();
         for name in self.devices.keys() {
@@ -710,7 +846,7 @@ impl DeviceMapper {
 
     /// Puts back what [`Self::save_volatile`] saved.
     pub fn restore_volatile(&mut self, text: &str) -> std::result::Result<(), String> {
-        let tables: Vec<(String, &'static str, SnapId)> =
+        let tables: Vec<(String, String, SnapId)> =
             self.snapshot_tables().map(|(n, s, id)| (n.to_string(), s, id)).collect();
         for line in text.lines() {
             let mut w = line.split_whitespace();
@@ -752,46 +888,58 @@ impl DeviceMapper {
         Ok(())
     }
 
-    /// Runs the background work of `name` (a merge, a hydration) to
-    /// completion, with the target's periodic work (a clone's commit) about
-    /// once a second, reporting `(done, total)` to `progress` in the
-    /// target's units (sectors merged, regions hydrated).
+    /// Runs the background work of `name` (a merge, a hydration: of every
+    /// target that has some) to completion, with the targets' periodic
+    /// work (a clone's commit) about once a second, reporting `(done,
+    /// total)` to `progress` in the targets' units (sectors merged,
+    /// regions hydrated), summed over the targets.
     pub fn wait(&self, name: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
         let d = self.get(name, Some("waitevent"))?;
         let Some(t) = &d.live else { return Ok(()) };
-        let Some(total) = t.target.remaining() else { return Ok(()) };
+        let busy: Vec<&Ti> = t.targets.iter().filter(|ti| ti.target.remaining().is_some()).collect();
+        if busy.is_empty() {
+            return Ok(());
+        }
         if d.suspended {
             return Err(err(
                 Errno::EBUSY,
                 format!("dmrs: {name} is suspended: background work is stopped until resume"),
             ));
         }
+        let left = || busy.iter().map(|ti| ti.target.remaining().unwrap_or(0)).sum::<u64>();
+        let total = left();
         let report = |progress: &mut dyn FnMut(u64, u64)| {
-            let left = t.target.remaining().unwrap_or(0);
+            let left = left();
             progress(total.saturating_sub(left), total);
-            left
         };
+        let mut running = vec![true; busy.len()];
         let mut last = std::time::Instant::now();
-        loop {
-            let more = t.target.background().map_err(|e| {
-                err(e, format!("dmrs: {name}: background work failed: {} (see the log above)", strerror(e)))
-            })?;
-            if !more {
-                break;
+        while running.iter().any(|&r| r) {
+            for (ti, more) in busy.iter().zip(running.iter_mut()).filter(|(_, r)| **r) {
+                *more = ti.target.background().map_err(|e| {
+                    err(e, format!("dmrs: {name}: background work failed: {} (see the log above)", strerror(e)))
+                })?;
             }
             if last.elapsed() >= std::time::Duration::from_secs(1) {
-                t.target.periodic();
+                for ti in &busy {
+                    ti.target.periodic();
+                }
                 last = std::time::Instant::now();
                 report(progress);
             }
         }
-        t.target.periodic();
-        let left = report(progress);
-        if left > 0 && t.ttype == CloneType::NAME {
-            return Err(err(
-                Errno::EAGAIN,
-                format!("dmrs: {name}: hydration is not running ({left} regions left; enable_hydration first)"),
-            ));
+        for ti in &busy {
+            ti.target.periodic();
+        }
+        report(progress);
+        for ti in &busy {
+            let left = ti.target.remaining().unwrap_or(0);
+            if left > 0 && ti.ttype == CloneType::NAME {
+                return Err(err(
+                    Errno::EAGAIN,
+                    format!("dmrs: {name}: hydration is not running ({left} regions left; enable_hydration first)"),
+                ));
+            }
         }
         Ok(())
     }

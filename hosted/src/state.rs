@@ -79,16 +79,35 @@ impl State {
     }
 }
 
-/// Quotes a word for the script language (`'...'`, `'\''` for quotes).
+/// Quotes a word for the script language (`'...'`, `'\''` for quotes;
+/// `$'...'` with `\n` for a word with line breaks, such as a table of
+/// several targets, so that it stays on one journal line).
 pub fn quote(w: &str) -> String {
     if !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b)) {
         return w.to_string();
+    }
+    if w.contains(['\n', '\r']) {
+        let mut q = String::from("$'");
+        for c in w.chars() {
+            match c {
+                '\n' => q.push_str("\\n"),
+                '\r' => q.push_str("\\r"),
+                '\\' | '\'' => {
+                    q.push('\\');
+                    q.push(c);
+                }
+                c => q.push(c),
+            }
+        }
+        q.push('\'');
+        return q;
     }
     format!("'{}'", w.replace('\'', r"'\''"))
 }
 
 /// Splits a script line into words: white space separates, `'…'` and
-/// `"…"` quote, `\` escapes outside single quotes, `#` starts a comment.
+/// `"…"` quote, `$'…'` quotes with the shell's `\n`, `\t`, `\r`, `\\` and
+/// `\'` escapes, `\` escapes outside single quotes, `#` starts a comment.
 pub fn split_words(line: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut cur = String::new();
@@ -101,6 +120,24 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
                 if in_word {
                     words.push(std::mem::take(&mut cur));
                     in_word = false;
+                }
+            }
+            '$' if chars.clone().next() == Some('\'') => {
+                chars.next();
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some('\\') => match chars.next() {
+                            Some('n') => cur.push('\n'),
+                            Some('t') => cur.push('\t'),
+                            Some('r') => cur.push('\r'),
+                            Some(c) => cur.push(c),
+                            None => return Err("unterminated $' quote".into()),
+                        },
+                        Some(c) => cur.push(c),
+                        None => return Err("unterminated $' quote".into()),
+                    }
                 }
             }
             '\'' => {
@@ -158,7 +195,8 @@ mod tests {
         );
         assert_eq!(split_words(r#"a "b \"c\"" d\ e"#).unwrap(), ["a", "b \"c\"", "d e"]);
         assert!(split_words("a 'b").is_err());
-        for w in ["plain", "with space", "it's", "", "a'b'c"] {
+        assert_eq!(split_words(r"t $'0 8 a\n8 8 b' x").unwrap(), ["t", "0 8 a\n8 8 b", "x"]);
+        for w in ["plain", "with space", "it's", "", "a'b'c", "0 8 a\n8 8 b", "x\\n'y'\n\r\t"] {
             assert_eq!(split_words(&quote(w)).unwrap(), [w]);
         }
     }

@@ -35,7 +35,8 @@ pub struct Cli {
 /// Where a table comes from.
 #[derive(Args, Debug, Clone)]
 pub struct TableArg {
-    /// The table: `<start> <length> <target> <args...>` (one line). Read
+    /// The table: one `<start> <length> <target> <args...>` line per
+    /// target, the first at 0 and each next where the previous ends. Read
     /// from standard input when omitted.
     #[arg(long)]
     pub table: Option<String>,

@@ -89,10 +89,13 @@ impl Session {
             let _ = writeln!(out, "No devices found");
         }
         for device in &names {
-            let line = self.dm.status(device, ty)?;
+            let lines = self.dm.status(device, ty)?;
             let prefix = if name.is_some() { String::new() } else { format!("{device}: ") };
-            if let Some(line) = line {
-                let _ = writeln!(out, "{prefix}{line}");
+            if let Some(lines) = lines {
+                // dmsetup prints one line per target, each with the prefix.
+                for line in lines {
+                    let _ = writeln!(out, "{prefix}{line}");
+                }
             } else if name.is_none() {
                 let _ = writeln!(out, "{prefix}");
             }
