@@ -132,11 +132,9 @@ pub fn run_cow(tool: &CowTool, out: &mut dyn Write) -> Result<()> {
         CowTool::Export { origin, file, output, changed_only, opts } => {
             let cow_dev = open_read_only(file)?;
             let origin_dev = open_read_only(origin)?;
-            let img = cow::scan(&cow_dev);
             let image = std::fs::File::create(output).map_err(|e| Error::file(output, e))?;
             let bar = Progress::new("exporting", origin_dev.size_sectors() * 512, opts.quiet);
-            let exported =
-                crate::cow_export::export(&origin_dev, &cow_dev, &img, &image, *changed_only, &|n| bar.inc(n));
+            let exported = crate::cow_export::export(&origin_dev, &cow_dev, &image, *changed_only, &|n| bar.inc(n));
             drop(bar);
             let exported = exported.map_err(|e| e.at(file).quiet(opts.quiet))?;
             if !opts.quiet {
