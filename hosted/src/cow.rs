@@ -245,15 +245,21 @@ pub fn dump_text(img: &CowImage) -> String {
     s
 }
 
-/// `dmrs cow dump --json`: one object.
-pub fn dump_json(img: &CowImage) -> serde_json::Value {
-    let header = match img.header {
+/// The `header` member of the JSON dump.
+pub fn json_header(header: &Header) -> serde_json::Value {
+    match *header {
         Header::New => serde_json::json!("new"),
         Header::Snap { valid, version, chunk_size } => serde_json::json!({
             "magic": SNAP_MAGIC, "valid": valid, "version": version, "chunk_size": chunk_size
         }),
         Header::BadMagic(m) => serde_json::json!({ "magic": m }),
-    };
+    }
+}
+
+/// `dmrs cow dump --json`: one object, built whole (`cow dump` streams the
+/// same bytes with `cow_format::dump_json_stream`).
+pub fn dump_json(img: &CowImage) -> serde_json::Value {
+    let header = json_header(&img.header);
     let exceptions: Vec<_> = img
         .exceptions
         .iter()

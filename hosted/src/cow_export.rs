@@ -5,11 +5,15 @@
 //! chunks are left as holes, so the image is sparse; with `changed_only`
 //! chunks without an exception are left as holes too, giving just the
 //! changed chunks at their offsets (an incremental image).
+//!
+//! The COW is walked, not scanned whole: once to count and find problems,
+//! once for the check, once to collect `(old_chunk, new_chunk)` pairs
+//! (16 bytes an exception), sorted by origin chunk for the export's pass
+//! over the origin.
 
 use crate::cow::{self, CowImage, Header};
 use crate::error::Error;
 use dmrs_core::platform::BlockDevice;
-use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 
 /// What an export wrote.
@@ -21,15 +25,23 @@ pub struct Exported {
     pub written: u64,
 }
 
-/// Exports the view of `img` (scanned from `cow`) over `origin` into `out`.
+fn changed(img: &CowImage, again: &CowImage) -> Result<(), String> {
+    if again.fatal != img.fatal || again.header != img.header {
+        return Err("the COW changed while it was exported".into());
+    }
+    Ok(())
+}
+
+/// Exports the view of the COW `cow_dev` over `origin` into `out`.
 pub fn export(
     origin: &dyn BlockDevice,
     cow_dev: &dyn BlockDevice,
-    img: &CowImage,
     out: &std::fs::File,
     changed_only: bool,
     progress: &dyn Fn(u64),
 ) -> Result<Exported, Error> {
+    let mut n = 0u64;
+    let img = cow::walk(cow_dev, None, &mut |_| n += 1);
     if let Some(f) = img.fatal.first() {
         return Err(Error::failed(f.clone()));
     }
@@ -41,41 +53,75 @@ pub fn export(
     };
     let origin_sectors = origin.size_sectors();
     // Every exception must be usable before any byte is written.
-    let checked = cow::check(img, Some(origin_sectors));
+    let checked =
+        cow::check_stream(&img, n, Some(origin_sectors), &mut |f| changed(&img, &cow::walk(cow_dev, None, f)))
+            .map_err(Error::failed)?;
     if let Some(problem) = checked.problems.first() {
         return Err(Error::failed(problem.clone()));
     }
+    // n came from a walk of the COW, so it is bounded by its chunks.
+    let mut map: Vec<(u64, u64)> = Vec::new();
+    let want = usize::try_from(n).map_err(|_| Error::failed(format!("cannot hold {n} exceptions")))?;
+    map.try_reserve_exact(want).map_err(|_| Error::failed(format!("cannot allocate {n} exceptions")))?;
+    let again = cow::walk(cow_dev, None, &mut |e| {
+        if map.len() < want {
+            map.push((e.old_chunk, e.new_chunk));
+        }
+    });
+    changed(&img, &again).map_err(Error::failed)?;
+    if map.len() != want {
+        return Err(Error::failed("the COW changed while it was exported"));
+    }
+    // The check refused an origin chunk remapped twice: the keys are unique.
+    map.sort_unstable();
     out.set_len(origin_sectors * 512).map_err(|e| Error::usage_or_io(format!("output: {e}")))?;
-    let map: HashMap<u64, u64> = img.exceptions.iter().map(|e| (e.old_chunk, e.new_chunk)).collect();
     // A new COW (no exceptions) shows the origin: export in 64 KiB pieces.
     let cs = if cs == 0 { 128 } else { cs };
     let mut buf = vec![0u8; cs as usize * 512];
     let mut done = Exported { from_cow: 0, written: 0 };
-    let chunks = origin_sectors.div_ceil(cs);
-    for chunk in 0..chunks {
-        let sector = chunk * cs;
-        let len = (origin_sectors - sector).min(cs) as usize * 512;
-        let piece = &mut buf[..len];
-        match map.get(&chunk) {
-            Some(&new_chunk) => {
-                cow_dev
-                    .read(new_chunk * cs, piece)
-                    .map_err(|e| Error::usage_or_io(format!("COW chunk {new_chunk}: {e}")))?;
-                done.from_cow += 1;
-            }
-            None if changed_only => {
-                progress(len as u64);
-                continue;
-            }
-            None => {
-                origin.read(sector, piece).map_err(|e| Error::usage_or_io(format!("origin sector {sector}: {e}")))?
-            }
-        }
+    let write = |piece: &[u8], sector: u64, done: &mut Exported| -> Result<(), Error> {
         if piece.iter().any(|&byte| byte != 0) {
             out.write_all_at(piece, sector * 512).map_err(|e| Error::usage_or_io(format!("output: {e}")))?;
             done.written += 1;
         }
-        progress(len as u64);
+        progress(piece.len() as u64);
+        Ok(())
+    };
+    let read_cow = |new_chunk: u64, piece: &mut [u8]| {
+        cow_dev.read(new_chunk * cs, piece).map_err(|e| Error::usage_or_io(format!("COW chunk {new_chunk}: {e}")))
+    };
+    let chunks = origin_sectors.div_ceil(cs);
+    if changed_only {
+        // Only the exceptions: the chunks between them stay holes.
+        let mut next = 0u64;
+        for &(chunk, new_chunk) in &map {
+            let sector = chunk * cs;
+            progress((chunk - next) * cs * 512);
+            let len = (origin_sectors - sector).min(cs) as usize * 512;
+            let piece = &mut buf[..len];
+            read_cow(new_chunk, piece)?;
+            done.from_cow += 1;
+            write(piece, sector, &mut done)?;
+            next = chunk + 1;
+        }
+        progress((origin_sectors * 512).saturating_sub(next * cs * 512));
+    } else {
+        let mut exceptions = map.iter().peekable();
+        for chunk in 0..chunks {
+            let sector = chunk * cs;
+            let len = (origin_sectors - sector).min(cs) as usize * 512;
+            let piece = &mut buf[..len];
+            match exceptions.next_if(|e| e.0 == chunk) {
+                Some(&(_, new_chunk)) => {
+                    read_cow(new_chunk, piece)?;
+                    done.from_cow += 1;
+                }
+                None => origin
+                    .read(sector, piece)
+                    .map_err(|e| Error::usage_or_io(format!("origin sector {sector}: {e}")))?,
+            }
+            write(piece, sector, &mut done)?;
+        }
     }
     out.sync_all().map_err(|e| Error::usage_or_io(format!("output: {e}")))?;
     Ok(done)

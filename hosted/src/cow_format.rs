@@ -143,6 +143,41 @@ pub fn dump_stream(
     }
 }
 
+/// Streams the JSON dump of `dev` to `out` without holding the exceptions:
+/// the same bytes as `dump_json(&scan(dev))` and a newline. serde_json
+/// writes an object's keys sorted, so `errors` comes before `exceptions`:
+/// a first walk finds the problems (keeping nothing), a second writes each
+/// exception as it finds it. Returns the walk's image with no exceptions
+/// kept; `progress` gets the bytes of slots read by the second walk.
+pub fn dump_json_stream(
+    dev: &dyn dmrs_core::platform::BlockDevice,
+    out: &mut dyn Write,
+    progress: &dyn Fn(u64),
+) -> std::io::Result<CowImage> {
+    let first = crate::cow::walk(dev, None, &mut |_| {});
+    let mut err: Option<std::io::Error> = None;
+    let mut keep = |r: std::io::Result<()>| {
+        if let (Err(e), None) = (r, &err) {
+            err = Some(e);
+        }
+    };
+    keep(write!(out, "{{\"errors\":{},\"exceptions\":[", serde_json::Value::from(first.fatal.clone())));
+    let mut comma = "";
+    let img = crate::cow::walk(dev, None, &mut |e| {
+        progress(16);
+        keep(write!(out, "{comma}{{\"new_chunk\":{},\"old_chunk\":{}}}", e.new_chunk, e.old_chunk));
+        comma = ",";
+    });
+    keep(writeln!(out, "],\"header\":{}}}", crate::cow::json_header(&img.header)));
+    if let Some(e) = err {
+        return Err(e);
+    }
+    if img.fatal != first.fatal || img.header != first.header {
+        return Err(std::io::Error::other("the device changed while it was dumped"));
+    }
+    Ok(img)
+}
+
 /// What a dump says: the header and the exceptions in on-disk order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dump {

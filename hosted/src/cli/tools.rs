@@ -85,20 +85,18 @@ pub fn run_cow(tool: &CowTool, out: &mut dyn Write) -> Result<()> {
             let dev = open_read_only(file)?;
             let mut report = open_report(opts.quiet, output, out)?;
             let format = if *json { Format::Json } else { *format };
-            // Text and XML stream (bounded memory at any size); JSON is built whole.
-            let written = match format {
-                Format::Json => {
-                    let img = cow::scan(&dev);
-                    writeln!(report, "{}", cow::dump_json(&img)).map(|_| img)
-                }
+            // Every format streams (bounded memory at any size).
+            let mut buffered = std::io::BufWriter::with_capacity(1 << 20, &mut report);
+            let bar = Progress::new("dumping", cow::metadata_bound(&dev), opts.quiet);
+            let dumped = match format {
+                Format::Json => crate::cow_format::dump_json_stream(&dev, &mut buffered, &|n| bar.inc(n)),
                 Format::Text | Format::Xml => {
-                    let mut buffered = std::io::BufWriter::with_capacity(1 << 20, &mut report);
-                    let bar = Progress::new("dumping", cow::metadata_bound(&dev), opts.quiet);
-                    let dumped =
-                        crate::cow_format::dump_stream(&dev, format == Format::Xml, &mut buffered, &|n| bar.inc(n));
-                    dumped.and_then(|img| buffered.flush().map(|_| img))
+                    crate::cow_format::dump_stream(&dev, format == Format::Xml, &mut buffered, &|n| bar.inc(n))
                 }
             };
+            let written = dumped.and_then(|img| buffered.flush().map(|_| img));
+            drop(buffered);
+            drop(bar);
             let img = written.map_err(|e| Error::file(output_name(output), e))?;
             finish_report(report)?;
             if !img.fatal.is_empty() {
@@ -134,11 +132,9 @@ pub fn run_cow(tool: &CowTool, out: &mut dyn Write) -> Result<()> {
         CowTool::Export { origin, file, output, changed_only, opts } => {
             let cow_dev = open_read_only(file)?;
             let origin_dev = open_read_only(origin)?;
-            let img = cow::scan(&cow_dev);
             let image = std::fs::File::create(output).map_err(|e| Error::file(output, e))?;
             let bar = Progress::new("exporting", origin_dev.size_sectors() * 512, opts.quiet);
-            let exported =
-                crate::cow_export::export(&origin_dev, &cow_dev, &img, &image, *changed_only, &|n| bar.inc(n));
+            let exported = crate::cow_export::export(&origin_dev, &cow_dev, &image, *changed_only, &|n| bar.inc(n));
             drop(bar);
             let exported = exported.map_err(|e| e.at(file).quiet(opts.quiet))?;
             if !opts.quiet {
