@@ -12,7 +12,7 @@ use dmrs_core::emit::{Emitter, StatusType};
 use dmrs_core::platform::{BlockDevice, RamDev, ReqFlags, SyncCopier, TableDev};
 use dmrs_core::snapshot::{SnapId, SnapshotDriver};
 use dmrs_core::Errno;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 type Dev = TableDev<Arc<RamDev>>;
 
@@ -157,4 +157,69 @@ fn clone_flush_writes_go_down_fua_after_the_commit() {
     let mut b = [0u8; 512];
     devs[1].dev.peek_durable(100, &mut b).unwrap();
     assert!(b.iter().all(|&x| x == 1), "a FUA write is durable when it completes");
+}
+
+/// A whole-chunk write to a snapshot is its own copy (`start_full_bio`):
+/// with FUA the COW is flushed before the write is acknowledged — the
+/// exception's commit may be batched with others and come later — and
+/// without FUA nothing is flushed for it beyond the commit's own PREFLUSH.
+#[test]
+fn whole_chunk_snapshot_writes_flush_the_cow_only_for_fua() {
+    let s = Snap::new(RamDev::from_bytes(&[0x11; 128 * 512], 512).unwrap(), RamDev::new(256, 512).unwrap());
+    let id = s.ctr(false, "origin cow P 8").unwrap();
+    let flushes = s.cow.dev.stats().flushes;
+    s.drv.snapshot_write(id, 0, &[0x33; 4096], ReqFlags::empty()).unwrap();
+    assert_eq!(s.cow.dev.stats().flushes, flushes, "a plain write flushed the COW");
+    s.drv.snapshot_write(id, 8, &[0x44; 4096], ReqFlags::FUA).unwrap();
+    assert_eq!(s.cow.dev.stats().flushes, flushes + 1, "a FUA write did not flush the COW");
+    let s = s.reboot();
+    let id = s.ctr(false, "origin cow P 8").unwrap();
+    assert!(s.read(id, 8, 4096).iter().all(|&b| b == 0x44));
+}
+
+/// A device that logs its writes (first sector, flags) and flushes.
+struct Logged<'a> {
+    dev: &'a RamDev,
+    log: Mutex<Vec<(Option<u64>, ReqFlags)>>,
+}
+
+impl BlockDevice for Logged<'_> {
+    fn read(&self, s: u64, b: &mut [u8]) -> dmrs_core::Result<()> {
+        self.dev.read(s, b)
+    }
+    fn write(&self, s: u64, b: &[u8], f: ReqFlags) -> dmrs_core::Result<()> {
+        self.log.lock().unwrap().push((Some(s), f));
+        self.dev.write(s, b, f)
+    }
+    fn flush(&self) -> dmrs_core::Result<()> {
+        self.log.lock().unwrap().push((None, ReqFlags::empty()));
+        self.dev.flush()
+    }
+    fn size_sectors(&self) -> u64 {
+        self.dev.size_sectors()
+    }
+    fn logical_block_size(&self) -> u32 {
+        512
+    }
+}
+
+/// `dm_tm_pre_commit` flushes every block of the transaction
+/// (`dm_bm_flush`) before `dm_tm_commit` writes the superblock with
+/// PREFLUSH|FUA, last: a failed flush fails the commit before the
+/// superblock is touched.
+#[test]
+fn clone_commit_flushes_the_transaction_then_writes_the_superblock_last() {
+    let ram = RamDev::new(8192, 512).unwrap();
+    let dev = Logged { dev: &ram, log: Mutex::new(Vec::new()) };
+    let md = CloneMetadata::open(&dev, 16384, 8).unwrap();
+    md.set_region_hydrated(3).unwrap();
+    md.pre_commit().unwrap();
+    dev.log.lock().unwrap().clear();
+    md.commit().unwrap();
+    let log = dev.log.lock().unwrap().clone();
+    let (last, rest) = log.split_last().unwrap();
+    assert_eq!(*last, (Some(0), ReqFlags::PREFLUSH | ReqFlags::FUA), "superblock last: {log:?}");
+    let flush = rest.iter().rposition(|w| w.0.is_none()).unwrap_or_else(|| panic!("no flush: {log:?}"));
+    assert!(flush > 0 && rest[..flush].iter().all(|w| w.0.is_some_and(|s| s > 0)), "{log:?}");
+    assert_eq!(flush, rest.len() - 1, "a write between the flush and the superblock: {log:?}");
 }
