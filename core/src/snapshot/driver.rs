@@ -793,11 +793,37 @@ impl<P: IoPlatform> SnapshotDriver<P> {
                     let ok = cow.write(to, piece, ReqFlags::empty()).is_ok()
                         && (!flags.contains(ReqFlags::FUA) || cow.flush().is_ok());
                     self.copy_callback(ctx, ok);
-                    return match self.with_snapshot(id, |_, slot| slot.snap.down_read().valid)? {
-                        true => Ok(()),
-                        false => Err(Errno::EIO),
-                    };
+                    // As the kernel ends a full bio only in
+                    // `pending_complete`: the exception commits in order,
+                    // maybe after copies still in flight, and the write is
+                    // not done (nor durable after a flush) before that.
+                    return self.wait_remapped(id, sector);
                 }
+            }
+        }
+    }
+
+    /// Waits until the chunk holding `sector` is remapped (its exception
+    /// completed) or the snapshot is invalid.
+    fn wait_remapped(&self, id: SnapId, sector: u64) -> Result<()> {
+        loop {
+            let seen = self.pending_done.load(Ordering::Acquire);
+            let done = self.with_snapshot(id, |_, slot| {
+                let snap = slot.snap.down_read();
+                if !snap.valid {
+                    Some(Err(Errno::EIO))
+                } else if snap.remap(sector).is_some() {
+                    Some(Ok(()))
+                } else if snap.pending.lookup(sector >> snap.chunk_shift()).is_none() {
+                    // Completed without a remap: not copied.
+                    Some(Err(Errno::EIO))
+                } else {
+                    None
+                }
+            })?;
+            match done {
+                Some(r) => return r,
+                None => self.wait_pending_done(seen),
             }
         }
     }
