@@ -121,10 +121,7 @@ impl RamDev {
 
     /// Power cut: everything not yet durable is lost.
     pub fn crash(&self) {
-        let mut g = self.inner.lock();
-        let i = &mut *g;
-        i.cache.copy_from_slice(&i.durable);
-        i.unflushed.clear();
+        self.crash_keeping(&mut |_| false);
     }
 
     /// Power cut in the middle of the cache's write-back: of the sectors
